@@ -1,0 +1,170 @@
+"""The `harness` command. Errors meant for the user print as one message (exit 2); bugs keep their traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from harness.errors import HarnessError
+
+log = logging.getLogger("harness")
+
+
+def _csv_list(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from harness import __version__
+    from harness.runner import DEFAULT_DATASETS, DEFAULT_ENCODERS
+    from leaderboard import FORMATS
+
+    parser = argparse.ArgumentParser(prog="harness", description="Evaluate frozen encoders: kNN, linear probe and "
+                                     "clustering from one extraction, as leaderboard rows.")
+    parser.add_argument("--version", action="version", version=f"harness {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="extract embeddings (once, cached) and evaluate them; print the leaderboard")
+    run.add_argument("--encoder", "-e", action="append", metavar="E",
+                     help=f"encoder name, repeatable (default: {', '.join(DEFAULT_ENCODERS)})")
+    run.add_argument("--dataset", "-d", action="append", metavar="D",
+                     help=f"dataset name, repeatable (default: {', '.join(DEFAULT_DATASETS)})")
+    run.add_argument("--eval", dest="evaluators", action="append", metavar="EV[,EV...]",
+                     help="evaluators (default: every built-in evaluator)")
+    run.add_argument("--results-dir", default="results", help="where records go (default: ./results)")
+    run.add_argument("--cache-dir", default=".harness-cache", help="embedding cache (default: ./.harness-cache)")
+    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
+    run.add_argument("--batch-size", type=int, default=64)
+    run.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: chosen for the machine)")
+    run.add_argument("--seed", type=int, default=0, help="seed of every stochastic step (and of random: encoders)")
+    run.add_argument("--pooling", choices=("default", "cls", "mean"), default=None,
+                     help="feature pooling of timm encoders (default: the model's own)")
+    run.add_argument("--skip-bad-images", action="store_true",
+                     help="skip unreadable images (counted in the record) instead of stopping")
+    run.add_argument("--shard-size", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--format", choices=FORMATS, default="plain", help="format of the printed leaderboard")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    board = sub.add_parser("leaderboard", help="print the leaderboard from result records alone")
+    board.add_argument("--results-dir", default="results")
+    board.add_argument("--format", choices=FORMATS, default="plain")
+    board.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
+
+    plugins = sub.add_parser("plugins", help="list plugins, where they came from and what they registered")
+    plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed to load or register")
+    for kind in ("encoders", "datasets", "evaluators"):
+        sub.add_parser(kind, help=f"list installed {kind}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
+                        stream=sys.stderr)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished shards and records are kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.plugins import get_plugins
+    from harness.records import load_records
+    from harness.runner import DEFAULT_DATASETS, DEFAULT_ENCODERS, RunConfig, run
+    from leaderboard import build_leaderboard, render
+
+    plugins = get_plugins()
+    _warn_problems(plugins)
+    evaluators = _csv_list(args.evaluators) or [e.name for e in plugins.evaluators
+                                                if plugins.infos[e.plugin].builtin]
+    encoder_options = {"init_seed": args.seed}
+    if args.pooling:
+        encoder_options["pooling"] = args.pooling
+    config = RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
+                       evaluators=evaluators, results_dir=args.results_dir, cache_dir=args.cache_dir,
+                       device=args.device, batch_size=args.batch_size, workers=args.workers, seed=args.seed,
+                       skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
+                       encoder_options=encoder_options, progress=not args.no_progress)
+    report = run(config, plugins)
+    hits = sum(r.cache_hit for r in report.extractions)
+    if report.extractions and report.forward_passes == 0:
+        print(f"all {hits} embedding sets came from the cache: no forward pass was run", file=sys.stderr)
+    else:
+        print(f"extracted {report.items_encoded} items in {report.forward_passes} forward passes; "
+              f"{hits} embedding set(s) came from the cache", file=sys.stderr)
+    skipped_items = sum(len(r.skipped) for r in report.extractions)
+    if skipped_items:
+        print(f"{skipped_items} unreadable item(s) were skipped (listed in the records)", file=sys.stderr)
+    ran = {(r["encoder"]["name"], r["dataset"]["name"]) for r in report.records}
+    records = [r for r in load_records(args.results_dir) if (r["encoder"]["name"], r["dataset"]["name"]) in ran]
+    if records:
+        print(render(build_leaderboard(records), args.format))
+    for failure in report.failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if report.failures else 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.records import load_records
+    from leaderboard import build_leaderboard, render
+
+    board = build_leaderboard(load_records(args.results_dir), metric=args.metric)
+    print(render(board, args.format))
+    for note in board.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
+def _warn_problems(plugins: object) -> None:
+    for problem in plugins.problems:  # type: ignore[attr-defined]
+        print(f"warning: {problem}", file=sys.stderr)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from harness.plugins import get_plugins
+
+    plugins = get_plugins()
+    for info in plugins.infos.values():
+        kind = "built-in" if info.builtin else "entry point"
+        print(f"{info.name}  ({info.distribution} {info.version}, {kind})")
+        for registry_kind, names in sorted(info.registered.items()):
+            print(f"    {registry_kind}s: {', '.join(names)}")
+    for problem in plugins.problems:
+        print(f"PROBLEM: {problem}")
+        if args.verbose and problem.traceback:
+            print(problem.traceback)
+    return 1 if (args.check and plugins.problems) else 0
+
+
+def _list(kind: str) -> int:
+    from harness.plugins import get_plugins
+
+    plugins = get_plugins()
+    _warn_problems(plugins)
+    registry = getattr(plugins, kind)
+    width = max((len(e.display_name) for e in registry), default=0)
+    for entry in registry:
+        print(f"{entry.display_name:<{width}}  {entry.description}  [{entry.plugin}]")
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "leaderboard": cmd_leaderboard,
+    "plugins": cmd_plugins,
+    "encoders": lambda args: _list("encoders"),
+    "datasets": lambda args: _list("datasets"),
+    "evaluators": lambda args: _list("evaluators"),
+}

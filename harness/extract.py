@@ -1,0 +1,312 @@
+"""The extraction loop: the only place a model runs.
+
+Items are decoded and transformed in DataLoader workers, encoded on the device in `inference_mode` (bf16
+autocast on CUDA), and written in shards of `shard_size` items, so an interrupted run resumes from the shards
+already on disk. When every shard is there, the store finishes the entry with one atomic rename.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
+from harness.store import EmbeddingStore, cache_key, write_json_atomic
+from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_SIZE = 1024
+
+
+@dataclass
+class ExtractionOptions:
+    device: str = "cpu"
+    batch_size: int = 64
+    workers: int | None = None  # None: chosen for the machine
+    skip_bad_images: bool = False
+    shard_size: int = DEFAULT_SHARD_SIZE
+    progress: bool = True
+
+
+@dataclass
+class ExtractionReport:
+    """What getting one split's embeddings cost: zero `items_encoded` means a pure cache hit."""
+
+    key: str
+    cache_hit: bool
+    items_encoded: int = 0
+    items_resumed: int = 0
+    forward_passes: int = 0
+    seconds: float = 0.0
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError(f"device {device!r} asked for, but torch sees no CUDA device "
+                           f"(torch {torch.__version__}); use --device cpu or auto")
+    if device not in ("cpu",) and not device.startswith(("cuda", "mps")):
+        raise HarnessError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
+    return device
+
+
+def default_workers(device: str) -> int:
+    """0 on a small CPU-only machine (the model needs every core; worker processes only add copies), else
+    enough workers to keep the accelerator fed."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device == "cpu":
+        return 0 if cpus <= 2 else min(4, cpus // 4)
+    return min(8, max(cpus - 1, 0))
+
+
+def precision_for(device: str) -> str:
+    return "bf16-autocast" if device.startswith("cuda") else "fp32"
+
+
+def dataset_fingerprint(dataset: Dataset, split_name: str, split: DatasetSplit, skip_bad_images: bool) -> dict:
+    info = dataset.info()
+    return {"name": dataset.name, "revision": info.get("revision"), "split": split_name, "n": len(split),
+            "items": split.fingerprint(), "skip_bad_images": skip_bad_images}
+
+
+def encoder_fingerprint(encoder: Encoder, device: str) -> dict:
+    # bf16 autocast changes the vectors slightly, so precision is part of the key.
+    return {**encoder.fingerprint(), "precision": precision_for(device)}
+
+
+class _Items:
+    """Dataset adapter for the DataLoader: (index, tensor or None, label, error) so bad items reach the main
+    process as data, where they are either reported or skipped."""
+
+    def __init__(self, split: DatasetSplit, transform: Any) -> None:
+        self.split = split
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, index: int) -> tuple[int, Any, int, str | None]:
+        try:
+            raw, label = self.split[index]
+        except BadItemError as error:
+            return index, None, -1, str(error)
+        return index, self.transform(raw), int(label), None
+
+
+def _collate(samples: list[tuple[int, Any, int, str | None]]) -> tuple[list[int], Any, list[int], list[tuple]]:
+    import torch
+
+    good = [s for s in samples if s[1] is not None]
+    bad = [(s[0], s[3]) for s in samples if s[1] is None]
+    batch = torch.stack([s[1] for s in good]) if good else None
+    return [s[0] for s in good], batch, [s[2] for s in good], bad
+
+
+class ShardedExtraction:
+    """The partial directory of one key: which shards exist, and writing new ones atomically."""
+
+    def __init__(self, directory: Path, n: int, shard_size: int) -> None:
+        self.directory = directory
+        self.n = n
+        self.shard_size = shard_size
+        plan = {"n": n, "shard_size": shard_size}
+        plan_path = directory / "plan.json"
+        if directory.exists():
+            try:
+                same_plan = json.loads(plan_path.read_text()) == plan
+            except (OSError, ValueError):
+                same_plan = False
+            if not same_plan:  # shards of another layout cannot be reused
+                shutil.rmtree(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if not plan_path.exists():
+            write_json_atomic(plan_path, plan)
+
+    @property
+    def count(self) -> int:
+        return (self.n + self.shard_size - 1) // self.shard_size
+
+    def bounds(self, shard: int) -> tuple[int, int]:
+        return shard * self.shard_size, min(self.n, (shard + 1) * self.shard_size)
+
+    def path(self, shard: int) -> Path:
+        return self.directory / f"shard-{shard:05d}.npz"
+
+    def read(self, shard: int) -> dict[str, np.ndarray] | None:
+        """A finished shard, or None when it is absent or unreadable (then it is simply redone)."""
+        path = self.path(shard)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in ("features", "labels", "indices", "skipped", "skip_reasons")}
+        except Exception:  # noqa: BLE001 - a torn shard is redone, whatever numpy says about it
+            path.unlink(missing_ok=True)
+            return None
+        start, stop = self.bounds(shard)
+        if len(arrays["indices"]) + len(arrays["skipped"]) != stop - start:
+            path.unlink(missing_ok=True)
+            return None
+        return arrays
+
+    def write(self, shard: int, features: np.ndarray, labels: np.ndarray, indices: np.ndarray,
+              skipped: list[tuple[int, str]]) -> None:
+        tmp = self.directory / f".shard-{shard:05d}.tmp-{os.getpid()}.npz"
+        try:
+            with open(tmp, "wb") as handle:
+                np.savez(handle, features=features, labels=labels, indices=indices,
+                         skipped=np.array([i for i, _ in skipped], dtype=np.int64),
+                         skip_reasons=np.array([r for _, r in skipped], dtype=str))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path(shard))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) -> Iterator[list[int]]:
+    """Index batches that never straddle a shard boundary, so every shard closes on a batch end."""
+    for shard in shards:
+        start, stop = extraction.bounds(shard)
+        for begin in range(start, stop, batch_size):
+            yield list(range(begin, min(begin + batch_size, stop)))
+
+
+def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
+            options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
+    """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached."""
+    from filelock import FileLock
+
+    split = dataset.split(split_name)
+    key = cache_key(encoder_fingerprint(encoder, options.device),
+                    dataset_fingerprint(dataset, split_name, split, options.skip_bad_images))
+    cached = store.load(key)
+    if cached is not None:
+        return cached, ExtractionReport(key, cache_hit=True)
+    store.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
+    # One process extracts a key at a time; another one waiting here then finds the finished entry.
+    with FileLock(str(store.lock_path(key))):
+        cached = store.load(key)
+        if cached is not None:
+            return cached, ExtractionReport(key, cache_hit=True)
+        return _extract_locked(encoder, dataset, split_name, split, key, store, options)
+
+
+def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit, key: str,
+                    store: EmbeddingStore, options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    started = time.perf_counter()
+    report = ExtractionReport(key, cache_hit=False)
+    n = len(split)
+    if n == 0:
+        raise HarnessError(f"dataset {dataset.name!r} split {split_name!r} has no items")
+    extraction = ShardedExtraction(store.partial_dir(key), n, options.shard_size)
+    finished = {s: extraction.read(s) for s in range(extraction.count)}
+    todo = [s for s, arrays in finished.items() if arrays is None]
+    report.items_resumed = sum(extraction.bounds(s)[1] - extraction.bounds(s)[0] for s in finished if finished[s] is not None)
+    if report.items_resumed:
+        log.info("resuming %s on %s/%s: %d of %d items already extracted", encoder.name, dataset.name, split_name,
+                 report.items_resumed, n)
+
+    if todo:
+        if getattr(encoder, "_loaded_on", None) != options.device:  # train and test share one loaded model
+            encoder.load(options.device)
+            encoder._loaded_on = options.device  # type: ignore[attr-defined]
+        device = options.device
+        workers = default_workers(device) if options.workers is None else options.workers
+        loader = DataLoader(_Items(split, encoder.transform), batch_sampler=list(_batches(extraction, todo,
+                            options.batch_size)), num_workers=workers, collate_fn=_collate,
+                            pin_memory=device.startswith("cuda"), persistent_workers=False)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext())
+        memory_format = torch.channels_last if (encoder.channels_last and device.startswith("cuda")) else None
+        bar = tqdm(total=n, initial=report.items_resumed, unit="img", desc=f"{encoder.name} | {dataset.name}/{split_name}",
+                   disable=not options.progress or None, file=sys.stderr, dynamic_ncols=True)
+        buffers: dict[int, dict[str, list]] = {}
+        with torch.inference_mode(), autocast, bar:
+            for indices, batch, labels, bad in loader:
+                shard = (indices or [bad[0][0]])[0] // extraction.shard_size
+                buffer = buffers.setdefault(shard, {"features": [], "labels": [], "indices": [], "skipped": []})
+                for index, reason in bad:
+                    if not options.skip_bad_images:
+                        raise BadItemError(split.item_id(index), f"{reason} (pass --skip-bad-images to skip and "
+                                                                 f"count such items instead)")
+                    buffer["skipped"].append((index, reason))
+                if batch is not None:
+                    batch = batch.to(device, non_blocking=True)
+                    if memory_format is not None and batch.ndim == 4:
+                        batch = batch.contiguous(memory_format=memory_format)
+                    output = encoder.encode(batch)
+                    report.forward_passes += 1
+                    output = output.float()
+                    if output.ndim != 2 or output.shape[0] != len(indices):
+                        raise HarnessError(f"encoder {encoder.name!r} returned shape {tuple(output.shape)} for a "
+                                           f"batch of {len(indices)}; encode() must return (batch, dim)")
+                    finite = torch.isfinite(output).all(dim=1)
+                    if not bool(finite.all()):
+                        first = indices[int((~finite).nonzero()[0, 0])]
+                        raise NonFiniteEmbeddingError(
+                            f"encoder {encoder.name!r} produced NaN or inf for item {split.item_id(first)!r} of "
+                            f"{dataset.name}/{split_name}; nothing of this extraction was cached")
+                    buffer["features"].append(output.cpu().numpy())
+                    buffer["labels"].extend(labels)
+                    buffer["indices"].extend(indices)
+                    report.items_encoded += len(indices)
+                bar.update(len(indices) + len(bad))
+                start, stop = extraction.bounds(shard)
+                if len(buffer["indices"]) + len(buffer["skipped"]) == stop - start:
+                    feats = (np.concatenate(buffer["features"]) if buffer["features"]
+                             else np.zeros((0, 0), dtype=np.float32))
+                    extraction.write(shard, feats, np.asarray(buffer["labels"], dtype=np.int64),
+                                     np.asarray(buffer["indices"], dtype=np.int64), buffer["skipped"])
+                    del buffers[shard]
+        for shard in todo:
+            finished[shard] = extraction.read(shard)
+            if finished[shard] is None:
+                raise HarnessError(f"shard {shard} of {key} was not written; the extraction did not finish")
+
+    shards = [finished[s] for s in range(extraction.count)]
+    dims = {a["features"].shape[1] for a in shards if len(a["indices"])}
+    if len(dims) != 1:
+        raise HarnessError(f"encoder {encoder.name!r} gave no vectors, or vectors of different sizes {sorted(dims)}, "
+                           f"for {dataset.name}/{split_name}")
+    kept = [a for a in shards if len(a["indices"])]
+    indices = np.concatenate([a["indices"] for a in kept])
+    features = np.ascontiguousarray(np.concatenate([a["features"] for a in kept]), dtype=np.float32)
+    labels = np.concatenate([a["labels"] for a in kept])
+    ids = np.array([split.item_id(int(i)) for i in indices], dtype=str)
+    report.skipped = [{"id": split.item_id(int(i)), "reason": str(r)}
+                      for a in shards for i, r in zip(a["skipped"], a["skip_reasons"])]
+    report.seconds = time.perf_counter() - started
+    info = dataset.info()
+    meta = {"encoder": encoder.name, "encoder_fingerprint": encoder_fingerprint(encoder, options.device),
+            "dataset": dataset.name, "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split,
+                                                                                 options.skip_bad_images),
+            "split": split_name, "class_names": info.get("class_names", []), "skipped": report.skipped,
+            "device": options.device, "precision": precision_for(options.device),
+            "extract_seconds": round(report.seconds, 3), "items_encoded_this_run": report.items_encoded,
+            # Provenance known only once the model is loaded, kept so that cache hits can still report it.
+            "encoder_info": encoder.info(), "parameters": encoder.parameter_count()}
+    embeddings = store.finish(key, features, labels, ids, meta)
+    shutil.rmtree(extraction.directory, ignore_errors=True)
+    if report.items_encoded:
+        log.info("extracted %s on %s/%s: %d items in %.1f s (%.1f items/s)", encoder.name, dataset.name, split_name,
+                 report.items_encoded, report.seconds, report.items_encoded / max(report.seconds, 1e-9))
+    return embeddings, report

@@ -1,0 +1,186 @@
+"""The embedding cache: each (encoder, dataset, split) is extracted once, then read memory-mapped.
+
+Layout under the cache directory::
+
+    entries/<key>/features.npy labels.npy ids.npy meta.json   finished entries, plain numpy files
+    partial/<key>/plan.json shard-00000.npz ...                an extraction in progress (resumable)
+    derived/<key>/                                             what evaluators derive (e.g. UMAP reductions)
+    locks/<key>.lock                                           held while one process extracts that key
+
+An entry becomes visible only by an atomic rename of a complete directory, and `meta.json` records each file's
+size and sha256 (and its own checksum), so a truncated or edited entry is detected and recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.types import Embeddings
+
+log = logging.getLogger(__name__)
+
+#: Bump when the on-disk format changes; part of every key, so old entries are simply misses.
+STORE_FORMAT = 1
+ARRAYS = ("features", "labels", "ids")
+#: Entries up to this size are hash-checked on every load; larger ones by size and shape only (hashing gigabytes
+#: at each run would cost more than it protects against).
+HASH_CHECK_LIMIT_BYTES = 512 * 1024 * 1024
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def cache_key(encoder_fingerprint: dict[str, Any], dataset_fingerprint: dict[str, Any]) -> str:
+    """The hash of everything that determines the vectors of one (encoder, dataset, split)."""
+    payload = {"encoder": encoder_fingerprint, "dataset": dataset_fingerprint, "store_format": STORE_FORMAT}
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def meta_checksum(meta: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json({k: v for k, v in meta.items() if k != "meta_sha256"}).encode()).hexdigest()
+
+
+def write_json_atomic(path: Path, value: Any) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename: readers see all or nothing."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(value, indent=2, allow_nan=False, default=str))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class DamagedEntry(Exception):
+    key: str
+    reason: str
+
+
+class EmbeddingStore:
+    """Finished entries are read from here; extraction writes shards into it and finishes entries."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser()
+
+    def entry_dir(self, key: str) -> Path:
+        return self.root / "entries" / key
+
+    def partial_dir(self, key: str) -> Path:
+        return self.root / "partial" / key
+
+    def derived_dir(self, key: str) -> Path:
+        return self.root / "derived" / key
+
+    def lock_path(self, key: str) -> Path:
+        return self.root / "locks" / f"{key}.lock"
+
+    # -- reading -------------------------------------------------------------------------------------------------
+
+    def load(self, key: str) -> Embeddings | None:
+        """The finished entry for `key`, memory-mapped; None on a miss. A damaged entry is removed (and logged)."""
+        entry = self.entry_dir(key)
+        if not entry.exists():
+            return None
+        try:
+            return self._read_verified(key, entry)
+        except DamagedEntry as damage:
+            log.warning("embedding cache entry %s is damaged (%s); it will be extracted again", entry, damage.reason)
+            self.discard(key)
+            return None
+
+    def _read_verified(self, key: str, entry: Path) -> Embeddings:
+        try:
+            meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise DamagedEntry(key, f"meta.json unreadable: {error}") from error
+        if meta.get("meta_sha256") != meta_checksum(meta):
+            raise DamagedEntry(key, "meta.json was modified after it was written")
+        if meta.get("key") != key or meta.get("store_format") != STORE_FORMAT:
+            raise DamagedEntry(key, "meta.json belongs to another key or format")
+        arrays = {}
+        check_hashes = sum(f["size"] for f in meta["files"].values()) <= HASH_CHECK_LIMIT_BYTES
+        for name in ARRAYS:
+            path = entry / f"{name}.npy"
+            expected = meta["files"][f"{name}.npy"]
+            if not path.is_file() or path.stat().st_size != expected["size"]:
+                raise DamagedEntry(key, f"{name}.npy is missing or has the wrong size")
+            if check_hashes and sha256_of(path) != expected["sha256"]:
+                raise DamagedEntry(key, f"{name}.npy does not match its recorded sha256")
+            try:
+                arrays[name] = np.load(path, mmap_mode="r" if name == "features" else None, allow_pickle=False)
+            except (OSError, ValueError) as error:
+                raise DamagedEntry(key, f"{name}.npy unreadable: {error}") from error
+        if arrays["features"].shape != (meta["n"], meta["dim"]):
+            raise DamagedEntry(key, f"features have shape {arrays['features'].shape}, meta says "
+                                    f"({meta['n']}, {meta['dim']})")
+        os.utime(entry / "meta.json")  # last use, for `harness cache` housekeeping
+        derived = self.derived_dir(key)
+        return Embeddings(arrays["features"], arrays["labels"], arrays["ids"],
+                          meta={**meta, "derived_dir": str(derived), "entry_dir": str(entry)})
+
+    # -- writing -------------------------------------------------------------------------------------------------
+
+    def finish(self, key: str, features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
+               meta: dict[str, Any]) -> Embeddings:
+        """Write a complete entry next to its final place, then rename it into place atomically."""
+        entries = self.root / "entries"
+        entries.mkdir(parents=True, exist_ok=True)
+        tmp = entries / f".tmp-{key}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            files = {}
+            for name, array in (("features", features), ("labels", labels), ("ids", ids)):
+                path = tmp / f"{name}.npy"
+                with open(path, "wb") as handle:
+                    np.save(handle, array, allow_pickle=False)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                files[f"{name}.npy"] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
+            meta = {**meta, "key": key, "store_format": STORE_FORMAT, "n": int(features.shape[0]),
+                    "dim": int(features.shape[1]), "dtype": str(features.dtype), "files": files,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            meta["meta_sha256"] = meta_checksum(meta)
+            write_json_atomic(tmp / "meta.json", meta)
+            final = self.entry_dir(key)
+            if final.exists():  # another process finished first; a damaged leftover is replaced
+                if self.load(key) is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return self.load(key)  # type: ignore[return-value]
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        loaded = self.load(key)
+        assert loaded is not None, f"entry {key} vanished right after it was written"
+        return loaded
+
+    def discard(self, key: str) -> None:
+        """Remove an entry by renaming it away first, so no reader ever sees it half-deleted."""
+        entry = self.entry_dir(key)
+        if entry.exists():
+            trash = entry.with_name(f".trash-{key}-{os.getpid()}-{time.monotonic_ns()}")
+            os.rename(entry, trash)
+            shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,175 @@
+"""The shapes that flow between plugins and the core.
+
+Encoders turn raw items into vectors, datasets hand out raw items with labels, evaluators turn arrays into
+numbers. The core only moves values of these types around; it never looks inside an image or a model.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+#: Pretraining kinds an encoder can declare; `random` and `none` mark the "no pretraining" baselines.
+PRETRAINING_KINDS = ("supervised", "ssl", "image-text", "random", "none", "unknown")
+
+
+class Encoder(abc.ABC):
+    """A frozen model that maps raw items to fixed-size vectors.
+
+    Construction must be cheap: listing encoders or checking the cache must not load weights. `load()` is called
+    once, before the first `encode`, with the device to run on.
+    """
+
+    #: The name the user typed (`timm:resnet50`, `pixels`, ...); it names the encoder in records and tables.
+    name: str
+
+    @abc.abstractmethod
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that changes the vectors: weights hash or revision, pooling, transform, library versions.
+
+        It is part of the embedding cache key, so it must be JSON-serialisable and stable across runs.
+        """
+
+    @abc.abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Provenance for the record: architecture, weights source and hash, pretraining kind, pooling, ...
+
+        Keys `architecture`, `weights`, `pretraining` (one of PRETRAINING_KINDS) are expected; `parameters` and
+        `embedding_dim` are filled in by the extractor once the model has run.
+        """
+
+    @abc.abstractmethod
+    def load(self, device: str) -> None:
+        """Build the model (load weights) and move it to `device`."""
+
+    @property
+    @abc.abstractmethod
+    def transform(self) -> Callable[[Any], Any]:
+        """Raw item -> tensor, from the model's own preprocessing config. Runs in DataLoader workers."""
+
+    @abc.abstractmethod
+    def encode(self, batch: Any) -> Any:
+        """A batch of transformed items (B, ...) on the device -> a (B, D) tensor."""
+
+    def parameter_count(self) -> int | None:
+        """Number of parameters once loaded, or None where the idea does not apply."""
+        return None
+
+    #: True for convolutional networks, which run faster in channels_last memory format on CUDA.
+    channels_last: bool = False
+
+
+class DatasetSplit(abc.ABC):
+    """One split of a dataset: an indexable sequence of (raw item, label) with stable item ids."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    @abc.abstractmethod
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        """(raw item, label); label is -1 for unlabelled data. Raises BadItemError for an unreadable item."""
+
+    @abc.abstractmethod
+    def item_id(self, index: int) -> str:
+        """A stable id for the item (a relative file path, or `<split>/<index>`)."""
+
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """A hash of the item ids and their content markers (file size and mtime, or content hash)."""
+
+
+class Dataset(abc.ABC):
+    """A named collection of splits. Construction is cheap; nothing is read until `split()` is called."""
+
+    name: str
+
+    @abc.abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Provenance: `source`, `revision`, `class_names` (empty when unlabelled), `splits` (names)."""
+
+    @abc.abstractmethod
+    def split(self, name: str) -> DatasetSplit:
+        """The split called `name`; raises HarnessError naming the available ones when it does not exist."""
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.info().get("class_names"))
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """The vectors of one (encoder, dataset, split), as read from the embedding cache.
+
+    `features` is usually a read-only memory map: evaluators must not write to it and should avoid copying it
+    whole when the set is large.
+    """
+
+    features: np.ndarray  # (N, D) float32
+    labels: np.ndarray  # (N,) int64, -1 where unlabelled
+    ids: np.ndarray  # (N,) str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.features.shape[0]
+        if self.labels.shape != (n,) or self.ids.shape != (n,):
+            raise ValueError(f"embeddings disagree on N: features {self.features.shape}, "
+                             f"labels {self.labels.shape}, ids {self.ids.shape}")
+
+    @property
+    def num_classes(self) -> int:
+        names = self.meta.get("class_names") or []
+        return len(names) if names else int(self.labels.max()) + 1
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluator returns: JSON-able metrics, its main score and optional per-item predictions.
+
+    A metric that cannot be computed is None, with the reason under `metrics["null_reasons"][name]`.
+    `predictions` maps column names to arrays of length N(test); they are saved beside the record (`.npz`),
+    and must include `ids` so that they can be paired across encoders.
+    """
+
+    metrics: dict[str, Any]
+    main_score: float | None
+    main_metric: str
+    predictions: dict[str, np.ndarray] | None = None
+    artifacts: dict[str, np.ndarray] | None = None  # other arrays for plots (e.g. a 2-D layout)
+
+
+class Evaluator(abc.ABC):
+    """Arrays in, numbers out. Evaluators never see models or images, so any encoder's cache feeds them."""
+
+    name: str
+    #: A versioned protocol id (`knn/dino-v1`). Changing what the numbers mean requires a new id.
+    protocol: str
+    #: The dataset splits this evaluator reads.
+    needs: Sequence[str] = ("train", "test")
+    #: Whether the evaluator needs class labels; it is skipped on unlabelled datasets otherwise.
+    requires_labels: bool = True
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - set(self.default_options())
+        if unknown:
+            from harness.errors import HarnessError
+
+            raise HarnessError(f"evaluator {self.name!r} has no option(s) {sorted(unknown)}; "
+                               f"it accepts {sorted(self.default_options())}")
+        self.options = {**self.default_options(), **options}
+
+    @classmethod
+    def default_options(cls) -> dict[str, Any]:
+        """The options of the written protocol. Records with other options form another column."""
+        return {}
+
+    @property
+    def non_default_options(self) -> dict[str, Any]:
+        defaults = self.default_options()
+        return {k: v for k, v in self.options.items() if defaults.get(k) != v}
+
+    @abc.abstractmethod
+    def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int, device: str) -> EvaluationResult:
+        """Compute the metrics. `train` is None when `needs` does not include it."""

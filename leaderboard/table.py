@@ -1,0 +1,110 @@
+"""The leaderboard table: rows are encoders, columns are (dataset, evaluator) main scores, then mean and rank.
+
+Built from result records alone. A missing cell is shown as missing (and left out of the mean), never as zero;
+a cell measured over several seeds shows mean ± standard deviation; a cell with non-default evaluator options is
+a column of its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from harness.errors import HarnessError
+
+FORMATS = ("plain", "github", "latex", "csv", "html")
+TABULATE_FORMATS = {"plain": "simple", "github": "github", "latex": "latex_booktabs", "html": "html"}
+MISSING = "—"
+
+
+@dataclass
+class Leaderboard:
+    columns: list[str]
+    rows: list[dict[str, Any]]  # {"encoder", "baseline", "cells": {column: [scores]}, "mean", "rank"}
+    notes: list[str] = field(default_factory=list)
+
+
+def column_name(record: dict[str, Any]) -> str:
+    evaluator = record["evaluator"]
+    name = f"{record['dataset']['name']} {evaluator['name']}"
+    if evaluator.get("non_default_options"):
+        shown = ",".join(f"{k}={v}" for k, v in sorted(evaluator["non_default_options"].items()))
+        name += f" [{shown}]"
+    return name
+
+
+def _score(record: dict[str, Any], metric: str | None) -> float | None:
+    if metric is None:
+        return record["main_score"]
+    metrics = record["metrics"]
+    if metric not in metrics:
+        import difflib
+
+        close = difflib.get_close_matches(metric, list(metrics), n=3, cutoff=0.5)
+        raise HarnessError(f"metric {metric!r} is not in the records of {column_name(record)}"
+                           + (f"; did you mean: {', '.join(close)}?" if close else
+                              f"; it has {', '.join(k for k in metrics if k != 'null_reasons')}"))
+    value = metrics[metric]
+    return value if isinstance(value, (int, float)) else None
+
+
+def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = None) -> Leaderboard:
+    records = list(records)
+    if not records:
+        raise HarnessError("no result records found; run `harness run` first (or point --results-dir at them)")
+    rows: dict[str, dict[str, Any]] = {}
+    columns: list[str] = []
+    failed = []
+    for record in records:
+        if record["status"] != "ok":
+            failed.append(f"{record['encoder']['name']} / {column_name(record)} (seed {record['seed']}) failed")
+            continue
+        column = column_name(record)
+        if column not in columns:
+            columns.append(column)
+        row = rows.setdefault(record["encoder"]["name"], {"encoder": record["encoder"]["name"],
+                                                           "baseline": bool(record["encoder"].get("baseline")),
+                                                           "cells": {}})
+        score = _score(record, metric)
+        if score is not None:
+            row["cells"].setdefault(column, []).append(float(score))
+    columns.sort()
+    for row in rows.values():
+        means = [statistics.fmean(v) for v in row["cells"].values() if v]
+        row["mean"] = statistics.fmean(means) if means else None
+    ordered = sorted(rows.values(), key=lambda r: (r["mean"] is None, -(r["mean"] or 0.0), r["encoder"]))
+    for row in ordered:
+        row["rank"] = None if row["mean"] is None else 1 + sum(
+            1 for other in ordered if other["mean"] is not None and other["mean"] > row["mean"])
+    return Leaderboard(columns, ordered, notes=failed)
+
+
+def format_cell(scores: list[float] | None) -> str:
+    if not scores:
+        return MISSING
+    if len(scores) == 1:
+        return f"{scores[0]:.3f}"
+    return f"{statistics.fmean(scores):.3f} ± {statistics.stdev(scores):.3f}"
+
+
+def render(board: Leaderboard, fmt: str = "plain") -> str:
+    if fmt not in FORMATS:
+        raise HarnessError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    headers = ["rank", "encoder", *board.columns, "mean"]
+    table = [[row["rank"] if row["rank"] is not None else MISSING,
+              row["encoder"] + (" (baseline)" if row["baseline"] else ""),
+              *(format_cell(row["cells"].get(c)) for c in board.columns),
+              f"{row['mean']:.3f}" if row["mean"] is not None else MISSING] for row in board.rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow([*headers, "baseline"])
+        for row, cells in zip(board.rows, table):
+            writer.writerow([*cells[:1], row["encoder"], *cells[2:], row["baseline"]])
+        return out.getvalue()
+    from tabulate import tabulate
+
+    return tabulate(table, headers=headers, tablefmt=TABULATE_FORMATS[fmt], disable_numparse=True)

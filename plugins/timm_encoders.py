@@ -1,0 +1,182 @@
+"""Encoders built from timm: `timm:<model>[@<weights file>]` and `random:<model>` (the untrained baseline).
+
+Features are the pooled pre-logits vector (`forward_head(..., pre_logits=True)`) unless another pooling is asked
+for; preprocessing comes from the model's own pretrained config, as timm's validation script does it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import hookimpl
+from harness.errors import HarnessError
+from harness.types import Encoder
+from plugins.checkpoints import load_into, read_weights_file, sha256_file
+
+POOLINGS = ("default", "cls", "mean")
+
+
+def split_weights_spec(argument: str) -> tuple[str, str | None]:
+    """`resnet50@/path/w.pth` -> ("resnet50", "/path/w.pth"); `resnet50` -> ("resnet50", None)."""
+    model, sep, weights = argument.partition("@")
+    return model, (weights if sep else None)
+
+
+def check_timm_model(model_name: str) -> None:
+    import timm
+
+    architecture = model_name.split(".", 1)[0]
+    if not timm.is_model(architecture):
+        close = difflib.get_close_matches(architecture, timm.list_models(), n=3, cutoff=0.6)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        raise HarnessError(f"timm has no model {architecture!r}.{hint} `python -c \"import timm; "
+                           f"print(timm.list_models('*{architecture[:6]}*'))\"` lists similar names")
+
+
+def state_dict_sha256(model: Any) -> str:
+    """A hash of the weights themselves, for hub weights whose file we never see."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class TimmEncoder(Encoder):
+    """A timm model with hub weights, a local weights file, or a seeded random initialisation."""
+
+    pretraining = "unknown"
+
+    def __init__(self, model_name: str, *, weights: str | None = "hub", pooling: str = "default",
+                 init_seed: int = 0, pretraining: str | None = None) -> None:
+        if pooling not in POOLINGS:
+            raise HarnessError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+        check_timm_model(model_name)
+        self.model_name = model_name
+        self.weights = weights  # "hub", None (random init) or a file path
+        self.pooling = pooling
+        self.init_seed = init_seed
+        if pretraining is not None:
+            self.pretraining = pretraining
+        elif weights is None:
+            self.pretraining = "random"
+        self.model: Any = None
+        self.load_report: dict[str, Any] = {}
+        self._weights_sha256: str | None = None
+
+    # -- identity --------------------------------------------------------------------------------------------------
+
+    def data_config(self) -> dict[str, Any]:
+        """Input size, interpolation, crop and normalisation from the pretrained config, without building the model."""
+        from timm.data import resolve_data_config
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(self.model_name, allow_unregistered=True)
+        config = resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}
+
+    def weights_fingerprint(self) -> dict[str, Any]:
+        if self.weights is None:
+            return {"source": "random-init", "init_seed": self.init_seed}
+        if self.weights == "hub":
+            from timm.models import get_pretrained_cfg
+
+            cfg = get_pretrained_cfg(self.model_name, allow_unregistered=True)
+            return {"source": "hub", "hf_hub_id": getattr(cfg, "hf_hub_id", None), "url": getattr(cfg, "url", None),
+                    "tag": getattr(cfg, "tag", None)}
+        if self._weights_sha256 is None:
+            self._weights_sha256 = sha256_file(self.weights)
+        return {"source": "file", "path": str(Path(self.weights).expanduser().resolve()),
+                "sha256": self._weights_sha256}
+
+    def fingerprint(self) -> dict[str, Any]:
+        import timm
+
+        return {"kind": "timm", "model": self.model_name, "weights": self.weights_fingerprint(),
+                "pooling": self.pooling, "transform": self.data_config(), "timm": timm.__version__}
+
+    def info(self) -> dict[str, Any]:
+        weights = self.weights_fingerprint()
+        if self.weights == "hub" and self.model is not None:
+            weights["state_dict_sha256"] = self._weights_sha256 or state_dict_sha256(self.model)
+        return {"architecture": self.model_name, "library": "timm", "weights": weights,
+                "pretraining": self.pretraining, "pooling": self.pooling, "transform": self.data_config(),
+                "load_report": self.load_report}
+
+    # -- model -----------------------------------------------------------------------------------------------------
+
+    def build(self) -> Any:
+        """Create the architecture (and hub weights, when asked for) without the classifier head."""
+        import timm
+        import torch
+
+        if self.weights is None:
+            torch.manual_seed(self.init_seed)  # the untrained baseline is reproducible
+        try:
+            return timm.create_model(self.model_name, pretrained=self.weights == "hub", num_classes=0)
+        except Exception as error:  # noqa: BLE001 - hub failures come in many types
+            if self.weights == "hub":
+                raise HarnessError(
+                    f"cannot fetch the pretrained weights of timm model {self.model_name!r} ({error}). Offline, "
+                    f"download them elsewhere and pass the file: timm:{self.model_name}@/path/to/weights.pth "
+                    f"(or .safetensors)") from error
+            raise
+
+    def load_weights(self, model: Any) -> None:
+        """Load a local weights file into `model` (the head may be absent; the backbone may not)."""
+        state = read_weights_file(self.weights)
+        classifier = model.pretrained_cfg.get("classifier") or "head"
+        heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+        state = {k: v for k, v in state.items() if not k.startswith(heads)}  # num_classes=0 drops the head
+        self.load_report = load_into(model, state, source=f"weights file {self.weights!r}")
+
+    def load(self, device: str) -> None:
+        model = self.build()
+        if self.weights not in (None, "hub"):
+            self.load_weights(model)
+        if self.pooling == "cls" and not getattr(model, "num_prefix_tokens", 0):
+            raise HarnessError(f"pooling 'cls' needs a model with a class token; {self.model_name} has none "
+                               f"(use pooling 'default' or 'mean')")
+        self.model = model.eval().to(device)
+        self.channels_last = not hasattr(model, "patch_embed")
+
+    @property
+    def transform(self) -> Callable[[Any], Any]:
+        from timm.data import create_transform
+
+        config = self.data_config()
+        config["input_size"] = tuple(config["input_size"])
+        return create_transform(**config, is_training=False)
+
+    def encode(self, batch: Any) -> Any:
+        features = self.model.forward_features(batch)
+        if self.pooling == "default":
+            return self.model.forward_head(features, pre_logits=True)
+        if self.pooling == "cls":
+            return features[:, 0]
+        if features.ndim == 4:  # convolutional (B, C, H, W)
+            return features.mean(dim=(2, 3))
+        return features[:, getattr(self.model, "num_prefix_tokens", 0):].mean(dim=1)
+
+    def parameter_count(self) -> int | None:
+        return sum(p.numel() for p in self.model.parameters()) if self.model is not None else None
+
+
+def timm_encoder(argument: str, pooling: str = "default") -> TimmEncoder:
+    model_name, weights = split_weights_spec(argument)
+    return TimmEncoder(model_name, weights=weights or "hub", pooling=pooling)
+
+
+def random_encoder(argument: str, pooling: str = "default", init_seed: int = 0) -> TimmEncoder:
+    return TimmEncoder(argument, weights=None, pooling=pooling, init_seed=init_seed)
+
+
+@hookimpl
+def register_encoders(register: Callable[..., None]) -> None:
+    register("timm", timm_encoder, "Any timm model: timm:<model> (hub weights) or timm:<model>@<weights file>",
+             prefix=True)
+    register("random", random_encoder, "Untrained timm network, seeded: random:<model> (the no-pretraining baseline)",
+             prefix=True)
