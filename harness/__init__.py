@@ -4,4 +4,12 @@ __version__ = "0.1.0"
 
 from harness.hookspecs import hookimpl  # noqa: E402
 
-__all__ = ["__version__", "hookimpl"]
+
+def evaluate_model(*args, **kwargs):  # noqa: ANN002, ANN003 - thin lazy re-export, see harness.api
+    """Evaluate an in-memory torch module on named datasets; see `harness.api.evaluate_model`."""
+    from harness.api import evaluate_model as _evaluate_model
+
+    return _evaluate_model(*args, **kwargs)
+
+
+__all__ = ["__version__", "hookimpl", "evaluate_model"]

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=0, help="seed of every stochastic step (and of random: encoders)")
     run.add_argument("--pooling", choices=("default", "cls", "mean"), default=None,
                      help="feature pooling of timm encoders (default: the model's own)")
+    run.add_argument("--data-root", default=None,
+                     help="where torchvision datasets are downloaded or found (default: $HARNESS_DATA_ROOT, "
+                          "else ~/.cache/harness/data)")
     run.add_argument("--skip-bad-images", action="store_true",
                      help="skip unreadable images (counted in the record) instead of stopping")
     run.add_argument("--shard-size", type=int, default=None, help=argparse.SUPPRESS)
@@ -89,14 +92,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     _warn_problems(plugins)
     evaluators = _csv_list(args.evaluators) or [e.name for e in plugins.evaluators
                                                 if plugins.infos[e.plugin].builtin]
-    encoder_options = {"init_seed": args.seed}
+    encoder_options = {"init_seed": args.seed} if args.seed else {}
     if args.pooling:
         encoder_options["pooling"] = args.pooling
     config = RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
                        evaluators=evaluators, results_dir=args.results_dir, cache_dir=args.cache_dir,
                        device=args.device, batch_size=args.batch_size, workers=args.workers, seed=args.seed,
                        skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
-                       encoder_options=encoder_options, progress=not args.no_progress)
+                       encoder_options=encoder_options, progress=not args.no_progress,
+                       dataset_options={"data_root": args.data_root} if args.data_root else {})
     report = run(config, plugins)
     hits = sum(r.cache_hit for r in report.extractions)
     if report.extractions and report.forward_passes == 0:

@@ -46,6 +46,7 @@ class RunConfig:
     skip_bad_images: bool = False
     shard_size: int | None = None
     encoder_options: dict[str, Any] = field(default_factory=dict)  # applied to every encoder built by name
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. data_root, to datasets that take it
     evaluator_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # evaluator name -> options
     progress: bool = True
     command: str | None = None
@@ -93,13 +94,19 @@ def _build_encoders(config: RunConfig, plugins: Plugins) -> list[tuple[str, Enco
             built.append((spec.name, spec))
             continue
         entry, _ = plugins.encoders.resolve(spec)
-        # Options go to the encoders that take them (`--pooling` means nothing to `pixels`).
-        accepted = inspect.signature(entry.factory).parameters
-        options = {k: v for k, v in config.encoder_options.items() if k in accepted}
-        defaults = {k: p.default for k, p in accepted.items() if p.default is not inspect.Parameter.empty}
+        options, defaults = options_for(entry.factory, config.encoder_options)
         encoder = plugins.encoder(spec, **options)
         built.append((encoder_label(spec, options, defaults), encoder))
     return built
+
+
+def options_for(factory: Any, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The options a factory accepts (`--pooling` means nothing to `pixels`), and its defaults."""
+    parameters = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    accepted = {k: v for k, v in options.items() if takes_any or k in parameters}
+    defaults = {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty}
+    return accepted, defaults
 
 
 def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
@@ -109,7 +116,8 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
     command = config.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     # Resolve every name first: a typo must fail before any extraction.
     encoders = _build_encoders(config, plugins)
-    datasets = [plugins.dataset(name) for name in config.datasets]
+    datasets = [plugins.dataset(name, **options_for(plugins.datasets.resolve(name)[0].factory,
+                                                    config.dataset_options)[0]) for name in config.datasets]
     evaluators: list[Evaluator] = [plugins.evaluator(name, **config.evaluator_options.get(name, {}))
                                    for name in config.evaluators]
     store = EmbeddingStore(config.cache_dir)

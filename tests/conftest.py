@@ -1,0 +1,38 @@
+"""Shared fixtures. The real offline default (three encoders on cifar10-mini at 224 px) is extracted once per
+test session into a session cache, and every test that needs real embeddings reads that cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TORCH_HOME", str(Path(__file__).parent / "artifacts" / "torch-home"))
+
+pytest_plugins = ["harness.testing"]
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory: pytest.TempPathFactory):
+    """`harness run --eval knn` on the offline default, through the runner API; (report, results, cache)."""
+    from harness.plugins import Plugins
+    from harness.runner import RunConfig, run
+
+    root = tmp_path_factory.mktemp("default-run")
+    config = RunConfig(evaluators=["knn"], results_dir=root / "results", cache_dir=root / "cache", device="cpu",
+                       progress=False, command="harness run --eval knn")
+    report = run(config, Plugins(entry_points=False))
+    return report, root / "results", root / "cache"
+
+
+@pytest.fixture(scope="session")
+def cifar_embeddings(default_run):
+    """Real efficientnet_lite0 embeddings of cifar10-mini (train, test), from the session cache."""
+    from harness.store import EmbeddingStore
+
+    report, _, cache = default_run
+    record = next(r for r in report.records if r["encoder"]["name"] == "efficientnet_lite0")
+    store = EmbeddingStore(cache)
+    return store.load(record["cache_keys"]["train"]), store.load(record["cache_keys"]["test"])

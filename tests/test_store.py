@@ -1,0 +1,163 @@
+"""The embedding store: extracted once, resumed after an interruption, damaged entries redone, bad items named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import hookimpl
+from harness.errors import BadItemError, NonFiniteEmbeddingError
+from harness.extract import ExtractionOptions, extract
+from harness.runner import RunConfig, run
+from harness.store import EmbeddingStore
+from plugins.imagefolder import ImageFolder
+from plugins.pixels import Pixels
+from plugins.synthetic import Synthetic
+
+
+class CountingPixels(Pixels):
+    """The pixel encoder, counting forward passes; optionally failing after some batches (an interruption)."""
+
+    def __init__(self, fail_after: int | None = None, poison_item: int | None = None) -> None:
+        self.calls = 0
+        self.fail_after = fail_after
+        self.poison_item = poison_item
+        self.name = "counting-pixels"
+
+    def encode(self, batch):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt("simulated Ctrl-C")
+        out = super().encode(batch)
+        if self.poison_item is not None:
+            out[self.poison_item] = float("nan")
+        return out
+
+
+def options(**kw):
+    return ExtractionOptions(**{"device": "cpu", "batch_size": 8, "shard_size": 16, "progress": False, **kw})
+
+
+def dataset():
+    data = Synthetic(classes=4, per_class=20)  # 80 items per split: 5 shards of 16
+    data.name = "synthetic"
+    return data
+
+
+def test_second_extraction_is_a_cache_hit_with_no_forward_pass(tmp_path):
+    store = EmbeddingStore(tmp_path)
+    encoder = CountingPixels()
+    first, report = extract(encoder, dataset(), "train", store, options())
+    assert not report.cache_hit and report.items_encoded == 80 and encoder.calls == 10
+    again, report = extract(encoder, dataset(), "train", store, options())
+    assert report.cache_hit and report.forward_passes == 0 and encoder.calls == 10
+    np.testing.assert_array_equal(again.features, first.features)
+    assert isinstance(again.features, np.memmap) and not again.features.flags.writeable
+    assert (tmp_path / "entries" / report.key / "features.npy").is_file()
+    assert not (tmp_path / "partial" / report.key).exists()
+
+
+def test_interrupted_extraction_resumes_from_finished_shards(tmp_path):
+    store = EmbeddingStore(tmp_path)
+    reference, _ = extract(CountingPixels(), dataset(), "train", EmbeddingStore(tmp_path / "ref"), options())
+    with pytest.raises(KeyboardInterrupt):
+        extract(CountingPixels(fail_after=5), dataset(), "train", store, options())  # 2.5 shards done
+    shards = sorted((tmp_path / "partial").rglob("shard-*.npz"))
+    assert len(shards) == 2
+    assert not list((tmp_path / "entries").glob("*"))  # no entry, complete or partial, is visible
+    resumed_encoder = CountingPixels()
+    resumed, report = extract(resumed_encoder, dataset(), "train", store, options())
+    assert report.items_resumed == 32 and report.items_encoded == 48 and resumed_encoder.calls == 6
+    np.testing.assert_array_equal(resumed.features, reference.features)
+    np.testing.assert_array_equal(resumed.ids, reference.ids)
+    np.testing.assert_array_equal(resumed.labels, reference.labels)
+
+
+@pytest.mark.parametrize("damage", ["truncate-features", "edit-meta", "delete-labels"])
+def test_damaged_entry_is_detected_and_recomputed(tmp_path, damage):
+    store = EmbeddingStore(tmp_path)
+    original, report = extract(CountingPixels(), dataset(), "test", store, options())
+    entry = tmp_path / "entries" / report.key
+    expected = np.array(original.features)
+    del original
+    if damage == "truncate-features":
+        data = (entry / "features.npy").read_bytes()
+        (entry / "features.npy").write_bytes(data[: len(data) // 2])
+    elif damage == "edit-meta":
+        meta = json.loads((entry / "meta.json").read_text())
+        meta["n"] = 79
+        (entry / "meta.json").write_text(json.dumps(meta))
+    else:
+        (entry / "labels.npy").unlink()
+    assert store.load(report.key) is None  # detected, never used
+    encoder = CountingPixels()
+    redone, report = extract(encoder, dataset(), "test", store, options())
+    assert not report.cache_hit and encoder.calls == 10
+    np.testing.assert_array_equal(redone.features, expected)
+
+
+def test_non_finite_output_names_encoder_and_item_and_caches_nothing(tmp_path):
+    store = EmbeddingStore(tmp_path)
+    with pytest.raises(NonFiniteEmbeddingError, match=r"'counting-pixels' produced NaN or inf for item 'train/3'"):
+        extract(CountingPixels(poison_item=3), dataset(), "train", store, options())
+    assert not list((tmp_path / "entries").glob("*"))
+
+
+def write_image_folder(root: Path, corrupt: bool = False) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 4)):
+        for label, cls in enumerate(("dark", "light")):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(count):
+                base = 40 if label == 0 else 200
+                pixels = np.clip(base + rng.normal(0, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    if corrupt:
+        (root / "test" / "light" / "2.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    return root
+
+
+def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
+    root = write_image_folder(tmp_path / "images", corrupt=True)
+    data = ImageFolder(root)
+    data.name = f"imagefolder:{root}"
+    store = EmbeddingStore(tmp_path / "cache")
+    with pytest.raises(BadItemError, match=r"test/light/2\.png.*--skip-bad-images"):
+        extract(CountingPixels(), data, "test", store, options(batch_size=3, shard_size=4))
+    assert not list((tmp_path / "cache" / "entries").glob("*"))
+    embeddings, report = extract(CountingPixels(), data, "test", store,
+                                 options(batch_size=3, shard_size=4, skip_bad_images=True))
+    assert embeddings.features.shape == (7, 3072)
+    assert [s["id"] for s in report.skipped] == ["test/light/2.png"]
+    assert "UnidentifiedImageError" in report.skipped[0]["reason"]
+    assert "test/light/2.png" not in set(embeddings.ids.tolist())
+
+
+class ThreeEvaluatorsPlugin:
+    """Registers the counting encoder under a name, so a full run can count forward passes."""
+
+    def __init__(self, encoder):
+        self.encoder = encoder
+
+    @hookimpl
+    def register_encoders(self, register):
+        register("counting-pixels", lambda: self.encoder, "pixels, counted")
+
+
+def test_run_extracts_each_split_once_and_a_rerun_runs_no_forward_pass(tmp_path, harness_plugins):
+    encoder = CountingPixels()
+    plugins = harness_plugins(ThreeEvaluatorsPlugin(encoder))
+    config = RunConfig(encoders=["counting-pixels"], datasets=["synthetic"], evaluators=["knn"],
+                       results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", batch_size=16,
+                       progress=False)
+    first = run(config, plugins)
+    assert first.items_encoded == 2 * 96 and encoder.calls == 12 and not first.failures
+    second = run(config, plugins)
+    assert second.forward_passes == 0 and encoder.calls == 12
+    assert second.records[0]["main_score"] == first.records[0]["main_score"]
