@@ -34,6 +34,7 @@ class OpenClipEncoder(Encoder):
             close = difflib.get_close_matches(architecture, open_clip.list_models(), n=3, cutoff=0.5)
             raise HarnessError(f"open_clip has no architecture {architecture!r}"
                                + (f"; did you mean: {', '.join(close)}?" if close else ""))
+        self.name = f"open_clip:{architecture}@{pretrained}"
         self.architecture = architecture
         self.pretrained = pretrained
         self.is_file = Path(pretrained).expanduser().is_file()

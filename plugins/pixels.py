@@ -11,6 +11,7 @@ SIDE = 32
 
 
 class Pixels(Encoder):
+    name = "pixels"
     pretraining = "none"
 
     def fingerprint(self) -> dict[str, Any]:

@@ -55,6 +55,7 @@ class TimmEncoder(Encoder):
         if pooling not in POOLINGS:
             raise HarnessError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         check_timm_model(model_name)
+        self.name = f"random:{model_name}" if weights is None else f"timm:{model_name}"  # the registry renames
         self.model_name = model_name
         self.weights = weights  # "hub", None (random init) or a file path
         self.pooling = pooling
