@@ -1,0 +1,108 @@
+"""Image folders: layouts, colour modes, unlabelled sets, and errors that name the path to fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness.errors import BadItemError, HarnessError
+from plugins.imagefolder import ImageFolder
+
+
+def save(path, mode="RGB", size=(12, 10), colour=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, colour if colour is not None else (10, 200, 30, 0)[: len(mode)] if mode != "L" else 128).save(path)
+
+
+def labelled_folder(root):
+    save(root / "train" / "cat" / "a.png")
+    save(root / "train" / "cat" / "b.jpg")
+    save(root / "train" / "dog" / "c.bmp")
+    save(root / "test" / "cat" / "d.webp")
+    save(root / "test" / "dog" / "grey.png", mode="L")
+    save(root / "test" / "dog" / "alpha.png", mode="RGBA", colour=(255, 0, 0, 0))
+    (root / "test" / "dog" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_labelled_layout_classes_ids_and_rgb(tmp_path):
+    data = ImageFolder(labelled_folder(tmp_path / "set"))
+    data.name = "imagefolder:set"
+    info = data.info()
+    assert info["class_names"] == ["cat", "dog"] and info["splits"] == ["train", "test"]
+    assert info["split_sizes"] == {"train": 3, "test": 3}
+    test = data.split("test")
+    assert [test.item_id(i) for i in range(len(test))] == ["test/cat/d.webp", "test/dog/alpha.png", "test/dog/grey.png"]
+    items = [test[i] for i in range(len(test))]
+    assert [label for _, label in items] == [0, 1, 1]
+    assert all(image.mode == "RGB" for image, _ in items)
+    assert np.asarray(items[1][0])[0, 0].tolist() == [255, 255, 255]  # transparent pixels composited on white
+
+
+def test_fingerprint_changes_when_a_file_changes(tmp_path):
+    root = labelled_folder(tmp_path / "set")
+    before = ImageFolder(root).split("train").fingerprint()
+    assert ImageFolder(root).split("train").fingerprint() == before
+    save(root / "train" / "cat" / "a.png", size=(13, 10))
+    assert ImageFolder(root).split("train").fingerprint() != before
+
+
+def test_flat_folder_is_unlabelled(tmp_path):
+    for i in range(3):
+        save(tmp_path / "flat" / f"{i}.png")
+    data = ImageFolder(tmp_path / "flat")
+    data.name = "imagefolder:flat"
+    assert data.info()["class_names"] == [] and data.info()["splits"] == ["test"] and not data.labelled
+    assert data.split("test")[0][1] == -1
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("missing", r"imagefolder path '.*nowhere' does not exist"),
+    ("empty", r"has neither train/ and test/ folders"),
+    ("no-test", r"has no test/ folder"),
+    ("empty-class", r"class folder '.*train/dog' holds no images"),
+    ("unknown-class", r"class folder\(s\) \['bird'\] that train/ lacks"),
+])
+def test_layout_errors_name_the_path(tmp_path, layout, message):
+    root = tmp_path / "set"
+    if layout == "missing":
+        root = tmp_path / "nowhere"
+    elif layout == "empty":
+        root.mkdir()
+    elif layout == "no-test":
+        save(root / "train" / "cat" / "a.png")
+    elif layout == "empty-class":
+        save(root / "train" / "cat" / "a.png")
+        (root / "train" / "dog").mkdir()
+        save(root / "test" / "cat" / "b.png")
+    else:
+        save(root / "train" / "cat" / "a.png")
+        save(root / "test" / "bird" / "b.png")
+    with pytest.raises(HarnessError, match=message):
+        ImageFolder(root).info()
+
+
+def test_truncated_image_is_a_bad_item_naming_the_file(tmp_path):
+    root = labelled_folder(tmp_path / "set")
+    good = (root / "train" / "cat" / "b.jpg").read_bytes()
+    (root / "train" / "cat" / "b.jpg").write_bytes(good[: len(good) // 2])
+    with pytest.raises(BadItemError, match=r"cannot read .*train/cat/b\.jpg"):
+        ImageFolder(root).split("train")[1]
+
+
+def test_unknown_split_lists_the_available_ones(tmp_path):
+    data = ImageFolder(labelled_folder(tmp_path / "set"))
+    data.name = "imagefolder:set"
+    with pytest.raises(HarnessError, match=r"has no split 'val'; it has train, test"):
+        data.split("val")
+
+
+def test_cifar10_mini_ships_with_the_package():
+    from harness.plugins import Plugins
+
+    data = Plugins(entry_points=False).dataset("cifar10-mini")
+    info = data.info()
+    assert info["split_sizes"] == {"train": 1000, "test": 500} and len(info["class_names"]) == 10
+    image, label = data.split("test")[0]
+    assert image.size == (32, 32) and image.mode == "RGB" and label == 0

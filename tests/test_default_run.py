@@ -1,0 +1,119 @@
+"""The offline default end to end: scores in the expected ranges, records complete and valid, reruns free."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from harness.errors import HarnessError
+from harness.records import load_predictions, load_records, record_path, safe_part, write_record
+
+
+def scores(report):
+    return {r["encoder"]["name"]: r["main_score"] for r in report.records if r["evaluator"]["name"] == "knn"}
+
+
+def test_default_knn_scores_are_in_the_reference_ranges(default_run):
+    report, _, _ = default_run
+    knn = scores(report)
+    assert set(knn) == {"efficientnet_lite0", "pixels", "random:tf_efficientnet_lite0"}
+    assert 0.67 <= knn["efficientnet_lite0"] <= 0.71  # ~0.69 with the right weights, mapping and normalisation
+    assert knn["pixels"] <= 0.35
+    assert knn["random:tf_efficientnet_lite0"] <= 0.40
+    assert report.items_encoded == 3 * 1500 and not report.failures
+
+
+def test_records_are_complete_valid_and_nan_free(default_run):
+    report, results, _ = default_run
+    records = load_records(results)  # validates every file against the schema
+    assert len(records) == 3
+    for record in records:
+        text = open(record["_path"]).read()
+        json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in {record['_path']}"))
+        assert record["schema_version"] == 1 and record["status"] == "ok"
+        assert record["evaluator"]["protocol"] == "knn/dino-v1" and record["main_metric"] == "top1_k20"
+        assert record["dataset"]["split_sizes"] == {"train": 1000, "test": 500}
+        assert set(record["cache_keys"]) == {"train", "test"}
+        assert record["versions"]["torch"] and record["versions"]["timm"] and record["device"] == "cpu"
+        assert record["encoder"]["info"]["embedding_dim"] in (1280, 3072)
+        predictions = load_predictions(record)
+        assert predictions["ids"].shape == (500,) and predictions["top5"].shape == (500, 5)
+        accuracy = float((predictions["prediction"] == predictions["label"]).mean())
+        assert accuracy == pytest.approx(record["main_score"])  # the per-item file backs the reported number
+    lite = next(r for r in records if r["encoder"]["name"] == "efficientnet_lite0")
+    assert lite["encoder"]["info"]["weights"]["sha256"] and lite["encoder"]["info"]["parameters"] > 3_000_000
+    assert lite["encoder"]["baseline"] is False
+    assert next(r for r in records if r["encoder"]["name"] == "pixels")["encoder"]["baseline"] is True
+
+
+def test_rerun_through_the_cli_runs_no_forward_pass(default_run, tmp_path):
+    _, results, cache = default_run
+    result = subprocess.run([sys.executable, "-m", "harness", "run", "--eval", "knn", "--cache-dir", str(cache),
+                             "--results-dir", str(tmp_path / "results"), "--device", "cpu"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "all 6 embedding sets came from the cache: no forward pass was run" in result.stderr
+    board = {line.split()[1]: line.split()[-2] for line in result.stdout.splitlines()[2:]}  # name -> knn column
+    for record in load_records(results):
+        assert board[record["encoder"]["name"]] == f"{record['main_score']:.3f}"
+
+
+@pytest.mark.parametrize("fmt, marker", [("github", "|"), ("latex", "\\toprule"), ("html", "<table>"),
+                                         ("plain", "rank")])
+def test_leaderboard_formats(default_run, fmt, marker):
+    _, results, _ = default_run
+    out = subprocess.run([sys.executable, "-m", "harness", "leaderboard", "--results-dir", str(results),
+                          "--format", fmt], capture_output=True, text=True, check=True).stdout
+    assert marker in out and "efficientnet_lite0" in out and "pixels (baseline)" in out
+
+
+def test_leaderboard_csv_has_the_scores_of_the_records(default_run):
+    report, results, _ = default_run
+    out = subprocess.run([sys.executable, "-m", "harness", "leaderboard", "--results-dir", str(results),
+                          "--format", "csv"], capture_output=True, text=True, check=True).stdout
+    rows = {row["encoder"]: row for row in csv.DictReader(io.StringIO(out))}
+    for name, score in scores(report).items():
+        assert float(rows[name]["cifar10-mini knn"]) == pytest.approx(score, abs=5e-4)
+    assert rows["efficientnet_lite0"]["rank"] == "1"
+
+
+def test_evaluate_an_in_memory_module(tmp_path):
+    import torch
+    from torchvision import transforms
+
+    import harness
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    transform = transforms.Compose([transforms.Resize(24), transforms.ToTensor()])
+    kwargs = dict(name="tiny-cnn", datasets=["synthetic"], results_dir=str(tmp_path / "r"),
+                  cache_dir=str(tmp_path / "c"), device="cpu", progress=False)
+    records = harness.evaluate_model(model, transform, **kwargs)
+    assert len(records) == 1 and records[0]["encoder"]["name"] == "tiny-cnn"
+    assert records[0]["main_score"] > 0.5  # 4 colour classes: an untrained conv + mean pool separates them
+    assert records[0]["encoder"]["info"]["parameters"] == sum(p.numel() for p in model.parameters())
+    again = harness.evaluate_model(model, transform, **kwargs)
+    assert again[0]["main_score"] == records[0]["main_score"]
+    with torch.no_grad():
+        model[0].weight.add_(1.0)  # new weights, new cache entry
+    changed = harness.evaluate_model(model, transform, **kwargs)
+    assert changed[0]["cache_keys"] != records[0]["cache_keys"]
+
+
+def test_record_paths_cannot_escape_the_results_directory(tmp_path):
+    record = {"encoder": {"name": "../../etc/passwd"}, "dataset": {"name": "imagefolder:/../x"},
+              "evaluator": {"name": "..", "protocol": "knn/dino-v1", "non_default_options": {}}, "seed": 0}
+    path = record_path(tmp_path, record).resolve()
+    assert tmp_path.resolve() in path.parents
+    assert safe_part("..").startswith("x-") and "/" not in safe_part("a/b")
+
+
+def test_nan_metric_is_refused(tmp_path):
+    with pytest.raises(HarnessError, match="nan"):
+        write_record(tmp_path, {"metrics": {"top1": float("nan")}})
