@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", default="results")
     board.add_argument("--format", choices=FORMATS, default="plain")
     board.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
+    board.add_argument("--label-free", action="store_true",
+                       help="rank encoders per dataset by UMAP silhouette (no labels) beside their AMI ranking")
 
     plugins = sub.add_parser("plugins", help="list plugins, where they came from and what they registered")
     plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed to load or register")
@@ -124,6 +126,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.records import load_records
     from leaderboard import build_leaderboard, render
 
+    if args.label_free:
+        from leaderboard.label_free import render_label_free
+
+        print(render_label_free(load_records(args.results_dir), args.format))
+        return 0
     board = build_leaderboard(load_records(args.results_dir), metric=args.metric)
     print(render(board, args.format))
     for note in board.notes:

@@ -21,10 +21,12 @@ def default_run(tmp_path_factory: pytest.TempPathFactory):
     from harness.runner import RunConfig, run
 
     root = tmp_path_factory.mktemp("default-run")
-    config = RunConfig(evaluators=["knn"], results_dir=root / "results", cache_dir=root / "cache", device="cpu",
+    # HARNESS_TEST_CACHE keeps the embeddings between local test sessions (CI always starts from an empty cache).
+    cache = Path(os.environ.get("HARNESS_TEST_CACHE") or root / "cache")
+    config = RunConfig(evaluators=["knn"], results_dir=root / "results", cache_dir=cache, device="cpu",
                        progress=False, command="harness run --eval knn")
     report = run(config, Plugins(entry_points=False))
-    return report, root / "results", root / "cache"
+    return report, root / "results", cache
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +27,9 @@ def test_default_knn_scores_are_in_the_reference_ranges(default_run):
     assert 0.67 <= knn["efficientnet_lite0"] <= 0.71  # ~0.69 with the right weights, mapping and normalisation
     assert knn["pixels"] <= 0.35
     assert knn["random:tf_efficientnet_lite0"] <= 0.40
-    assert report.items_encoded == 3 * 1500 and not report.failures
+    assert not report.failures
+    # every item of three encoders once, or none when a local HARNESS_TEST_CACHE already held them
+    assert report.items_encoded in (0, 3 * 1500) and len(report.extractions) == 6
 
 
 def test_records_are_complete_valid_and_nan_free(default_run):
@@ -34,7 +37,7 @@ def test_records_are_complete_valid_and_nan_free(default_run):
     records = load_records(results)  # validates every file against the schema
     assert len(records) == 3
     for record in records:
-        text = open(record["_path"]).read()
+        text = Path(record["_path"]).read_text()
         json.loads(text, parse_constant=lambda token: pytest.fail(f"{token} in {record['_path']}"))
         assert record["schema_version"] == 1 and record["status"] == "ok"
         assert record["evaluator"]["protocol"] == "knn/dino-v1" and record["main_metric"] == "top1_k20"
@@ -70,7 +73,8 @@ def test_leaderboard_formats(default_run, fmt, marker):
     _, results, _ = default_run
     out = subprocess.run([sys.executable, "-m", "harness", "leaderboard", "--results-dir", str(results),
                           "--format", fmt], capture_output=True, text=True, check=True).stdout
-    assert marker in out and "efficientnet_lite0" in out and "pixels (baseline)" in out
+    name = "efficientnet\\_lite0" if fmt == "latex" else "efficientnet_lite0"  # LaTeX escapes underscores
+    assert marker in out and name in out and "pixels (baseline)" in out
 
 
 def test_leaderboard_csv_has_the_scores_of_the_records(default_run):

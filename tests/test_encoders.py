@@ -49,7 +49,7 @@ def test_efficientnet_lite0_equals_a_plain_timm_loop(cifar_embeddings):
     from plugins.cifar10_mini import ROOT
 
     picks = list(range(0, 500, 25))  # 20 images across all classes
-    batch = torch.stack([preprocess(Image.open(ROOT / "test" / test.ids[i]).convert("RGB")) for i in picks])
+    batch = torch.stack([preprocess(Image.open(ROOT / test.ids[i]).convert("RGB")) for i in picks])
     with torch.inference_mode():
         expected = model(batch).numpy()
     np.testing.assert_allclose(np.asarray(test.features[picks]), expected, rtol=0, atol=1e-4)

@@ -1,0 +1,107 @@
+"""Label-free ranking: encoders of one dataset ranked by the UMAP silhouette of their ward clusters, beside
+their AMI ranking, with the Spearman correlation of the two (Lowe et al.'s proxy for clustering quality).
+
+Untrained and raw-pixel encoders are listed but left out of the correlation: their UMAP silhouette is high for
+the wrong reason (compact, meaningless clusters; the study found the same), so including them would make the
+proxy look inverted or spuriously good. With fewer than five encoders left, no correlation is given at all:
+a rank correlation of three or four points says nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from harness.errors import HarnessError
+
+SILHOUETTE_KEY = "ward.silhouette_umap"
+MIN_ENCODERS_FOR_CORRELATION = 5
+EXCLUDED_PRETRAINING = ("random", "none")
+
+
+@dataclass
+class LabelFreeRow:
+    encoder: str
+    silhouette: float | None
+    ami: float | None
+    excluded: bool  # untrained / pixels: shown, not correlated
+    silhouette_rank: int | None = None
+    ami_rank: int | None = None
+
+
+def _ranks(values: list[float]) -> list[float]:
+    """Average ranks, 1 = highest (ties share the mean of their positions)."""
+    order = sorted(range(len(values)), key=lambda i: -values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rho: the Pearson correlation of the average ranks."""
+    rx, ry = _ranks(x), _ranks(y)
+    n = len(x)
+    mx, my = sum(rx) / n, sum(ry) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sx = sum((a - mx) ** 2 for a in rx) ** 0.5
+    sy = sum((b - my) ** 2 for b in ry) ** 0.5
+    return cov / (sx * sy) if sx and sy else 0.0
+
+
+def label_free_rows(records: Iterable[dict[str, Any]], dataset: str) -> list[LabelFreeRow]:
+    rows = []
+    for record in records:
+        if (record["dataset"]["name"] != dataset or record["evaluator"]["protocol"] != "clustering/umap-v1"
+                or record["evaluator"].get("non_default_options") or record["status"] != "ok"):
+            continue
+        metrics = record["metrics"]
+        silhouette = (metrics.get("mean") or {}).get(SILHOUETTE_KEY)
+        ami = record["main_score"] if metrics.get("labelled", True) else None
+        rows.append(LabelFreeRow(record["encoder"]["name"], silhouette, ami,
+                                 record["encoder"]["info"].get("pretraining") in EXCLUDED_PRETRAINING))
+    ranked = [r for r in rows if r.silhouette is not None]
+    for rank, row in enumerate(sorted(ranked, key=lambda r: -r.silhouette), start=1):
+        row.silhouette_rank = rank
+    for rank, row in enumerate(sorted((r for r in rows if r.ami is not None), key=lambda r: -r.ami), start=1):
+        row.ami_rank = rank
+    return sorted(rows, key=lambda r: (r.silhouette_rank is None, r.silhouette_rank or 0))
+
+
+def render_label_free(records: list[dict[str, Any]], fmt: str = "plain") -> str:
+    from tabulate import tabulate
+
+    from leaderboard.table import TABULATE_FORMATS
+
+    datasets = sorted({r["dataset"]["name"] for r in records if r["evaluator"]["protocol"] == "clustering/umap-v1"})
+    if not datasets:
+        raise HarnessError("no clustering records: run `harness run --eval clustering` first")
+    out = []
+    for dataset in datasets:
+        rows = label_free_rows(records, dataset)
+        table = [[r.silhouette_rank or "—", r.encoder + (" (untrained/pixels: not correlated)" if r.excluded else ""),
+                  "—" if r.silhouette is None else f"{r.silhouette:.3f}", r.ami_rank or "—",
+                  "—" if r.ami is None else f"{r.ami:.3f}"] for r in rows]
+        out.append(f"{dataset}: ranked by UMAP silhouette of ward clusters (label-free) beside AMI (needs labels)")
+        out.append(tabulate(table, headers=["silhouette rank", "encoder", "UMAP silhouette", "AMI rank", "AMI"],
+                            tablefmt=TABULATE_FORMATS.get(fmt, "simple"), disable_numparse=True))
+        usable = [r for r in rows if not r.excluded and r.silhouette is not None and r.ami is not None]
+        if any(r.excluded for r in rows):
+            out.append("Untrained and raw-pixel encoders often have the highest UMAP silhouette for the wrong reason "
+                       "(compact but meaningless clusters); they are shown but left out of the correlation.")
+        if len(usable) < MIN_ENCODERS_FOR_CORRELATION:
+            out.append(f"Caveat: only {len(usable)} pretrained encoder(s) with both scores; at least "
+                       f"{MIN_ENCODERS_FOR_CORRELATION} are needed before a rank correlation means anything, so none "
+                       f"is given. Do not read this ranking as evidence that the proxy works or fails.")
+        else:
+            rho = spearman([r.silhouette for r in usable], [r.ami for r in usable])
+            out.append(f"Spearman correlation of silhouette and AMI ranks over {len(usable)} pretrained encoders: "
+                       f"{rho:+.3f}")
+        out.append("")
+    return "\n".join(out)
