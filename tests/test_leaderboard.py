@@ -1,0 +1,109 @@
+"""Leaderboard tables and the label-free view, from crafted (schema-valid) records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from scipy.stats import spearmanr
+
+from harness.errors import HarnessError
+from harness.records import load_records, write_record
+from leaderboard import build_leaderboard, render
+from leaderboard.label_free import label_free_rows, render_label_free
+
+
+def make_record(encoder, dataset, evaluator, score, seed=0, pretraining="supervised", options=None, metrics=None,
+                protocol=None):
+    protocol = protocol or {"knn": "knn/dino-v1", "clustering": "clustering/umap-v1"}.get(evaluator, f"{evaluator}/v1")
+    return {
+        "schema_version": 1, "cell": f"{encoder}-{dataset}-{evaluator}-{seed}", "status": "ok", "error": None,
+        "encoder": {"name": encoder, "fingerprint": {}, "baseline": pretraining in ("random", "none"),
+                    "info": {"architecture": "x", "weights": {}, "pretraining": pretraining}},
+        "dataset": {"name": dataset, "fingerprint": {}, "split_sizes": {"test": 10}},
+        "evaluator": {"name": evaluator, "protocol": protocol, "options": options or {},
+                      "non_default_options": options or {}},
+        "seed": seed, "metrics": metrics or {"top1_k20": score}, "main_metric": "top1_k20", "main_score": score,
+        "predictions_file": None, "cache_keys": {}, "timings": {}, "device": "cpu", "precision": "fp32",
+        "versions": {"harness": "0", "python": "3", "torch": "2"}, "date": "2026-11-27", "command": "harness run",
+    }
+
+
+def test_table_missing_cells_seeds_options_rank_and_baselines(tmp_path):
+    for record in [
+        make_record("enc-a", "set1", "knn", 0.8),
+        make_record("enc-a", "set2", "knn", 0.6),
+        make_record("enc-b", "set1", "knn", 0.9),  # no set2: missing, not zero
+        make_record("pixels", "set1", "knn", 0.2, pretraining="none"),
+        make_record("pixels", "set2", "knn", 0.1, pretraining="none"),
+        make_record("enc-a", "set1", "clustering", 0.30, seed=0),
+        make_record("enc-a", "set1", "clustering", 0.40, seed=1),
+        make_record("enc-a", "set1", "knn", 0.7, options={"temperature": 0.1}),
+    ]:
+        write_record(tmp_path, record)
+    board = build_leaderboard(load_records(tmp_path))
+    assert board.columns == ["set1 clustering", "set1 knn", "set1 knn [temperature=0.1]", "set2 knn"]
+    rows = {r["encoder"]: r for r in board.rows}
+    assert rows["enc-b"]["cells"].get("set2 knn") is None and rows["enc-b"]["mean"] == pytest.approx(0.9)
+    assert rows["enc-a"]["mean"] == pytest.approx((0.35 + 0.8 + 0.7 + 0.6) / 4)
+    assert [r["encoder"] for r in board.rows] == ["enc-b", "enc-a", "pixels"] and rows["enc-b"]["rank"] == 1
+    text = render(board, "plain")
+    assert "0.350 ± 0.071" in text and "pixels (baseline)" in text
+    enc_b_line = next(line for line in text.splitlines() if "enc-b" in line)
+    assert enc_b_line.count("—") == 3  # clustering, knn [temperature], set2
+    csv_text = render(board, "csv")
+    assert csv_text.splitlines()[0].startswith("rank,encoder,set1 clustering")
+
+
+def test_hostile_names_are_escaped_in_html(tmp_path):
+    write_record(tmp_path, make_record("<img src=x onerror=alert(1)>", "set1", "knn", 0.5))
+    html = render(build_leaderboard(load_records(tmp_path)), "html")
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+def test_unknown_metric_suggests_close_matches(tmp_path):
+    write_record(tmp_path, make_record("enc-a", "set1", "knn", 0.5, metrics={"top1_k20": 0.5, "top5_k20": 0.9}))
+    assert build_leaderboard(load_records(tmp_path), metric="top5_k20").rows[0]["cells"]["set1 knn"] == [0.9]
+    with pytest.raises(HarnessError, match="did you mean: top5_k20"):
+        build_leaderboard(load_records(tmp_path), metric="top5_k2")
+
+
+def test_empty_results_and_bad_files_are_clear_errors(tmp_path):
+    with pytest.raises(HarnessError, match="no result records"):
+        build_leaderboard(load_records(tmp_path))
+    path = write_record(tmp_path, make_record("enc-a", "set1", "knn", 0.5))
+    path.write_text(path.read_text()[:50])  # truncated
+    with pytest.raises(HarnessError, match=r"seed-0\.json.*not valid JSON"):
+        load_records(tmp_path)
+    record = make_record("enc-a", "set1", "knn", 0.5)
+    record["schema_version"] = 2
+    path.write_text(json.dumps(record))
+    with pytest.raises(HarnessError, match="schema_version 2"):
+        load_records(tmp_path)
+
+
+def clustering_record(name, silhouette, ami, pretraining="ssl"):
+    metrics = {"labelled": True, "mean": {"ward.silhouette_umap": silhouette, "ward.ami": ami}}
+    return make_record(name, "set1", "clustering", ami, pretraining=pretraining, metrics=metrics)
+
+
+def test_label_free_correlation_excludes_untrained_and_pixels(tmp_path):
+    pretrained = [("a", 0.50, 0.60), ("b", 0.45, 0.62), ("c", 0.40, 0.40), ("d", 0.30, 0.35), ("e", 0.20, 0.10)]
+    for name, silhouette, ami in pretrained:
+        write_record(tmp_path, clustering_record(name, silhouette, ami))
+    write_record(tmp_path, clustering_record("random:net", 0.90, 0.05, pretraining="random"))
+    records = load_records(tmp_path)
+    rows = label_free_rows(records, "set1")
+    assert rows[0].encoder == "random:net" and rows[0].excluded  # highest silhouette, shown, not correlated
+    text = render_label_free(records)
+    expected = spearmanr([s for _, s, _ in pretrained], [a for _, _, a in pretrained]).statistic
+    assert f"over 5 pretrained encoders: {expected:+.3f}" in text
+    assert "left out of the correlation" in text
+
+
+def test_label_free_with_few_encoders_gives_a_caveat_and_no_correlation(tmp_path):
+    write_record(tmp_path, clustering_record("lite0", 0.3, 0.35, pretraining="supervised"))
+    write_record(tmp_path, clustering_record("pixels", 0.4, 0.1, pretraining="none"))
+    write_record(tmp_path, clustering_record("random:lite0", 0.6, 0.05, pretraining="random"))
+    text = render_label_free(load_records(tmp_path))
+    assert "Caveat: only 1 pretrained encoder" in text and "Spearman" not in text
