@@ -348,6 +348,22 @@ def test_silhouettes_match_sklearn_with_noise_singletons_and_small_blocks(monkey
     assert values[3][0] is None and "at least 2 clusters" in values[3][1]
 
 
+def test_ward_threshold_search_finds_the_best_cut_on_a_sample() -> None:
+    # Overlapping blobs, so that the best cut is not obvious; every cut of 2..48 clusters is checked with
+    # scikit-learn (48 = N / 5, the largest candidate).
+    points, _ = blobs(n_clusters=8, per_cluster=30, dim=5, spread=2.5, seed=4)
+    sample = np.sort(np.random.default_rng(0).choice(240, 150, replace=False))
+    labels, info = clustering.ward_by_silhouette(points, sample)
+    from sklearn.cluster import AgglomerativeClustering
+
+    reference = {k: skm.silhouette_score(points[sample], AgglomerativeClustering(
+        n_clusters=k, linkage="ward").fit_predict(points)[sample]) for k in range(2, 49)}
+    best_k = max(reference, key=lambda k: (reference[k], -k))
+    assert info["k_max"] == 48 and info["n_clusters"] == best_k == len(set(labels))
+    assert skm.silhouette_score(points[sample], labels[sample]) == pytest.approx(reference[best_k], abs=1e-6)
+    assert 20 <= info["candidates"] < 47  # a grid and its refinement, not every cut
+
+
 def test_silhouettes_are_sampled_above_the_limit(separated: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(clustering, "SILHOUETTE_MAX_N", 100)
     result = ClusteringEvaluator(n_seeds=1, max_n_quadratic=0).evaluate(
