@@ -39,6 +39,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "plugins.torchvision_sets",
     "plugins.synthetic",
     "plugins.knn",
+    "plugins.linear_probe",
+    "plugins.clustering",
 )
 
 HOOKS = ("register_encoders", "register_datasets", "register_evaluators")
