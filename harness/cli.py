@@ -48,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-bad-images", action="store_true",
                      help="skip unreadable images (counted in the record) instead of stopping")
     run.add_argument("--shard-size", type=int, default=None, help=argparse.SUPPRESS)
+    run.add_argument("--reduce", choices=("umap", "pca", "none"), default=None,
+                     help="clustering: reduction before clustering (default umap; another choice is another column)")
+    run.add_argument("--n-components", type=int, default=None,
+                     help="clustering: components of the reduction (default 50)")
     run.add_argument("--format", choices=FORMATS, default="plain", help="format of the printed leaderboard")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -97,12 +101,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     encoder_options = {"init_seed": args.seed} if args.seed else {}
     if args.pooling:
         encoder_options["pooling"] = args.pooling
+    clustering = {k: v for k, v in (("reduce", args.reduce), ("n_components", args.n_components)) if v is not None}
     config = RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
                        evaluators=evaluators, results_dir=args.results_dir, cache_dir=args.cache_dir,
                        device=args.device, batch_size=args.batch_size, workers=args.workers, seed=args.seed,
                        skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
                        encoder_options=encoder_options, progress=not args.no_progress,
-                       dataset_options={"data_root": args.data_root} if args.data_root else {})
+                       dataset_options={"data_root": args.data_root} if args.data_root else {},
+                       evaluator_options={"clustering": clustering} if clustering else {})
     report = run(config, plugins)
     hits = sum(r.cache_hit for r in report.extractions)
     if report.extractions and report.forward_passes == 0:

@@ -36,10 +36,17 @@ def column_name(record: dict[str, Any]) -> str:
     return name
 
 
-def _score(record: dict[str, Any], metric: str | None) -> float | None:
-    if metric is None:
-        return record["main_score"]
+def _scores(record: dict[str, Any], metric: str | None) -> list[float]:
+    """The cell's values: one per seed. Evaluators that run several seeds inside one record (clustering) keep
+    each seed's metrics under `metrics["per_seed"]`, so their cell shows mean ± spread over those seeds."""
     metrics = record["metrics"]
+    key = metric or record["main_metric"]
+    per_seed = metrics.get("per_seed")
+    if isinstance(per_seed, dict) and per_seed and all(key in values for values in per_seed.values()):
+        values = [values[key] for values in per_seed.values()]
+        return [float(v) for v in values] if all(isinstance(v, (int, float)) for v in values) else []
+    if metric is None:
+        return [] if record["main_score"] is None else [float(record["main_score"])]
     if metric not in metrics:
         import difflib
 
@@ -48,7 +55,7 @@ def _score(record: dict[str, Any], metric: str | None) -> float | None:
                            + (f"; did you mean: {', '.join(close)}?" if close else
                               f"; it has {', '.join(k for k in metrics if k != 'null_reasons')}"))
     value = metrics[metric]
-    return value if isinstance(value, (int, float)) else None
+    return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
 
 
 def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = None) -> Leaderboard:
@@ -68,9 +75,9 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
         row = rows.setdefault(record["encoder"]["name"], {"encoder": record["encoder"]["name"],
                                                            "baseline": bool(record["encoder"].get("baseline")),
                                                            "cells": {}})
-        score = _score(record, metric)
-        if score is not None:
-            row["cells"].setdefault(column, []).append(float(score))
+        values = _scores(record, metric)
+        if values:
+            row["cells"].setdefault(column, []).extend(values)
     columns.sort()
     for row in rows.values():
         means = [statistics.fmean(v) for v in row["cells"].values() if v]
