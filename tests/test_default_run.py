@@ -121,3 +121,25 @@ def test_record_paths_cannot_escape_the_results_directory(tmp_path):
 def test_nan_metric_is_refused(tmp_path):
     with pytest.raises(HarnessError, match="nan"):
         write_record(tmp_path, {"metrics": {"top1": float("nan")}})
+
+
+def test_linear_and_clustering_on_the_offline_default(default_run, tmp_path):
+    """The evaluators issue's acceptance ranges, from the session's cached embeddings (no new extraction)."""
+    from harness.plugins import Plugins
+    from harness.runner import RunConfig, run
+
+    _, _, cache = default_run
+    config = RunConfig(encoders=["efficientnet_lite0", "random:tf_efficientnet_lite0"], evaluators=["linear", "clustering"],
+                       results_dir=tmp_path / "results", cache_dir=cache, device="cpu", progress=False)
+    report = run(config, Plugins(entry_points=False))
+    assert not report.failures and report.forward_passes == 0
+    main = {(r["encoder"]["name"], r["evaluator"]["name"]): r for r in report.records}
+    lite_linear = main["efficientnet_lite0", "linear"]
+    assert 0.69 <= lite_linear["main_score"] <= 0.76  # about 0.726 expected
+    assert np.abs(np.log10(lite_linear["metrics"]["chosen_C"]) - np.linspace(-6, 5, 45)).min() < 1e-9
+    assert main["random:tf_efficientnet_lite0", "linear"]["main_score"] <= 0.40
+    lite_clustering = main["efficientnet_lite0", "clustering"]
+    assert lite_clustering["metrics"]["seeds"] == [0, 1, 2]
+    assert lite_clustering["main_score"] >= 0.30
+    assert main["random:tf_efficientnet_lite0", "clustering"]["main_score"] <= 0.12
+    assert lite_clustering["artifacts"]["umap2d"].endswith(".npz")
