@@ -21,7 +21,7 @@ from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, ExtractionReport, encoder_fingerprint, extract, precision_for, \
     resolve_device
 from harness.plugins import Plugins, get_plugins
-from harness.records import SCHEMA_VERSION, cell_key, library_versions, write_record
+from harness.records import SCHEMA_VERSION, cell_key, library_versions, load_record, write_record
 from harness.store import EmbeddingStore
 from harness.types import Embeddings, Encoder, Evaluator
 
@@ -196,7 +196,7 @@ def _run_pair(label: str, encoder: Encoder, dataset: Any, info: dict[str, Any], 
                       main_score=result.main_score,
                       timings={**timings, "evaluate_s": round(time.perf_counter() - started, 3)})
         path = write_record(config.results_dir, record, result.predictions, result.artifacts)
-        report.records.append(record)
+        report.records.append(load_record(path))  # exactly what is on disk, file names of its arrays included
         report.record_paths.append(path)
 
 
