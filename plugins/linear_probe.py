@@ -10,21 +10,30 @@ The protocol, exactly:
   (``StratifiedShuffleSplit(random_state=seed)``) by validation top-1, ties towards the smaller C; then the model
   is refitted on all of train with that C and scored on test.
 * Stopping: at most 1,000 L-BFGS iterations; converged when the largest absolute entry of the gradient of the
-  scaled objective is <= 1e-4 (scikit-learn's default ``tol``, which it applies to the same quantity).
+  scaled objective, with respect to (W, b) of the train-mean-centred features, is <= 1e-4 (scikit-learn's default
+  ``tol``, which it applies to the same objective in raw-feature coordinates). At large C the penalty term of the
+  scaled objective is tiny, so a point that meets the tolerance can still be far from the minimiser: a
+  warm-started fit may stop after few or no iterations where a fit from zero stops elsewhere. Both meet the
+  protocol; their validation accuracies at large C can differ by a few items.
 
 The solver is full-batch ``torch.optim.LBFGS`` with a strong-Wolfe line search, on the evaluator's device,
-float32 by default, warm-started along the C path (each C starts from the solution of the next smaller C already
-solved). Two changes of *parametrisation* make it faster without changing the objective:
+float32 by default (``dtype="float64"`` on request), and three choices make it fast without changing the objective:
 
+* Warm starts along the C path. The grid is read as coarse points (every 4th: indices 0, 4, ..., 44) and the
+  points between them. Each coarse point starts from the solution of the coarse point below it (the first from
+  W = 0 and b = log class frequencies, the exact solution as C -> 0); every other point starts from the coarse
+  point just below it. The refit on all of train starts from the chosen C's solution on the split.
+* The C search is coarse-to-fine: the 12 coarse points first, then every point within 3 steps of any coarse point
+  whose validation accuracy is within ``refine_margin`` (1 % of the validation set, at least two items) of the
+  best coarse point. Because both searches use the warm-start rule above, the full 45-point sweep
+  (``search="full"``) computes bit-identical solutions at the points they share; coarse-to-fine returns the full
+  sweep's C whenever the full sweep's best point lies in a refined window (checked in the tests on real data).
+  A fit whose starting point already meets the tolerance returns it unchanged without touching the data (see
+  ``SoftmaxRegression.fit``), so the flat large-C end of the path costs almost nothing.
 * Features are centred by the train mean inside the solver. Because the intercept is not penalised,
   ``x W + b == (x - mu) W + (b + mu W)`` is the same model with the same penalty, so the minimiser and the
   objective value are unchanged; only the conditioning improves (CNN features are all positive, with a large
-  common mean that couples W and b). Reported coefficients are mapped back to raw-feature coordinates.
-* The C search is coarse-to-fine: every 4th grid point first (12 fits), then every grid point within 3 steps of
-  any coarse point whose validation accuracy is within ``refine_margin`` of the best coarse point. The chosen C
-  is the best of all points fitted, so it equals the full sweep's whenever the full sweep's best point lies within
-  3 steps of a coarse point that scored close to the best (asserted in the tests on real data; ``search="full"``
-  runs all 45).
+  common mean that couples W and b). Coefficients handed out are mapped back to raw-feature coordinates.
 
 For two classes the model is still the two-output softmax, not scikit-learn's one-vector binomial model; the two
 are the same classifier with the binomial C doubled (the penalty splits ``w`` as ``w/2, -w/2``).
@@ -33,7 +42,7 @@ are the same classifier with the binomial C doubled (the penalty splits ``w`` as
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
@@ -74,38 +83,49 @@ class Solution:
     grad_max: float  # largest |gradient| of the scaled objective at theta
     objective_scaled: float  # mean CE + ||W||^2 / (2 C n)
     objective: float  # C * sum CE + ||W||^2 / 2  (scikit-learn's written objective)
+    #: (problem, sum CE, gradient of mean CE) at theta, kept so that a fit at another C that starts here can run
+    #: L-BFGS's first convergence test without evaluating the data term again (see `SoftmaxRegression.fit`).
+    data_term: "tuple[Any, float, torch.Tensor] | None" = field(default=None, repr=False)
 
 
 class CentredFeatures:
-    """Features copied to the device once and centred by a fixed shift (the train mean)."""
+    """Rows of features on the device, shifted by a fixed vector (the train mean); see the module docstring."""
 
-    def __init__(self, features: np.ndarray, *, device: str, dtype: str, shift: "torch.Tensor | None" = None,
-                 rows: np.ndarray | None = None) -> None:
+    def __init__(self, x: "torch.Tensor", shift: "torch.Tensor") -> None:
+        self.x = x
+        self.shift = shift
+        self.torch_dtype = x.dtype
+        self.device = x.device
+
+    @classmethod
+    def from_array(cls, features: np.ndarray, *, device: str, dtype: str, shift: "torch.Tensor | None" = None,
+                   rows: np.ndarray | None = None) -> "CentredFeatures":
+        """Copy `features` (or its `rows`) to the device in blocks, centred by `shift` (default: their own mean).
+
+        `features` may be a read-only memory map: it is read block by block, never written, never copied whole
+        on the host.
+        """
         import torch
 
-        self.torch_dtype = getattr(torch, dtype)
-        self.device = torch.device(device)
+        torch_dtype = getattr(torch, dtype)
         n = features.shape[0] if rows is None else len(rows)
         d = features.shape[1]
-        self.x = torch.empty((n, d), dtype=self.torch_dtype, device=self.device)
+        x = torch.empty((n, d), dtype=torch_dtype, device=device)
         block = max(1, (1 << 24) // max(d, 1))
         for start in range(0, n, block):
             index = slice(start, start + block) if rows is None else rows[start:start + block]
-            # np.array copies: the source may be a read-only memory map, which torch.from_numpy warns about.
+            # np.array copies the block: torch.from_numpy warns about (and must not write to) read-only memory.
             chunk = np.array(features[index], dtype=np.dtype(dtype), copy=True)
-            self.x[start:start + len(chunk)] = torch.from_numpy(chunk).to(self.device, non_blocking=False)
+            x[start:start + len(chunk)] = torch.from_numpy(chunk).to(x.device)
         if shift is None:
-            shift = (self.x.sum(0, dtype=torch.float64) / max(n, 1)).to(self.torch_dtype)
-        self.shift = shift
-        self.x -= shift
+            shift = (x.sum(0, dtype=torch.float64) / max(n, 1)).to(torch_dtype)
+        x -= shift
+        return cls(x, shift)
 
     def subset(self, rows: np.ndarray) -> "CentredFeatures":
         import torch
 
-        other = object.__new__(CentredFeatures)
-        other.torch_dtype, other.device, other.shift = self.torch_dtype, self.device, self.shift
-        other.x = self.x[torch.as_tensor(rows, device=self.device)]
-        return other
+        return CentredFeatures(self.x[torch.as_tensor(rows, device=self.device)], self.shift)
 
     def logits(self, theta: "torch.Tensor", num_classes: int) -> "torch.Tensor":
         d = self.x.shape[1]
@@ -137,11 +157,21 @@ class SoftmaxRegression:
 
         return torch.zeros(self.num_parameters, dtype=self.features.torch_dtype, device=self.features.device)
 
+    def prior_start(self) -> "torch.Tensor":
+        """W = 0 and b = log class frequencies: the minimiser in the limit C -> 0, so the path starts close to the
+        smallest C's solution."""
+        import torch
+
+        theta = self.zeros()
+        counts = torch.bincount(self.y, minlength=self.k).to(theta.dtype)
+        theta[self.d * self.k:] = torch.log(counts / self.n)
+        return theta
+
     def from_solution(self, solution: Solution | None) -> "torch.Tensor":
         """Initial parameters for this problem from a solution of another C or another row set (warm start)."""
-        theta = self.zeros()
         if solution is None:
-            return theta
+            return self.prior_start()
+        theta = self.zeros()
         if np.array_equal(solution.classes, self.classes):
             return theta.copy_(solution.theta)
         # Column-wise: classes that the other problem lacked start at zero.
@@ -157,9 +187,12 @@ class SoftmaxRegression:
                 b[j] = source_b[position[label]]
         return theta
 
-    def loss_and_grad(self, theta: "torch.Tensor", c: float, grad_out: "torch.Tensor | None" = None
-                      ) -> tuple[float, float, "torch.Tensor"]:
-        """(scaled objective, sum of cross-entropies, gradient of the scaled objective)."""
+    def loss_and_grad(self, theta: "torch.Tensor", c: float, grad_out: "torch.Tensor | None" = None,
+                      data_grad: "list[torch.Tensor] | None" = None) -> tuple[float, float, "torch.Tensor"]:
+        """(scaled objective, sum of cross-entropies, gradient of the scaled objective).
+
+        With `data_grad` (a list), a copy of the gradient of the mean cross-entropy alone is appended to it.
+        """
         import torch
 
         x, y, n, d, k = self.features.x, self.y, self.n, self.d, self.k
@@ -179,12 +212,20 @@ class SoftmaxRegression:
             probs[torch.arange(len(yb), device=probs.device), yb] -= 1.0
             grad_w.addmm_(xb.T, probs)
             grad_b += probs.sum(0)
-        lam = 1.0 / (c * n)
         grad.div_(n)
-        grad_w.add_(weights, alpha=lam)
-        sq_norm = float(torch.dot(weights.reshape(-1), weights.reshape(-1)).double())
+        if data_grad is not None:
+            data_grad.append(grad.clone())
         ce = float(ce_sum)
-        return ce / n + 0.5 * lam * sq_norm, ce, grad
+        return self._add_penalty(grad, weights, ce, c)
+
+    def _add_penalty(self, grad: "torch.Tensor", weights: "torch.Tensor", ce: float, c: float
+                     ) -> tuple[float, float, "torch.Tensor"]:
+        import torch
+
+        lam = 1.0 / (c * self.n)
+        grad[: self.d * self.k].view(self.d, self.k).add_(weights, alpha=lam)
+        sq_norm = float(torch.dot(weights.reshape(-1), weights.reshape(-1)).double())
+        return ce / self.n + 0.5 * lam * sq_norm, ce, grad
 
     def objective(self, theta: "torch.Tensor", c: float) -> tuple[float, float, float]:
         """(scaled objective, written objective C*sum CE + ||W||^2/2, max |gradient of the scaled objective|)."""
@@ -192,7 +233,24 @@ class SoftmaxRegression:
         return scaled, scaled * c * self.n, float(grad.abs().max())
 
     def fit(self, c: float, init: Solution | None, *, max_iter: int, tol: float) -> Solution:
+        """Minimise the objective at C with L-BFGS, starting from `init` (a solution at another C) or the prior.
+
+        When `init` was computed on this problem, L-BFGS's first step, the convergence test at the starting point,
+        is done here from the data term kept with `init`: the same floating-point operations, without touching
+        the data. If it passes, L-BFGS would return `init` unchanged, and so do we (the same tensor, so callers
+        can reuse what they computed from it). Along a flat stretch of the C path this makes fits free.
+        """
         import torch
+
+        if init is not None and init.data_term is not None and init.data_term[0] is self:
+            _, ce, data_grad = init.data_term
+            weights = init.theta[: self.d * self.k].view(self.d, self.k)
+            scaled, _, grad = self._add_penalty(data_grad.clone(), weights, ce, c)
+            grad_max = float(grad.abs().max())
+            if grad_max <= tol:
+                return Solution(theta=init.theta, classes=self.classes, iterations=0, function_evaluations=0,
+                                converged=True, grad_max=grad_max, objective_scaled=scaled,
+                                objective=scaled * c * self.n, data_term=init.data_term)
 
         theta = self.from_solution(init).requires_grad_(False)
         param = torch.nn.Parameter(theta, requires_grad=True)
@@ -204,19 +262,31 @@ class SoftmaxRegression:
             tolerance_change=1e-300,
             history_size=HISTORY_SIZE, line_search_fn="strong_wolfe")
 
+        last: dict[str, Any] = {}
+
         def closure() -> "torch.Tensor":
-            loss, _, grad = self.loss_and_grad(param.detach(), c, grad_buffer)
+            data_grad: list[torch.Tensor] = []
+            loss, ce, grad = self.loss_and_grad(param.detach(), c, grad_buffer, data_grad)
             param.grad = grad
+            # Remember the last point evaluated: it is usually where L-BFGS stops, which saves an evaluation.
+            last.update(theta=param.detach().clone(), loss=loss, grad_max=float(grad.abs().max()), ce=ce,
+                        data_grad=data_grad[0])
             return torch.tensor(loss, dtype=torch.float64)
 
         with torch.no_grad():
             optimizer.step(closure)
         state = optimizer.state[param]
         solution_theta = param.detach().clone()
-        scaled, written, grad_max = self.objective(solution_theta, c)
+        if torch.equal(last["theta"], solution_theta):
+            scaled, grad_max, ce, data_grad = last["loss"], last["grad_max"], last["ce"], last["data_grad"]
+        else:
+            kept: list[torch.Tensor] = []
+            scaled, ce, grad = self.loss_and_grad(solution_theta, c, data_grad=kept)
+            grad_max, data_grad = float(grad.abs().max()), kept[0]
         return Solution(theta=solution_theta, classes=self.classes, iterations=int(state.get("n_iter", 0)),
                         function_evaluations=int(state.get("func_evals", 0)), converged=grad_max <= tol,
-                        grad_max=grad_max, objective_scaled=scaled, objective=written)
+                        grad_max=grad_max, objective_scaled=scaled, objective=scaled * c * self.n,
+                        data_term=(self, ce, data_grad))
 
     def raw_coefficients(self, solution: Solution) -> tuple[np.ndarray, np.ndarray]:
         """(coef (K, D), intercept (K,)) in raw-feature coordinates, laid out as scikit-learn's."""
@@ -238,7 +308,8 @@ def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, c: float, 
 
     Returns (coef (K, D), intercept (K,), solution), coefficients in raw-feature coordinates.
     """
-    problem = SoftmaxRegression(CentredFeatures(features, device=device, dtype=dtype), np.asarray(labels))
+    problem = SoftmaxRegression(CentredFeatures.from_array(features, device=device, dtype=dtype),
+                                np.asarray(labels))
     solution = problem.fit(c, None, max_iter=max_iter, tol=tol)
     coef, intercept = problem.raw_coefficients(solution)
     return coef, intercept, solution
@@ -247,32 +318,47 @@ def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, c: float, 
 # -- the C search -------------------------------------------------------------------------------------------------
 
 
-def search_plan(num_c: int, stride: int) -> list[int]:
+def coarse_indices(num_c: int, stride: int) -> list[int]:
     """The coarse grid indices: every `stride`-th point, always including both ends."""
+    stride = max(1, int(stride))
     coarse = list(range(0, num_c, stride))
     if coarse[-1] != num_c - 1:
         coarse.append(num_c - 1)
     return coarse
 
 
+def warm_start_index(i: int, coarse: Sequence[int]) -> int | None:
+    """The grid point whose solution starts the fit at point i: the coarse point just below it.
+
+    Coarse points chain from one to the next, and every other point starts from the coarse point below it, in both
+    the full sweep and the coarse-to-fine search. So the two searches compute bit-identical solutions (and
+    validation scores) at every point they share, and can only differ in which points they look at.
+    """
+    below = [j for j in coarse if j < i]
+    return below[-1] if below else None
+
+
 def select_c_index(evaluate: Callable[[int], int], num_c: int, *, strategy: str, stride: int,
                    refine_margin: int) -> tuple[int, dict[int, int]]:
     """Pick the grid index with the most correct validation predictions, ties towards the smaller C.
 
-    `evaluate(i)` fits grid point i and returns its number of correct validation predictions; it is called in
-    ascending order of i within each pass, so that warm starts go from smaller to larger C. `refine_margin` is in
-    correct predictions: coarse points within it of the best coarse point get their neighbours fitted too.
-    Returns (chosen index, {index: correct} for every index fitted).
+    `evaluate(i)` fits grid point i (starting from the solution at `warm_start_index(i)`, which has been fitted
+    before) and returns its number of correct validation predictions. `refine_margin` is in correct predictions:
+    coarse points within it of the best coarse point get their neighbours (up to stride - 1 steps either side)
+    fitted too. Returns (chosen index, {index: correct} for every index fitted).
     """
     if strategy not in SEARCH_STRATEGIES:
         raise HarnessError(f"unknown C search {strategy!r}; use one of {SEARCH_STRATEGIES}")
+    coarse = coarse_indices(num_c, stride)
     correct: dict[int, int] = {}
-    first_pass = list(range(num_c)) if strategy == "full" or stride <= 1 else search_plan(num_c, stride)
-    for i in first_pass:
-        correct[i] = evaluate(i)
-    if strategy != "full" and stride > 1:
+    if strategy == "full":
+        for i in range(num_c):
+            correct[i] = evaluate(i)
+    else:
+        for i in coarse:
+            correct[i] = evaluate(i)
         best = max(correct.values())
-        centres = [i for i in first_pass if correct[i] >= best - refine_margin]
+        centres = [i for i in coarse if correct[i] >= best - refine_margin]
         refine = sorted({j for i in centres for j in range(i - stride + 1, i + stride)
                          if 0 <= j < num_c and j not in correct})
         for j in refine:
@@ -331,7 +417,7 @@ class LinearProbe(Evaluator):
             "tolerance": 1e-4,  # max |gradient| of mean CE + ||W||^2/(2Cn), as scikit-learn's `tol`
             "search": "coarse-to-fine",
             "coarse_stride": 4,
-            "refine_margin": 0.01,  # fraction of the validation set (at least one item)
+            "refine_margin": 0.01,  # fraction of the validation set (at least two items)
             "dtype": "float32",
         }
 
@@ -343,7 +429,8 @@ class LinearProbe(Evaluator):
             raise HarnessError("the linear probe needs the train split")
         if o["dtype"] not in DTYPES:
             raise HarnessError(f"linear probe dtype must be one of {DTYPES}, not {o['dtype']!r}")
-        grid = c_grid(o["log10_c_min"], o["log10_c_max"], o["num_c"])
+        if o["search"] not in SEARCH_STRATEGIES:
+            raise HarnessError(f"linear probe search must be one of {SEARCH_STRATEGIES}, not {o['search']!r}")
         train_labels = np.asarray(train.labels).astype(np.int64)
         labelled = np.flatnonzero(train_labels >= 0)
         if len(labelled) < len(train_labels):
@@ -354,38 +441,65 @@ class LinearProbe(Evaluator):
         if not (test_labels >= 0).any():
             raise HarnessError("the test split has no labels; the linear probe needs them")
 
-        with torch.no_grad():
-            x_train = CentredFeatures(train.features, device=device, dtype=o["dtype"], rows=labelled)
-            fit_rows, val_rows, split_how = validation_split(train_labels, o["val_fraction"], seed)
-            fit_problem = SoftmaxRegression(x_train.subset(fit_rows), train_labels[fit_rows])
-            x_val = x_train.subset(val_rows)
-            y_val = torch.as_tensor(train_labels[val_rows], device=x_train.device)
+        # Full-precision float32 matrix products: TF32 or bf16 (which an extractor may have switched on for the
+        # whole process with `set_float32_matmul_precision`) cannot reach the gradient tolerance. Restored after.
+        matmul_precision = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision("highest")
+        try:
+            with torch.no_grad():
+                return self._evaluate(train, test, train_labels, labelled, test_labels, seed, device)
+        finally:
+            torch.set_float32_matmul_precision(matmul_precision)
 
-            solutions: dict[int, Solution] = {}
+    def _evaluate(self, train: Embeddings, test: Embeddings, train_labels: np.ndarray, labelled: np.ndarray | None,
+                  test_labels: np.ndarray, seed: int, device: str) -> EvaluationResult:
+        import torch
 
-            def evaluate_c(i: int) -> int:
-                below = [j for j in solutions if j < i]
-                init = solutions[max(below)] if below else None
-                solution = fit_problem.fit(float(grid[i]), init, max_iter=o["max_iter"], tol=o["tolerance"])
-                solutions[i] = solution
+        o = self.options
+        grid = c_grid(o["log10_c_min"], o["log10_c_max"], o["num_c"])
+        x_train = CentredFeatures.from_array(train.features, device=device, dtype=o["dtype"], rows=labelled)
+        fit_rows, val_rows, split_how = validation_split(train_labels, o["val_fraction"], seed)
+        fit_problem = SoftmaxRegression(x_train.subset(fit_rows), train_labels[fit_rows])
+        x_val = x_train.subset(val_rows)
+        y_val = torch.as_tensor(train_labels[val_rows], device=x_train.device)
+
+        solutions: dict[int, Solution] = {}
+        counts: dict[int, int] = {}
+
+        coarse = coarse_indices(len(grid), int(o["coarse_stride"]))
+
+        def evaluate_c(i: int) -> int:
+            start = warm_start_index(i, coarse)
+            init = None if start is None else solutions[start]
+            solution = fit_problem.fit(float(grid[i]), init, max_iter=o["max_iter"], tol=o["tolerance"])
+            solutions[i] = solution
+            if init is not None and solution.theta is init.theta:  # unchanged: same predictions
+                counts[i] = counts[start]
+            else:
                 classes = torch.as_tensor(solution.classes, device=x_train.device)
-                predicted = classes[scores(x_val, solution).argmax(1)]
-                return int((predicted == y_val).sum())
+                counts[i] = int((classes[scores(x_val, solution).argmax(1)] == y_val).sum())
+            return counts[i]
 
-            margin = max(1, int(math.floor(o["refine_margin"] * len(val_rows))))
-            chosen, correct = select_c_index(evaluate_c, len(grid), strategy=o["search"],
-                                             stride=int(o["coarse_stride"]), refine_margin=margin)
-            del fit_problem, x_val
+        margin = max(2, int(math.floor(o["refine_margin"] * len(val_rows))))
+        chosen, correct = select_c_index(evaluate_c, len(grid), strategy=o["search"],
+                                         stride=int(o["coarse_stride"]), refine_margin=margin)
+        curve = [{"C": float(grid[i]), "val_top1": correct[i] / len(val_rows),
+                  "iterations": solutions[i].iterations, "converged": solutions[i].converged}
+                 for i in sorted(correct)]
+        start_refit = solutions[chosen]
+        start_refit.data_term = None  # it holds the split's problem (its rows on the device)
+        del fit_problem, x_val, solutions
 
-            refit_problem = SoftmaxRegression(x_train, train_labels)
-            final = refit_problem.fit(float(grid[chosen]), solutions[chosen], max_iter=o["max_iter"],
-                                      tol=o["tolerance"])
-            x_test = CentredFeatures(test.features, device=device, dtype=o["dtype"], shift=x_train.shift)
-            del x_train, refit_problem
-            logits = scores(x_test, final)
-            top_k = min(5, logits.shape[1])
-            ranked = torch.as_tensor(final.classes, device=logits.device)[logits.topk(top_k, dim=1).indices]
-            ranked = ranked.cpu().numpy().astype(np.int64)
+        refit_problem = SoftmaxRegression(x_train, train_labels)
+        final = refit_problem.fit(float(grid[chosen]), start_refit, max_iter=o["max_iter"], tol=o["tolerance"])
+        final.data_term = None
+        x_test = CentredFeatures.from_array(test.features, device=device, dtype=o["dtype"],
+                                            shift=x_train.shift)
+        del x_train, refit_problem
+        logits = scores(x_test, final)
+        top_k = min(5, logits.shape[1])
+        ranked = torch.as_tensor(final.classes, device=logits.device)[logits.topk(top_k, dim=1).indices]
+        ranked = ranked.cpu().numpy().astype(np.int64)
 
         prediction = ranked[:, 0]
         top5 = np.full((len(prediction), 5), -1, dtype=np.int64)
@@ -396,10 +510,8 @@ class LinearProbe(Evaluator):
         metrics.update({
             "chosen_C": float(grid[chosen]),
             "chosen_C_index": int(chosen),
-            "val_accuracy_per_C": [
-                {"C": float(grid[i]), "val_top1": correct[i] / len(val_rows),
-                 "iterations": solutions[i].iterations, "converged": solutions[i].converged}
-                for i in sorted(correct)],
+            "val_top1": correct[chosen] / len(val_rows),
+            "val_accuracy_per_C": curve,
             "val_size": int(len(val_rows)),
             "fit_size": int(len(fit_rows)),
             "val_split": split_how,
@@ -413,7 +525,8 @@ class LinearProbe(Evaluator):
             "val_fraction": float(o["val_fraction"]),
             "max_iter": int(o["max_iter"]),
             "tolerance": float(o["tolerance"]),
-            "tolerance_definition": "max |gradient| of mean cross-entropy + ||W||^2/(2 C n), w.r.t. (W, b)",
+            "tolerance_definition": "max |gradient| of mean cross-entropy + ||W||^2/(2 C n) w.r.t. (W, b), features "
+                                    "centred by the train mean",
             "search": o["search"],
             "dtype": o["dtype"],
             "classes_in_model": int(len(final.classes)),
