@@ -21,7 +21,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
-from harness.store import EmbeddingStore, cache_key, write_json_atomic
+from harness.files import atomic_file, write_json_atomic
+from harness.store import EmbeddingStore, cache_key
 from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
 
 log = logging.getLogger(__name__)
@@ -166,17 +167,10 @@ class ShardedExtraction:
 
     def write(self, shard: int, features: np.ndarray, labels: np.ndarray, indices: np.ndarray,
               skipped: list[tuple[int, str]]) -> None:
-        tmp = self.directory / f".shard-{shard:05d}.tmp-{os.getpid()}.npz"
-        try:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, features=features, labels=labels, indices=indices,
-                         skipped=np.array([i for i, _ in skipped], dtype=np.int64),
-                         skip_reasons=np.array([r for _, r in skipped], dtype=str))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path(shard))
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_file(self.path(shard)) as handle:
+            np.savez(handle, features=features, labels=labels, indices=indices,
+                     skipped=np.array([i for i, _ in skipped], dtype=np.int64),
+                     skip_reasons=np.array([r for _, r in skipped], dtype=str))
 
 
 def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) -> Iterator[list[int]]:
@@ -193,8 +187,10 @@ def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: Embeddin
     from filelock import FileLock
 
     split = dataset.split(split_name)
-    key = cache_key(encoder_fingerprint(encoder, options.device),
-                    dataset_fingerprint(dataset, split_name, split, options.skip_bad_images))
+    # Computed once: the dataset's may hash every file, the encoder's its weights.
+    fingerprints = {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
+                    "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split, options.skip_bad_images)}
+    key = cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"])
     cached = store.load(key)
     if cached is not None:
         return cached, ExtractionReport(key, cache_hit=True)
@@ -204,11 +200,12 @@ def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: Embeddin
         cached = store.load(key)
         if cached is not None:
             return cached, ExtractionReport(key, cache_hit=True)
-        return _extract_locked(encoder, dataset, split_name, split, key, store, options)
+        return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options)
 
 
 def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit, key: str,
-                    store: EmbeddingStore, options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
+                    fingerprints: dict[str, Any], store: EmbeddingStore,
+                    options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -296,10 +293,7 @@ def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: 
                       for a in shards for i, r in zip(a["skipped"], a["skip_reasons"])]
     report.seconds = time.perf_counter() - started
     info = dataset.info()
-    meta = {"encoder": encoder.name, "encoder_fingerprint": encoder_fingerprint(encoder, options.device),
-            "dataset": dataset.name, "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split,
-                                                                                 options.skip_bad_images),
-            "split": split_name, "class_names": info.get("class_names", []), "skipped": report.skipped,
+    meta = {"encoder": encoder.name, **fingerprints, "dataset": dataset.name, "split": split_name, "class_names": info.get("class_names", []), "skipped": report.skipped,
             "device": options.device, "precision": precision_for(options.device),
             "extract_seconds": round(report.seconds, 3), "items_encoded_this_run": report.items_encoded,
             # Provenance known only once the model is loaded, kept so that cache hits can still report it.

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.store import canonical_json, write_json_atomic
+from harness.files import atomic_file, write_json_atomic
+from harness.store import canonical_json
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schema" / "result-record.schema.json"
@@ -102,15 +103,8 @@ def to_json_safe(value: Any) -> Any:
 
 
 def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as handle:
+        np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
 def write_record(results_dir: str | os.PathLike, record: dict[str, Any],

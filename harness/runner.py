@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.extract import ExtractionOptions, ExtractionReport, encoder_fingerprint, extract, precision_for, \
-    resolve_device
+from harness.extract import ExtractionOptions, ExtractionReport, extract, precision_for, resolve_device
 from harness.plugins import Plugins, get_plugins
 from harness.records import SCHEMA_VERSION, cell_key, library_versions, load_record, write_record
 from harness.store import EmbeddingStore

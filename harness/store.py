@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.files import atomic_file, sha256_file, write_json_atomic
 from harness.types import Embeddings
 
 log = logging.getLogger(__name__)
@@ -47,29 +48,8 @@ def cache_key(encoder_fingerprint: dict[str, Any], dataset_fingerprint: dict[str
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:32]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def meta_checksum(meta: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json({k: v for k, v in meta.items() if k != "meta_sha256"}).encode()).hexdigest()
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename: readers see all or nothing."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(value, indent=2, allow_nan=False, default=str))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -126,7 +106,7 @@ class EmbeddingStore:
             expected = meta["files"][f"{name}.npy"]
             if not path.is_file() or path.stat().st_size != expected["size"]:
                 raise DamagedEntry(key, f"{name}.npy is missing or has the wrong size")
-            if check_hashes and sha256_of(path) != expected["sha256"]:
+            if check_hashes and sha256_file(path) != expected["sha256"]:
                 raise DamagedEntry(key, f"{name}.npy does not match its recorded sha256")
             try:
                 arrays[name] = np.load(path, mmap_mode="r" if name == "features" else None, allow_pickle=False)
@@ -154,21 +134,20 @@ class EmbeddingStore:
             files = {}
             for name, array in (("features", features), ("labels", labels), ("ids", ids)):
                 path = tmp / f"{name}.npy"
-                with open(path, "wb") as handle:
+                with atomic_file(path) as handle:
                     np.save(handle, array, allow_pickle=False)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                files[f"{name}.npy"] = {"size": path.stat().st_size, "sha256": sha256_of(path)}
+                files[f"{name}.npy"] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
             meta = {**meta, "key": key, "store_format": STORE_FORMAT, "n": int(features.shape[0]),
                     "dim": int(features.shape[1]), "dtype": str(features.dtype), "files": files,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             meta["meta_sha256"] = meta_checksum(meta)
             write_json_atomic(tmp / "meta.json", meta)
             final = self.entry_dir(key)
-            if final.exists():  # another process finished first; a damaged leftover is replaced
-                if self.load(key) is not None:
+            if final.exists():  # another process finished first; a damaged leftover is discarded by load()
+                existing = self.load(key)
+                if existing is not None:
                     shutil.rmtree(tmp, ignore_errors=True)
-                    return self.load(key)  # type: ignore[return-value]
+                    return existing
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

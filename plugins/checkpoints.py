@@ -7,7 +7,6 @@ wrong numbers.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -21,14 +20,6 @@ log = logging.getLogger(__name__)
 NESTING_KEYS = ("state_dict", "model", "teacher", "model_ema", "module")
 #: Prefixes that wrappers add to every key (DDP's `module.`, SSL frameworks' `backbone.`/`encoder.`).
 WRAPPER_PREFIXES = ("module.", "backbone.", "encoder.", "model.")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_weights_file(path: str | Path) -> dict[str, Any]:

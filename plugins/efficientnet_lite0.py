@@ -15,7 +15,7 @@ from typing import Any, Callable
 from harness import hookimpl
 from harness.errors import HarnessError
 from plugins.timm_encoders import TimmEncoder
-from plugins.checkpoints import load_into, read_weights_file, sha256_file
+from plugins.checkpoints import load_into, read_weights_file
 
 ARCHITECTURE = "tf_efficientnet_lite0"
 

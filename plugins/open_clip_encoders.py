@@ -12,7 +12,7 @@ from typing import Any, Callable
 from harness import hookimpl
 from harness.errors import HarnessError
 from harness.types import Encoder
-from plugins.checkpoints import sha256_file
+from harness.files import sha256_file
 
 
 def _open_clip() -> Any:

@@ -14,7 +14,8 @@ from typing import Any, Callable
 from harness import hookimpl
 from harness.errors import HarnessError
 from harness.types import Encoder
-from plugins.checkpoints import load_into, read_weights_file, sha256_file
+from harness.files import sha256_file
+from plugins.checkpoints import load_into, read_weights_file
 
 POOLINGS = ("default", "cls", "mean")
 
