@@ -157,9 +157,13 @@ def _run_pair(label: str, encoder: Encoder, dataset: Any, info: dict[str, Any], 
             embeddings[split], extraction = extract(encoder, dataset, split, store, options)
             timings[f"extract_{split}_s"] = round(time.perf_counter() - started, 3)
             report.extractions.append(extraction)
-    except HarnessError as error:
+    except HarnessError as error:  # the user's to fix: the message says how
         log.error("%s on %s: %s", label, dataset.name, error)
         report.failures.append(CellFailure(label, dataset.name, None, str(error)))
+        return
+    except Exception as error:  # noqa: BLE001 - a broken encoder plugin must not stop the other encoders
+        log.error("%s on %s: extraction failed:\n%s", label, dataset.name, traceback.format_exc())
+        report.failures.append(CellFailure(label, dataset.name, None, f"{type(error).__name__}: {error}"))
         return
     encoder_record = _encoder_record(label, encoder, embeddings)
     dataset_record = {"name": dataset.name, "fingerprint": {s: e.meta["dataset_fingerprint"] for s, e in
