@@ -120,7 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if skipped_items:
         print(f"{skipped_items} unreadable item(s) were skipped (listed in the records)", file=sys.stderr)
     ran = {(r["encoder"]["name"], r["dataset"]["name"]) for r in report.records}
-    records = [r for r in load_records(args.results_dir) if (r["encoder"]["name"], r["dataset"]["name"]) in ran]
+    records = [r for r in load_records(args.results_dir)
+               if (r["encoder"]["name"], r["dataset"]["name"]) in ran] if ran else []
     if records:
         print(render(build_leaderboard(records), args.format))
     for failure in report.failures:

@@ -181,3 +181,17 @@ def test_open_clip_image_tower_from_a_local_file(tmp_path):
         expected = model.eval().encode_image(torch.stack([preprocess(im) for im in images])).numpy()
     np.testing.assert_allclose(features, expected, atol=1e-5)
     assert encoder.info()["weights"]["sha256"]
+
+
+def test_hub_weights_offline_fail_the_cell_with_a_way_out(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "harness", "run", "-e", "timm:resnet18", "-e", "pixels",
+                             "-d", "synthetic", "--eval", "knn", "--cache-dir", str(tmp_path / "c"),
+                             "--results-dir", str(tmp_path / "r"), "--device", "cpu"],
+                            capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1
+    assert "failed: timm:resnet18 on synthetic: cannot fetch the pretrained weights" in result.stderr
+    assert "timm:resnet18@/path/to/weights.pth" in result.stderr
+    assert "pixels" in result.stdout  # the other encoder's cell completed and is in the table
