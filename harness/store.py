@@ -78,19 +78,22 @@ class EmbeddingStore:
 
     # -- reading -------------------------------------------------------------------------------------------------
 
-    def load(self, key: str) -> Embeddings | None:
-        """The finished entry for `key`, memory-mapped; None on a miss. A damaged entry is removed (and logged)."""
+    def load(self, key: str, check_hashes: bool = True) -> Embeddings | None:
+        """The finished entry for `key`, memory-mapped; None on a miss. A damaged entry is removed (and logged).
+
+        `check_hashes=False` skips re-hashing the files (sizes and shapes are still checked): for an entry this
+        process has just written and hashed."""
         entry = self.entry_dir(key)
         if not entry.exists():
             return None
         try:
-            return self._read_verified(key, entry)
+            return self._read_verified(key, entry, check_hashes)
         except DamagedEntry as damage:
             log.warning("embedding cache entry %s is damaged (%s); it will be extracted again", entry, damage.reason)
             self.discard(key)
             return None
 
-    def _read_verified(self, key: str, entry: Path) -> Embeddings:
+    def _read_verified(self, key: str, entry: Path, check_hashes: bool) -> Embeddings:
         try:
             meta = json.loads((entry / "meta.json").read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
@@ -100,7 +103,7 @@ class EmbeddingStore:
         if meta.get("key") != key or meta.get("store_format") != STORE_FORMAT:
             raise DamagedEntry(key, "meta.json belongs to another key or format")
         arrays = {}
-        check_hashes = sum(f["size"] for f in meta["files"].values()) <= HASH_CHECK_LIMIT_BYTES
+        check_hashes = check_hashes and sum(f["size"] for f in meta["files"].values()) <= HASH_CHECK_LIMIT_BYTES
         for name in ARRAYS:
             path = entry / f"{name}.npy"
             expected = meta["files"][f"{name}.npy"]
@@ -152,7 +155,7 @@ class EmbeddingStore:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        loaded = self.load(key)
+        loaded = self.load(key, check_hashes=False)  # hashed a moment ago, while writing
         assert loaded is not None, f"entry {key} vanished right after it was written"
         return loaded
 

@@ -9,33 +9,15 @@ import sys
 import numpy as np
 from PIL import Image
 
-from harness import hookimpl
 from harness.records import load_records
+from helpers import CountingPixels, EncoderPlugin
 from harness.runner import RunConfig, run
 from plugins.pixels import Pixels
 
 
-class CountingPixels(Pixels):
-    def __init__(self) -> None:
-        self.items = 0
-
-    def encode(self, batch):
-        self.items += batch.shape[0]
-        return super().encode(batch)
-
-
-class CountingPlugin:
-    def __init__(self, encoder):
-        self.encoder = encoder
-
-    @hookimpl
-    def register_encoders(self, register):
-        register("counting-pixels", lambda: self.encoder, "pixels, counted")
-
-
 def test_three_evaluators_share_one_extraction(tmp_path, harness_plugins):
     encoder = CountingPixels()
-    plugins = harness_plugins(CountingPlugin(encoder))
+    plugins = harness_plugins(EncoderPlugin("counting-pixels", lambda: encoder))
     config = RunConfig(encoders=["counting-pixels"], datasets=["synthetic"], evaluators=["knn", "linear", "clustering"],
                        results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", progress=False)
     report = run(config, plugins)
@@ -73,14 +55,8 @@ class ExplodingPixels(Pixels):
         raise RuntimeError("bug inside a third-party encoder")
 
 
-class ExplodingPlugin:
-    @hookimpl
-    def register_encoders(self, register):
-        register("exploding", ExplodingPixels, "raises in encode")
-
-
 def test_an_encoder_raising_in_encode_fails_its_cells_and_the_others_complete(tmp_path, harness_plugins, caplog):
-    plugins = harness_plugins(ExplodingPlugin())
+    plugins = harness_plugins(EncoderPlugin("exploding", ExplodingPixels))
     config = RunConfig(encoders=["exploding", "pixels"], datasets=["synthetic"], evaluators=["knn"],
                        results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", progress=False)
     report = run(config, plugins)

@@ -8,33 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import hookimpl
 from harness.errors import BadItemError, NonFiniteEmbeddingError
 from harness.extract import ExtractionOptions, extract
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
 from plugins.imagefolder import ImageFolder
-from plugins.pixels import Pixels
+from helpers import CountingPixels, EncoderPlugin
 from plugins.synthetic import Synthetic
-
-
-class CountingPixels(Pixels):
-    """The pixel encoder, counting forward passes; optionally failing after some batches (an interruption)."""
-
-    def __init__(self, fail_after: int | None = None, poison_item: int | None = None) -> None:
-        self.calls = 0
-        self.fail_after = fail_after
-        self.poison_item = poison_item
-        self.name = "counting-pixels"
-
-    def encode(self, batch):
-        self.calls += 1
-        if self.fail_after is not None and self.calls > self.fail_after:
-            raise KeyboardInterrupt("simulated Ctrl-C")
-        out = super().encode(batch)
-        if self.poison_item is not None:
-            out[self.poison_item] = float("nan")
-        return out
 
 
 def options(**kw):
@@ -139,20 +119,9 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
     assert "test/light/2.png" not in set(embeddings.ids.tolist())
 
 
-class ThreeEvaluatorsPlugin:
-    """Registers the counting encoder under a name, so a full run can count forward passes."""
-
-    def __init__(self, encoder):
-        self.encoder = encoder
-
-    @hookimpl
-    def register_encoders(self, register):
-        register("counting-pixels", lambda: self.encoder, "pixels, counted")
-
-
 def test_run_extracts_each_split_once_and_a_rerun_runs_no_forward_pass(tmp_path, harness_plugins):
     encoder = CountingPixels()
-    plugins = harness_plugins(ThreeEvaluatorsPlugin(encoder))
+    plugins = harness_plugins(EncoderPlugin("counting-pixels", lambda: encoder))
     config = RunConfig(encoders=["counting-pixels"], datasets=["synthetic"], evaluators=["knn"],
                        results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", batch_size=16,
                        progress=False)
