@@ -181,16 +181,23 @@ def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) 
             yield list(range(begin, min(begin + batch_size, stop)))
 
 
+def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
+                    options: ExtractionOptions) -> tuple[str, dict[str, Any]]:
+    """The store key of one (encoder, dataset, split) and the fingerprints it hashes, without loading the model or
+    running it: what `extract` looks up, and what a resumed run compares with the keys in existing records."""
+    # Computed once per extraction: the dataset's may hash every file, the encoder's its weights.
+    fingerprints = {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
+                    "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split, options.skip_bad_images)}
+    return cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"]), fingerprints
+
+
 def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
             options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
     """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached."""
     from filelock import FileLock
 
     split = dataset.split(split_name)
-    # Computed once: the dataset's may hash every file, the encoder's its weights.
-    fingerprints = {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
-                    "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split, options.skip_bad_images)}
-    key = cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"])
+    key, fingerprints = split_cache_key(encoder, dataset, split_name, split, options)
     cached = store.load(key)
     if cached is not None:
         return cached, ExtractionReport(key, cache_hit=True)
