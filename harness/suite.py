@@ -275,6 +275,10 @@ def _encoder_spec(path: Path, base: Path, where: str, table: dict[str, Any], plu
             raise _fail(path, where, "pooling is given twice (as `pooling` and in `options`)")
         options["pooling"] = table["pooling"]
     display = None
+    entry = _resolve(path, f"{where}.name", plugins.encoders, name)
+    if "weights" in table and not entry.prefix:
+        raise _fail(path, f"{where}.weights", f"encoder {name!r} takes no weights file; `weights` is for prefix "
+                                              f"encoders such as timm:<model> or open_clip:<model>")
     if "weights" in table:
         if "@" in name:
             raise _fail(path, where, f"give the weights either in the name ({name!r}) or as `weights`, not both")
@@ -285,10 +289,7 @@ def _encoder_spec(path: Path, base: Path, where: str, table: dict[str, Any], plu
                                                   f"folder {str(base)!r})")
         display = f"{name}@{table['weights']}"
         name = f"{name}@{weights}"
-    entry = _resolve(path, f"{where}.name", plugins.encoders, name)
-    if "weights" in table and not entry.prefix:
-        raise _fail(path, f"{where}.weights", f"encoder {table['name']!r} takes no weights file; `weights` is for "
-                                              f"prefix encoders such as timm:<model> or open_clip:<model>")
+        entry = _resolve(path, f"{where}.name", plugins.encoders, name)
     _check_options(path, f"{where}.options", "encoder", table["name"], entry.factory, options)
     batch_size = _positive(path, f"{where}.batch_size", table["batch_size"]) if "batch_size" in table else None
     return EncoderSpec(name, options, display_name=display, label=table.get("label"), batch_size=batch_size)
