@@ -295,8 +295,9 @@ def _run_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], need
         except Exception as error:  # noqa: BLE001 - one failing cell must not stop the others
             log.error("%s on %s, evaluator %s failed:\n%s", label, dataset.name, evaluator.name,
                       traceback.format_exc())
+            which = f" (seed {seed})" if len(seeds) > 1 else ""
             report.failures.append(CellFailure(label, dataset.name, evaluator.name,
-                                               f"{type(error).__name__}: {error}" + (f" (seed {seed})" if len(seeds) > 1 else "")))
+                                               f"{type(error).__name__}: {error}{which}"))
             record.update(status="failed", error=traceback.format_exc(), metrics={}, main_metric="",
                           main_score=None, timings={**timings, "evaluate_s": round(time.perf_counter() - started, 3)})
             write_record(config.results_dir, record)

@@ -15,7 +15,8 @@ read, and may live anywhere.
     seeds = [0, 1, 2]                 # evaluation seeds, one record each (default [0])
     results_dir = "results"           # default: ./results of the current directory, as `harness run`
     cache_dir = ".harness-cache"      # default: ./.harness-cache
-    device = "auto"  batch_size = 64  workers = 2  skip_bad_images = false  data_root = "data"
+    device = "auto"                   # optional, as --device; likewise batch_size, workers, skip_bad_images
+    data_root = "data"                # optional: where torchvision sets are downloaded (inside this folder)
     baselines = ["pixels"]            # rows marked as baselines (default: untrained and pixel encoders)
 
     [[encoders]]                      # repeatable

@@ -149,7 +149,7 @@ name = "counting-knn"
     # an encoder added to the suite: only its cells run
     path.write_text(suite.replace("[[evaluators]]", '[[encoders]]\nname = "random:test_vit"\n\n[[evaluators]]'))
     _, added = run_suite(path, plugins)
-    assert {(r["encoder"]["name"], r["seed"]) for r in added.records} == {("random:test_vit", 0), ("random:test_vit", 1)}
+    assert {(r["encoder"]["name"], r["seed"]) for r in added.records} == {("random:test_vit", s) for s in (0, 1)}
     assert len(added.extractions) == 2 and knn.calls == 2 and pixels.items == 0 and len(added.already_done) == 6
 
     # other weights under the same file name: another cache key, so the ViT's cells are measured again
@@ -211,7 +211,8 @@ def test_default_suite_measures_the_cells_of_a_plain_harness_run(default_run):
     assert sorted(plan_cells(suite, plugins)) == sorted(plan_cells(plain, plugins))
     assert len(plan_cells(suite, plugins)) == 3 * 3  # three encoders, three evaluators, one seed
     assert (suite.results_dir, suite.cache_dir, suite.device, suite.batch_size) == \
-           (plain.results_dir, plain.cache_dir, plain.device, plain.batch_size) == ("results", ".harness-cache", "auto", 64)
+           (plain.results_dir, plain.cache_dir, plain.device, plain.batch_size) == \
+           ("results", ".harness-cache", "auto", 64)
     assert suite.resume and not plain.resume
     # the cells the real default run wrote are cells of the suite
     report, _, _ = default_run
