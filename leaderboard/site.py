@@ -173,7 +173,7 @@ def leaderboard_html(board: Leaderboard, cell_ids: dict[tuple[str, str], int],
     for index, row in enumerate(board.rows):
         cells = [f'<td class="num">{esc(row["rank"] if row["rank"] is not None else "—")}</td>',
                  f'<th scope="row" class="encoder">{esc(row["encoder"])}'
-                 + (' <span class="tag">baseline</span>' if row["baseline"] else "") + "</th>"]
+                 + ('<span class="tag">baseline</span>' if row["baseline"] else "") + "</th>"]
         for column in board.columns:
             scores = row["cells"].get(column)
             if not scores:
@@ -317,7 +317,7 @@ thead th[aria-sort=descending]::after { content: " \\25BC"; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.missing { color: #999; }
 th.encoder { font-weight: 600; }
-.tag { font-size: 11px; font-weight: normal; background: #eee; border-radius: 3px; padding: 0 .3rem; }
+.tag { margin-left: .4rem; font-size: 11px; font-weight: normal; background: #eee; border-radius: 3px; padding: 0 .3rem; }
 .hint, figcaption, .meta { color: #666; font-size: 12px; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; }

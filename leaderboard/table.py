@@ -132,7 +132,7 @@ def sort_board(board: Leaderboard, column: str = "rank") -> Leaderboard:
 
             # a part of a header ("knn") points at the columns holding it; otherwise near spellings
             close = [n for n in names if column.casefold() in n.casefold()] or \
-                difflib.get_close_matches(column, names, n=3, cutoff=0.4)
+                difflib.get_close_matches(column, names, n=3, cutoff=0.6)
             raise HarnessError(f"no column {column!r} to sort by; "
                                + (f"did you mean: {', '.join(repr(c) for c in close)}? " if close else "")
                                + f"the columns are: {', '.join(repr(c) for c in names)}")

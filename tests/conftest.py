@@ -4,6 +4,7 @@ test session into a session cache, and every test that needs real embeddings rea
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,32 @@ def default_run(tmp_path_factory: pytest.TempPathFactory):
                        progress=False, command="harness run --eval knn")
     report = run(config, Plugins(entry_points=False))
     return report, root / "results", cache
+
+
+@pytest.fixture(scope="session")
+def full_default_run(default_run, tmp_path_factory):
+    """Every evaluator on the offline default, from the session cache (no new extraction); (report, results).
+
+    The results directory holds `default_run`'s kNN records, linear and clustering for efficientnet_lite0 and the
+    untrained network (`report` is that run), and clustering for pixels, so each of the three encoders has a UMAP
+    layout to plot. The pixels linear probe is left out on purpose: on 3,072 raw-pixel features it costs one to
+    three minutes of CPU here and tests nothing the other two cells do not; its cell is shown as missing.
+    """
+    from harness.plugins import Plugins
+    from harness.runner import RunConfig, run
+
+    _, knn_results, cache = default_run
+    results = tmp_path_factory.mktemp("full-default-run") / "results"
+    shutil.copytree(knn_results, results)
+    plugins = Plugins(entry_points=False)
+    config = RunConfig(encoders=["efficientnet_lite0", "random:tf_efficientnet_lite0"],
+                       evaluators=["linear", "clustering"], results_dir=results, cache_dir=cache, device="cpu",
+                       progress=False, command="harness run --eval linear,clustering")
+    report = run(config, plugins)
+    pixels = run(RunConfig(encoders=["pixels"], evaluators=["clustering"], results_dir=results, cache_dir=cache,
+                           device="cpu", progress=False, command="harness run -e pixels --eval clustering"), plugins)
+    assert not pixels.failures, pixels.failures
+    return report, results
 
 
 @pytest.fixture(scope="session")
