@@ -16,7 +16,8 @@ from typing import Any, Iterator
 import pytest
 
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions"]
+         "--disable-component-update", "--disable-sync", "--disable-default-apps", "--disable-extensions",
+         "--disable-dev-shm-usage"]  # containers often have a tiny /dev/shm
 
 
 def chromium_path() -> str:
