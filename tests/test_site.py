@@ -15,7 +15,7 @@ from PIL import Image
 from browser import open_page  # noqa: F401 - the fixture
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
-from leaderboard.site import json_for_script, publish
+from leaderboard.site import Section, json_for_script, publish
 from test_leaderboard import make_record
 
 SCREENSHOT = Path(__file__).parent / "artifacts" / "screenshots" / "site.png"
@@ -75,6 +75,20 @@ def test_hostile_names_are_escaped_in_the_page_source(tmp_path):
     assert IMG_NAME not in source and "<img src=x" not in source and SCRIPT_NAME not in source
     assert "&lt;img src=x onerror=alert(1)&gt;" in source
     assert source.count("</script>") == 2  # the data block and the sorting script, nothing from a name
+
+
+def test_extra_sections_and_republishing_replace_only_our_files(tmp_path):
+    write_crafted(tmp_path / "results")
+    site = tmp_path / "site"
+    publish(load_records(tmp_path / "results"), site)
+    assert len(list(site.glob("assets/umap-*.png"))) == 1 and len(list(site.glob("assets/bars-*.png"))) == 2
+    (site / "assets" / "logo.png").write_bytes(b"not ours")
+    knn_only = [r for r in load_records(tmp_path / "results") if r["evaluator"]["name"] == "knn"]
+    extra = Section("comparison", "Comparison <new>", "<p>diffs</p>")
+    source = publish(knn_only, site, extra_sections=[extra]).read_text(encoding="utf-8")
+    assert not list(site.glob("assets/umap-*.png")) and (site / "assets" / "logo.png").exists()
+    assert '<a href="#comparison">Comparison &lt;new&gt;</a>' in source and "<p>diffs</p>" in source
+    assert "No record has a 2-D UMAP layout" in source
 
 
 def test_sorting_escaping_and_no_network_in_chromium(tmp_path, open_page):
