@@ -76,7 +76,8 @@ def test_example_plugin_is_discovered_through_its_entry_point():
     plugins = Plugins()
     info = plugins.infos["example"]
     assert (info.distribution, info.version, info.builtin) == ("harness-example-plugin", "0.3.0", False)
-    assert info.registered == {"encoder": ["colour-histogram"], "dataset": ["example-shapes"]}
+    assert info.registered == {"encoder": ["colour-histogram"], "dataset": ["example-shapes"],
+                               "evaluator": ["nearest-centroid"]}
     assert plugins.encoder("colour-histogram").name == "colour-histogram"
 
 
