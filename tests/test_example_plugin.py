@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness import hookimpl
 from harness.plugins import Plugins
 from harness.records import load_predictions, load_records
 from harness.runner import RunConfig, run
@@ -107,3 +108,38 @@ def test_plugin_evaluator_never_causes_a_second_extraction_in_the_run_report(tmp
     assert alone.records[0]["main_score"] == next(r for r in both.records
                                                   if r["evaluator"]["name"] == "nearest-centroid")["main_score"]
 
+
+
+class RecordingEvaluator:
+    """A plugin object whose evaluator (the example's nearest-centroid) notes what it was handed."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict] = []
+
+    @hookimpl
+    def register_evaluators(self, register):
+        from harness_example_plugin import NearestCentroid
+
+        seen = self.seen
+
+        class Recording(NearestCentroid):
+            def evaluate(self, train, test, *, seed, device):
+                seen.extend({"split": e.meta["split"], "key": e.meta["key"],
+                             "memmap": isinstance(e.features, np.memmap), "writeable": e.features.flags.writeable}
+                            for e in (train, test))
+                return super().evaluate(train, test, seed=seed, device=device)
+
+        register("recording-centroid", Recording, "nearest-centroid, noting its inputs (test plugin)")
+
+
+def test_a_plugin_evaluator_is_handed_the_cached_embeddings_even_on_a_cold_run(tmp_path, harness_plugins):
+    recorder = RecordingEvaluator()
+    plugins = harness_plugins(recorder, entry_points=True)  # the installed example plugin, plus this one
+    report = run(RunConfig(encoders=["colour-histogram"], datasets=["example-shapes"],
+                           evaluators=["recording-centroid"], results_dir=tmp_path / "r", cache_dir=tmp_path / "c",
+                           device="cpu", progress=False, command="test"), plugins)
+    assert [e.cache_hit for e in report.extractions] == [False, False]  # a cold cache: extracted in this run
+    (record,) = report.records
+    # What the evaluator got are the cache's read-only memory maps of exactly the entries the record names.
+    assert recorder.seen == [{"split": s, "key": record["cache_keys"][s], "memmap": True, "writeable": False}
+                             for s in ("train", "test")]
