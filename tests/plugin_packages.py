@@ -47,13 +47,14 @@ def module_package(root: Path, name: str, modules: dict[str, str], entry_points:
     return write_package(root, files)
 
 
-def pip_install_target(package: Path, target: Path) -> Path:
-    """`pip install --no-deps --target`: a real install (metadata, entry points) into `target` only.
+def pip_install_target(package: Path, target: Path, *more: Path) -> Path:
+    """`pip install --no-deps --target`: a real install (metadata, entry points) of the packages into `target` only.
 
     No build isolation: the environment's own setuptools builds it, so no network is needed.
     """
     result = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                             "--no-cache-dir", "--disable-pip-version-check", "--target", str(target), str(package)],
+                             "--no-cache-dir", "--disable-pip-version-check", "--target", str(target), str(package),
+                             *map(str, more)],
                             capture_output=True, text=True, cwd=package)
     assert result.returncode == 0, f"pip install of {package} failed:\n{result.stdout}\n{result.stderr}"
     return target

@@ -57,8 +57,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                           {"import-bomb": "import_bomb"})
     sites = {"healthy": root / "healthy", "broken": root / "broken"}
     pip_install_target(healthy, sites["healthy"])
-    for package in (healthy, typo, bomb):
-        pip_install_target(package, sites["broken"])
+    pip_install_target(healthy, sites["broken"], typo, bomb)
     return sites
 
 
