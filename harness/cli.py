@@ -163,6 +163,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _warn_problems(plugins: object) -> None:
+    for message in plugins.warnings:  # type: ignore[attr-defined]
+        print(f"warning: {message}", file=sys.stderr)
     for problem in plugins.problems:  # type: ignore[attr-defined]
         print(f"warning: {problem}", file=sys.stderr)
 
@@ -171,6 +173,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from harness.plugins import get_plugins
 
     plugins = get_plugins()
+    for message in plugins.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     for info in plugins.infos.values():
         kind = "built-in" if info.builtin else "entry point"
         print(f"{info.name}  ({info.distribution} {info.version}, {kind})")
@@ -180,6 +184,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"PROBLEM: {problem}")
         if args.verbose and problem.traceback:
             print(problem.traceback)
+    if args.check:
+        # The summary goes to stderr so that stdout stays the listing; `harness -v plugins` adds tracebacks.
+        print(f"{len(plugins.infos)} plugin(s) loaded, {len(plugins.problems)} problem(s)"
+              + ("" if not plugins.problems or args.verbose else "; `harness -v plugins --check` shows tracebacks"),
+              file=sys.stderr)
     return 1 if (args.check and plugins.problems) else 0
 
 
