@@ -155,7 +155,8 @@ class ShardedExtraction:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
+            # Opened here, not by np.load: numpy leaks its own handle when the zip inside is torn.
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("features", "labels", "indices", "skipped", "skip_reasons")}
         except Exception:  # noqa: BLE001 - a torn shard is redone, whatever numpy says about it
             path.unlink(missing_ok=True)

@@ -129,7 +129,7 @@ def writes_into(directory: str | os.PathLike, what: str, option: str) -> Iterato
         if error.errno in NO_SPACE:
             advice = f"free some space there, or choose another {option}"
         else:
-            advice = f"fix its permissions (or mount), or choose another {option}"
+            advice = f"make it writable (permissions, a read-only mount), or choose another {option}"
         raise HarnessError(f"cannot write to the {what} {str(directory)!r}: {error.strerror or error} "
                            f"({error.filename}); {advice}. Nothing half-written was left behind.") from error
 
