@@ -65,3 +65,49 @@ def cifar_embeddings(default_run):
     record = next(r for r in report.records if r["encoder"]["name"] == "efficientnet_lite0")
     store = EmbeddingStore(cache)
     return store.load(record["cache_keys"]["train"]), store.load(record["cache_keys"]["test"])
+
+
+# -- fault-injection ledger (tests/test_faults.py) ----------------------------------------------------------------
+
+
+class FaultLedger:
+    """What the fault scenarios that ran injected, survived and lost. Each count is added by a scenario only
+    after the assertion that proves it (the fault landed; the result equals an uninterrupted run's; the earlier
+    records or entries that no longer load), so the summary is measured, never written by hand."""
+
+    def __init__(self) -> None:
+        self.injected = self.survived = self.lost = 0
+
+    def summary(self) -> str:
+        return f"{self.injected} faults injected, {self.survived} survived, {self.lost} lost"
+
+    def broken(self) -> bool:
+        return self.lost > 0 or self.survived < self.injected
+
+
+_LEDGER = pytest.StashKey[FaultLedger]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[_LEDGER] = FaultLedger()
+
+
+@pytest.fixture
+def fault_ledger(request: pytest.FixtureRequest) -> FaultLedger:
+    return request.config.stash[_LEDGER]
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    ledger = config.stash[_LEDGER]
+    if ledger.injected or ledger.lost:  # only when fault scenarios ran (also with -k selecting some of them)
+        terminalreporter.write_line(ledger.summary(), red=ledger.broken(), green=not ledger.broken(), bold=True)
+        if ledger.broken():
+            terminalreporter.write_line("fault ledger: a fault was not survived or lost data; the run fails",
+                                        red=True)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A second guard beside the scenarios' own assertions: the run fails whenever the ledger does not balance.
+    ledger = session.config.stash[_LEDGER]
+    if ledger.broken() and exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
