@@ -71,8 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", default="results")
     board.add_argument("--format", choices=FORMATS, default="plain")
     board.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
+    board.add_argument("--sort", default="rank", metavar="COLUMN",
+                       help="order rows by a column: rank (default), encoder, mean or a column header such as "
+                            "'cifar10-mini knn' (scores best first, missing cells last)")
     board.add_argument("--label-free", action="store_true",
                        help="rank encoders per dataset by UMAP silhouette (no labels) beside their AMI ranking")
+
+    publish = sub.add_parser("publish", help="write a static site (index.html + plots) from result records")
+    publish.add_argument("--results-dir", default="results")
+    publish.add_argument("--out", default="site", help="directory of the site (default: ./site)")
+    publish.add_argument("--title", default="Encoder leaderboard", help="title of the page")
 
     plugins = sub.add_parser("plugins", help="list plugins, where they came from and what they registered")
     plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed to load or register")
@@ -178,21 +186,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.records import load_records
-    from leaderboard import build_leaderboard, render
+    from leaderboard import build_leaderboard, render, sort_board
 
     if args.label_free:
         from leaderboard.label_free import render_label_free
 
         print(render_label_free(load_records(args.results_dir), args.format))
         return 0
-    board = build_leaderboard(load_records(args.results_dir), metric=args.metric)
+    board = sort_board(build_leaderboard(load_records(args.results_dir), metric=args.metric), args.sort)
     print(render(board, args.format))
     for note in board.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from harness.records import load_records
+    from leaderboard.site import publish
+
+    page = publish(load_records(args.results_dir), args.out, results_dir=args.results_dir, title=args.title)
+    print(f"wrote {page} (open it in a browser; it needs no server)")
+    return 0
+
+
 def _warn_problems(plugins: object) -> None:
+    for message in plugins.warnings:  # type: ignore[attr-defined]
+        print(f"warning: {message}", file=sys.stderr)
     for problem in plugins.problems:  # type: ignore[attr-defined]
         print(f"warning: {problem}", file=sys.stderr)
 
@@ -201,6 +220,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from harness.plugins import get_plugins
 
     plugins = get_plugins()
+    for message in plugins.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     for info in plugins.infos.values():
         kind = "built-in" if info.builtin else "entry point"
         print(f"{info.name}  ({info.distribution} {info.version}, {kind})")
@@ -210,6 +231,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"PROBLEM: {problem}")
         if args.verbose and problem.traceback:
             print(problem.traceback)
+    if args.check:
+        # The summary goes to stderr so that stdout stays the listing; `harness -v plugins` adds tracebacks.
+        print(f"{len(plugins.infos)} plugin(s) loaded, {len(plugins.problems)} problem(s)"
+              + ("" if not plugins.problems or args.verbose else "; `harness -v plugins --check` shows tracebacks"),
+              file=sys.stderr)
     return 1 if (args.check and plugins.problems) else 0
 
 
@@ -228,6 +254,7 @@ def _list(kind: str) -> int:
 COMMANDS = {
     "run": cmd_run,
     "leaderboard": cmd_leaderboard,
+    "publish": cmd_publish,
     "plugins": cmd_plugins,
     "encoders": lambda args: _list("encoders"),
     "datasets": lambda args: _list("datasets"),

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
-from harness.files import atomic_file, write_json_atomic
+from harness.files import atomic_file, remove_stale_temps, write_json_atomic, writes_into
 from harness.store import EmbeddingStore, cache_key
 from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
 
@@ -135,6 +135,7 @@ class ShardedExtraction:
             if not same_plan:  # shards of another layout cannot be reused
                 shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(directory)  # a shard a killed process was writing
         if not plan_path.exists():
             write_json_atomic(plan_path, plan)
 
@@ -154,7 +155,8 @@ class ShardedExtraction:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
+            # Opened here, not by np.load: numpy leaks its own handle when the zip inside is torn.
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("features", "labels", "indices", "skipped", "skip_reasons")}
         except Exception:  # noqa: BLE001 - a torn shard is redone, whatever numpy says about it
             path.unlink(missing_ok=True)
@@ -194,20 +196,36 @@ def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: 
 def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
             options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
     """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached."""
-    from filelock import FileLock
-
     split = dataset.split(split_name)
     key, fingerprints = split_cache_key(encoder, dataset, split_name, split, options)
-    cached = store.load(key)
-    if cached is not None:
-        return cached, ExtractionReport(key, cache_hit=True)
-    store.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
-    # One process extracts a key at a time; another one waiting here then finds the finished entry.
-    with FileLock(str(store.lock_path(key))):
+    # A full disk or a refused write anywhere in the cache is one clear error, not a numpy traceback.
+    with writes_into(store.root, "embedding cache", "--cache-dir"):
         cached = store.load(key)
         if cached is not None:
             return cached, ExtractionReport(key, cache_hit=True)
-        return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options)
+        with _key_lock(store, key, f"{encoder.name} on {dataset.name}/{split_name}"):
+            # One process extracts a key at a time; another one waiting for the lock then finds the entry.
+            cached = store.load(key)
+            if cached is not None:
+                return cached, ExtractionReport(key, cache_hit=True)
+            return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options)
+
+
+@contextmanager
+def _key_lock(store: EmbeddingStore, key: str, what: str) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    store.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(store.lock_path(key)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another process is extracting %s into this cache; waiting for it to finish", what)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit, key: str,
@@ -266,6 +284,8 @@ def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: 
                     finite = torch.isfinite(output).all(dim=1)
                     if not bool(finite.all()):
                         first = indices[int((~finite).nonzero()[0, 0])]
+                        # Shards already written came from the same broken encoder: keep none of them.
+                        shutil.rmtree(extraction.directory, ignore_errors=True)
                         raise NonFiniteEmbeddingError(
                             f"encoder {encoder.name!r} produced NaN or inf for item {split.item_id(first)!r} of "
                             f"{dataset.name}/{split_name}; nothing of this extraction was cached")

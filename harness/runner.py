@@ -23,7 +23,8 @@ from harness.errors import HarnessError
 from harness.extract import (ExtractionOptions, ExtractionReport, extract, precision_for, resolve_device,
                              split_cache_key)
 from harness.plugins import Plugins, get_plugins
-from harness.records import SCHEMA_VERSION, cell_key, library_versions, load_record, record_path, write_record
+from harness.records import (SCHEMA_VERSION, cell_key, library_versions, load_record, record_path,
+                             write_record)
 from harness.store import EmbeddingStore
 from harness.types import Embeddings, Encoder, Evaluator
 
@@ -265,10 +266,13 @@ def _run_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], need
     except HarnessError as error:  # the user's to fix: the message says how
         log.error("%s on %s: %s", label, dataset.name, error)
         report.failures.append(CellFailure(label, dataset.name, None, str(error)))
+        _write_extraction_failures(label, encoder, dataset, info, evaluators, str(error), options, config, command)
         return
     except Exception as error:  # noqa: BLE001 - a broken encoder plugin must not stop the other encoders
         log.error("%s on %s: extraction failed:\n%s", label, dataset.name, traceback.format_exc())
         report.failures.append(CellFailure(label, dataset.name, None, f"{type(error).__name__}: {error}"))
+        _write_extraction_failures(label, encoder, dataset, info, evaluators, traceback.format_exc(), options, config,
+                                   command)
         return
     encoder_record = _encoder_record(label, encoder, embeddings, planned.baseline)
     dataset_record = {"name": dataset.name, "fingerprint": {s: e.meta["dataset_fingerprint"] for s, e in
@@ -300,7 +304,7 @@ def _run_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], need
                                                f"{type(error).__name__}: {error}{which}"))
             record.update(status="failed", error=traceback.format_exc(), metrics={}, main_metric="",
                           main_score=None, timings={**timings, "evaluate_s": round(time.perf_counter() - started, 3)})
-            write_record(config.results_dir, record)
+            _write_failed_marker(config.results_dir, record)
             continue
         record.update(status="ok", error=None, metrics=result.metrics, main_metric=result.main_metric,
                       main_score=result.main_score,
@@ -308,6 +312,51 @@ def _run_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], need
         path = write_record(config.results_dir, record, result.predictions, result.artifacts)
         report.records.append(load_record(path))  # exactly what is on disk, file names of its arrays included
         report.record_paths.append(path)
+
+
+def _write_extraction_failures(label: str, encoder: Encoder, dataset: Any, info: dict[str, Any],
+                               evaluators: list[Evaluator], error: str, options: ExtractionOptions,
+                               config: RunConfig, command: str) -> None:
+    """A failed marker per cell of an encoder whose extraction failed, so the results say what happened."""
+    try:
+        encoder_info = {"architecture": "unknown", "weights": {}, **encoder.info()}
+        encoder_info.setdefault("pretraining", getattr(encoder, "pretraining", "unknown"))
+        encoder_record = {"name": label, "fingerprint": encoder.fingerprint(), "info": encoder_info,
+                          "baseline": encoder_info["pretraining"] in BASELINE_PRETRAINING}
+    except Exception:  # noqa: BLE001 - an encoder too broken to describe itself still fails only its own cells
+        encoder_record = {"name": label, "fingerprint": {}, "baseline": False,
+                          "info": {"architecture": "unknown", "weights": {}, "pretraining": "unknown"}}
+    dataset_record = {"name": dataset.name, "fingerprint": {}, "split_sizes": dict(info.get("split_sizes", {})),
+                      "class_names": list(info.get("class_names", [])), "source": info.get("source"),
+                      "revision": info.get("revision")}
+    for evaluator, seed in ((e, s) for e in evaluators for s in run_seeds(config)):
+        record = {
+            "schema_version": SCHEMA_VERSION,
+            "cell": cell_key(label, dataset.name, evaluator.name, evaluator.protocol, evaluator.options, seed),
+            "encoder": encoder_record, "dataset": dataset_record,
+            "evaluator": {"name": evaluator.name, "protocol": evaluator.protocol, "options": evaluator.options,
+                          "non_default_options": evaluator.non_default_options},
+            "seed": seed, "cache_keys": {}, "versions": library_versions(), "device": options.device,
+            "precision": precision_for(options.device), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": command, "status": "failed", "error": f"extraction failed: {error}", "metrics": {},
+            "main_metric": "", "main_score": None, "timings": {},
+        }
+        _write_failed_marker(config.results_dir, record)
+
+
+def _write_failed_marker(results_dir: str | Path, record: dict[str, Any]) -> None:
+    """Write a failed marker, unless the cell already has a finished result: one cell key is one measurement, so
+    a failure now (a full disk, a flaky plugin) must not destroy the result an earlier run computed."""
+    path = record_path(Path(results_dir), record)
+    if path.is_file():
+        try:
+            earlier_ok = load_record(path)["status"] == "ok"
+        except HarnessError:
+            earlier_ok = False
+        if earlier_ok:
+            log.warning("kept the earlier finished result %s; this attempt failed (see above)", path)
+            return
+    write_record(results_dir, record)
 
 
 def _encoder_record(label: str, encoder: Encoder, embeddings: dict[str, Embeddings],
