@@ -62,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--label-free", action="store_true",
                        help="rank encoders per dataset by UMAP silhouette (no labels) beside their AMI ranking")
 
+    compare = sub.add_parser("compare", help="a new encoder beside baselines: differences with 95%% confidence "
+                             "intervals (paired bootstrap over test items; over seeds for clustering)")
+    compare.add_argument("new", metavar="NEW", help="the encoder to compare (its name in the records)")
+    compare.add_argument("--against", "-a", nargs="+", action="extend", required=True, metavar="BASELINE",
+                         help="one or more baseline encoders")
+    compare.add_argument("--results-dir", default="results")
+    compare.add_argument("--dataset", "-d", action="append", metavar="D", help="only these datasets (repeatable)")
+    compare.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
+    compare.add_argument("--format", choices=FORMATS, default="plain")
+    compare.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 2000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+
     plugins = sub.add_parser("plugins", help="list plugins, where they came from and what they registered")
     plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed to load or register")
     for kind in ("encoders", "datasets", "evaluators"):
@@ -145,6 +157,19 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.records import load_records
+    from leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
+
+    n_boot = args.n_boot or DEFAULT_N_BOOT
+    rows = compare_encoders(load_records(args.results_dir), args.new, args.against, datasets=args.dataset,
+                            metric=args.metric, n_boot=n_boot, seed=args.seed)
+    print(render_comparison(rows, args.format))
+    if args.format != "csv":
+        print(describe_methods(n_boot, args.seed), file=sys.stderr)
+    return 0
+
+
 def _warn_problems(plugins: object) -> None:
     for problem in plugins.problems:  # type: ignore[attr-defined]
         print(f"warning: {problem}", file=sys.stderr)
@@ -181,6 +206,7 @@ def _list(kind: str) -> int:
 COMMANDS = {
     "run": cmd_run,
     "leaderboard": cmd_leaderboard,
+    "compare": cmd_compare,
     "plugins": cmd_plugins,
     "encoders": lambda args: _list("encoders"),
     "datasets": lambda args: _list("datasets"),
