@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
+from harness.cache_cli import add_cache_parsers, cmd_cache, cmd_export
 from harness.errors import HarnessError
 
 log = logging.getLogger("harness")
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--format", choices=FORMATS, default="plain")
     compare.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 2000)")
     compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+
+    add_cache_parsers(sub)  # `harness cache ls|prune`, `harness export`
 
     plugins = sub.add_parser("plugins", help="list plugins, where they came from and what they registered")
     plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed to load or register")
@@ -207,6 +210,8 @@ COMMANDS = {
     "run": cmd_run,
     "leaderboard": cmd_leaderboard,
     "compare": cmd_compare,
+    "cache": cmd_cache,
+    "export": cmd_export,
     "plugins": cmd_plugins,
     "encoders": lambda args: _list("encoders"),
     "datasets": lambda args: _list("datasets"),

@@ -118,7 +118,10 @@ class EmbeddingStore:
         if arrays["features"].shape != (meta["n"], meta["dim"]):
             raise DamagedEntry(key, f"features have shape {arrays['features'].shape}, meta says "
                                     f"({meta['n']}, {meta['dim']})")
-        os.utime(entry / "meta.json")  # last use, for `harness cache` housekeeping
+        try:
+            os.utime(entry / "meta.json")  # last use, for `harness cache ls/prune`; the bytes stay as they are
+        except OSError:  # a read-only cache is still readable
+            pass
         derived = self.derived_dir(key)
         return Embeddings(arrays["features"], arrays["labels"], arrays["ids"],
                           meta={**meta, "derived_dir": str(derived), "entry_dir": str(entry)})

@@ -305,7 +305,7 @@ def _cells(row: ComparisonRow) -> list[str]:
     interval = MISSING if row.low is None else f"[{row.low:+.3f}, {row.high:+.3f}]"
     return [row.dataset, row.column[len(row.dataset) + 1:] if row.column.startswith(row.dataset + " ") else row.column,
             row.metric, row.new, _number(row.new_score), row.baseline, _number(row.baseline_score),
-            _number(row.difference, signed=True), interval, row.verdict, row.method or row.note]
+            _number(row.difference, signed=True), interval, row.verdict, row.note or row.method]
 
 
 def render_comparison(rows: Sequence[ComparisonRow], fmt: str = "plain") -> str:
