@@ -212,6 +212,8 @@ def prune(store: EmbeddingStore, *, older_than_days: float | None = None, max_si
     `max_size` bytes; `encoder` restricts both to that encoder's entries (alone, it removes all of them).
     Leftovers go too (module docstring). Keys held by a running extraction are skipped and reported."""
     now = time.time() if now is None else now
+    if older_than_days is not None and older_than_days < 0:
+        raise HarnessError(f"--older-than must be a number of days, 0 or more, not {older_than_days}")
     entries = list_entries(store)
     if encoder is not None:
         check_encoder_name(entries, encoder)

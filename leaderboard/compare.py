@@ -201,12 +201,16 @@ def _score(records: list[dict[str, Any]], metric: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _suggest(name: str, known: Iterable[str], what: str) -> HarnessError:
+class _MissingMetric(HarnessError):
+    """A column whose records lack the metric asked for: skipped, unless no column has it."""
+
+
+def _suggest(name: str, known: Iterable[str], what: str, error: type[HarnessError] = HarnessError) -> HarnessError:
     """`what` names the thing, e.g. "encoder 'x'"; the message lists close matches, or everything there is."""
     known = sorted(set(known))
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"did you mean: {', '.join(close)}?" if close else f"the records have: {', '.join(known)}"
-    return HarnessError(f"{what} is not in the result records; {hint}")
+    return error(f"{what} is not in the result records; {hint}")
 
 
 def compare_encoders(records: Iterable[dict[str, Any]], new: str, against: Sequence[str], *,
@@ -238,6 +242,7 @@ def compare_encoders(records: Iterable[dict[str, Any]], new: str, against: Seque
         cells.setdefault((_column_key(record), record["encoder"]["name"]), []).append(record)
     columns = sorted({key for key, _ in cells})
     rows = []
+    missing: list[HarnessError] = []  # columns without the asked-for metric (kNN's top5_k20 is not linear's)
     for column in columns:
         mine = cells.get((column, new))
         if not mine:
@@ -246,7 +251,12 @@ def compare_encoders(records: Iterable[dict[str, Any]], new: str, against: Seque
             theirs = cells.get((column, baseline))
             if not theirs:
                 continue
-            rows.append(_compare_cell(column, new, baseline, mine, theirs, metric, n_boot, seed))
+            try:
+                rows.append(_compare_cell(column, new, baseline, mine, theirs, metric, n_boot, seed))
+            except _MissingMetric as error:
+                missing.append(error)
+    if not rows and missing:
+        raise missing[0]
     if not rows:
         raise HarnessError(f"{new!r} and {', '.join(map(repr, against))} share no (dataset, evaluator) with "
                            f"successful records; nothing to compare")
@@ -263,7 +273,7 @@ def _compare_cell(column: tuple[str, str, str], new: str, baseline: str, mine: l
     if per_seed_new is not None and per_seed_base is not None:
         if not per_seed_new or not per_seed_base:
             raise _suggest(key, {m for r in mine for s in r["metrics"]["per_seed"].values() for m in s},
-                           f"per-seed metric {key!r} of {name}")
+                           f"per-seed metric {key!r} of {name}", _MissingMetric)
         a, b = list(per_seed_new.values()), list(per_seed_base.values())
         row.new_score, row.baseline_score = statistics.fmean(a), statistics.fmean(b)
         row.difference, row.low, row.high = welch_interval(a, b)
@@ -273,7 +283,8 @@ def _compare_cell(column: tuple[str, str, str], new: str, baseline: str, mine: l
             row.note = "one seed on a side: no spread over seeds, no interval (run more seeds)"
         return row
     if key not in mine[0]["metrics"] and key != mine[0]["main_metric"]:
-        raise _suggest(key, [k for k in mine[0]["metrics"] if k != "null_reasons"], f"metric {key!r} of {name}")
+        raise _suggest(key, [k for k in mine[0]["metrics"] if k != "null_reasons"], f"metric {key!r} of {name}",
+                       _MissingMetric)
     paired = _paired_items(mine, theirs, key)
     row.new_score, row.baseline_score = _score(mine, key), _score(theirs, key)
     if paired is None:

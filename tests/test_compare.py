@@ -182,13 +182,17 @@ def test_clustering_interval_is_welch_over_seeds(tmp_path):
     new, base = [0.41, 0.37, 0.39], [0.30, 0.35, 0.28]
     write_record(tmp_path, clustering_record("new", new))
     write_record(tmp_path, clustering_record("base", base))
-    row = compare_encoders(load_records(tmp_path), "new", ["base"])[0]
+    knn_record(tmp_path, "new", np.ones(30))
+    knn_record(tmp_path, "base", np.zeros(30))
+    rows = compare_encoders(load_records(tmp_path), "new", ["base"])
+    assert [r.column for r in rows] == ["set1 clustering", "set1 knn"]
+    row = rows[0]
     reference = stats.ttest_ind(new, base, equal_var=False).confidence_interval(0.95)
     assert row.difference == pytest.approx(np.mean(new) - np.mean(base))
     assert (row.low, row.high) == pytest.approx((reference.low, reference.high), abs=1e-12)
     assert row.method == "Welch t over seeds (3 + 3)" and row.n == 6
     assert row.verdict == ("within noise" if reference.low <= 0 else "new better")
-    other = compare_encoders(load_records(tmp_path), "new", ["base"], metric="kmeans.ami")[0]
+    [other] = compare_encoders(load_records(tmp_path), "new", ["base"], metric="kmeans.ami")  # kNN has none
     assert other.difference == pytest.approx((np.mean(new) - np.mean(base)) / 2)
     with pytest.raises(HarnessError, match="did you mean: ward.ami"):
         compare_encoders(load_records(tmp_path), "new", ["base"], metric="ward.am")
