@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import TYPE_CHECKING, Sequence
 
+from harness.cache_cli import add_cache_parsers, cmd_cache, cmd_export
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -81,6 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--results-dir", default="results")
     publish.add_argument("--out", default="site", help="directory of the site (default: ./site)")
     publish.add_argument("--title", default="Encoder leaderboard", help="title of the page")
+
+    compare = sub.add_parser("compare", help="a new encoder beside baselines: differences with 95%% confidence "
+                             "intervals (paired bootstrap over test items; over seeds for clustering)")
+    compare.add_argument("new", metavar="NEW", help="the encoder to compare (its name in the records)")
+    compare.add_argument("--against", "-a", nargs="+", action="extend", required=True, metavar="BASELINE",
+                         help="one or more baseline encoders")
+    compare.add_argument("--results-dir", default="results")
+    compare.add_argument("--dataset", "-d", action="append", metavar="D", help="only these datasets (repeatable)")
+    compare.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
+    compare.add_argument("--format", choices=FORMATS, default="plain")
+    compare.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 2000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+
+    add_cache_parsers(sub)  # `harness cache ls|prune`, `harness export`
 
     plugins = sub.add_parser("plugins", help="list plugins, where they came from and what they registered")
     plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed to load or register")
@@ -209,6 +224,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.records import load_records
+    from leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
+
+    n_boot = args.n_boot or DEFAULT_N_BOOT
+    rows = compare_encoders(load_records(args.results_dir), args.new, args.against, datasets=args.dataset,
+                            metric=args.metric, n_boot=n_boot, seed=args.seed)
+    print(render_comparison(rows, args.format))
+    if args.format != "csv":
+        print(describe_methods(n_boot, args.seed), file=sys.stderr)
+    return 0
+
+
 def _warn_problems(plugins: object) -> None:
     for message in plugins.warnings:  # type: ignore[attr-defined]
         print(f"warning: {message}", file=sys.stderr)
@@ -255,6 +283,10 @@ COMMANDS = {
     "run": cmd_run,
     "leaderboard": cmd_leaderboard,
     "publish": cmd_publish,
+
+    "compare": cmd_compare,
+    "cache": cmd_cache,
+    "export": cmd_export,
     "plugins": cmd_plugins,
     "encoders": lambda args: _list("encoders"),
     "datasets": lambda args: _list("datasets"),

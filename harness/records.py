@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import re
@@ -28,6 +29,8 @@ from harness.store import canonical_json
 
 SCHEMA_VERSION = 1
 SCHEMA_PATH = Path(__file__).parent / "schema" / "result-record.schema.json"
+log = logging.getLogger(__name__)
+
 VERSIONED_DISTRIBUTIONS = ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "scikit-learn",
                            "umap-learn", "hdbscan", "pluggy")
 
@@ -150,12 +153,63 @@ def load_record(path: Path) -> dict[str, Any]:
 
 
 def load_records(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """Every record under `results_dir` (hidden temporary files ignored); a bad file is an error naming it."""
+    """Every record under `results_dir` (hidden temporary files ignored); a bad file is an error naming it.
+
+    Result directories from several machines are merged by copying them together, so the records are also
+    checked against each other (`merge_records`): one measurement held twice is kept once, anything that would
+    make a table silently wrong is an error naming the files."""
     root = Path(results_dir)
     if not root.is_dir():
         raise HarnessError(f"results directory {str(root)!r} does not exist; run `harness run` first")
     paths = sorted(p for p in root.rglob("seed-*.json") if not p.name.startswith("."))
-    return [load_record(p) for p in paths]
+    return merge_records([load_record(p) for p in paths])
+
+
+def _measurement(record: dict[str, Any]) -> tuple[str, str, str, str, int]:
+    """Where a record lands in a table: (encoder, dataset, evaluator, options, seed); the protocol is not part of
+    it, which is exactly why two protocols must never meet there."""
+    evaluator = record["evaluator"]
+    return (record["encoder"]["name"], record["dataset"]["name"], evaluator["name"],
+            canonical_json(evaluator.get("non_default_options") or {}), int(record["seed"]))
+
+
+def merge_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Check records loaded together (e.g. copied from several machines) against each other.
+
+    - Two records of one cell (encoder, dataset, evaluator, protocol, options, seed) with the same status, metrics
+      and main score are the same measurement: the first (by path) is kept, the other is logged as a duplicate.
+    - Two records of one cell that disagree would be averaged into one table cell: an error naming both files.
+    - Records of one column (dataset, evaluator, options) under different protocols (e.g. `knn/dino-v1` and a
+      later `knn/dino-v2`) would share a column: an error naming one file of each protocol.
+    """
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    protocols: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for record in records:
+        encoder, dataset, evaluator, options, seed = _measurement(record)
+        protocol = record["evaluator"]["protocol"]
+        column = protocols.setdefault((dataset, evaluator, options), {})
+        column.setdefault(protocol, record)
+        if len(column) > 1:
+            first, second = (column[p] for p in sorted(column)[:2])
+            raise HarnessError(
+                f"result files {first['_path']!r} and {second['_path']!r} measure {evaluator} on {dataset} under "
+                f"different protocols ({first['evaluator']['protocol']} and {second['evaluator']['protocol']}); "
+                f"one table cannot mix them. Keep one protocol per results directory (move the other records "
+                f"elsewhere, or rerun them with this harness)")
+        cell = (encoder, dataset, evaluator, protocol, options, seed)
+        if cell not in kept:
+            kept[cell] = record
+            continue
+        other = kept[cell]
+        same = all(other.get(k) == record.get(k) for k in ("status", "metrics", "main_score"))
+        if not same:
+            raise HarnessError(
+                f"result files {other['_path']!r} and {record['_path']!r} hold the same cell ({encoder} on {dataset}, "
+                f"{protocol}, seed {seed}) with different results (main score {other['main_score']!r} vs "
+                f"{record['main_score']!r}, status {other['status']} vs {record['status']}); a table would mix "
+                f"them. Remove the one you do not trust, or rerun the cell")
+        log.warning("note: %s duplicates %s (same cell, same results); counted once", record["_path"], other["_path"])
+    return list(kept.values())
 
 
 def load_predictions(record: dict[str, Any]) -> dict[str, np.ndarray] | None:

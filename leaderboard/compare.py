@@ -1,0 +1,345 @@
+"""A new encoder beside chosen baselines: scores, differences and 95 % confidence intervals, from records alone.
+
+One row per (dataset, evaluator column, baseline). How the interval is computed depends on what the records hold,
+not on the evaluator's name, so a plugin evaluator gets the same treatment when its records look the same:
+
+- **Per-item predictions** (kNN, linear probe: `ids`, `label`, `prediction` in `seed-<n>.predictions.npz`): a
+  **paired bootstrap over test items**. Items are paired by id (the two records must hold the same test items, or
+  it is an error naming both files). Each of `n_boot` resamples (default 2,000) draws test items with replacement
+  and takes the *same* draw for both encoders; the statistic is the difference of accuracies (the mean of
+  per-item correctness new − baseline). The interval is the 2.5 and 97.5 percentiles of those differences
+  (`numpy.percentile`, linear interpolation). Resamples come from `numpy.random.default_rng(seed)` (default 0),
+  so a comparison is reproducible. Pairing removes the variation that both encoders share (easy and hard items),
+  which makes the interval much narrower than two separate intervals would suggest. The metric is top-1 accuracy
+  (`prediction == label`); for a `top5...` metric, the `top5` array (label among the five best). If records of
+  several seeds exist for both encoders, per-item correctness is averaged over the seeds they share.
+- **Per-seed metrics** (clustering: `metrics["per_seed"]`, one value per seed inside one record): the difference of
+  the seed means with a **Welch t interval** (unequal variances, Welch–Satterthwaite degrees of freedom).
+  Seeds are not paired by number: the same seed gives the two encoders' UMAP and K-means runs no shared noise,
+  so pairing would only cost degrees of freedom. The items are not resampled: the clustering score's noise that
+  matters here is the run-to-run spread (about 0.03 AMI). With the default 3 seeds per encoder the interval is
+  wide and rests on the assumption of roughly normal seed-to-seed variation; the row says how many seeds it used.
+  With one seed on either side there is no interval.
+- Neither: scores and difference only, no interval, and the row says why.
+
+A difference whose interval contains 0 is marked **within noise**; otherwise `new better` or `new worse`.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from harness.errors import HarnessError
+from harness.records import load_predictions
+from leaderboard.table import FORMATS, TABULATE_FORMATS, column_name
+
+DEFAULT_N_BOOT = 2000
+CONFIDENCE = 0.95
+MISSING = "—"
+
+
+@dataclass
+class ComparisonRow:
+    """One (dataset, evaluator column) of `new` beside one baseline."""
+
+    dataset: str
+    column: str  # the leaderboard column: "<dataset> <evaluator> [non-default options]"
+    protocol: str
+    metric: str
+    new: str
+    baseline: str
+    new_score: float | None
+    baseline_score: float | None
+    difference: float | None = None
+    low: float | None = None  # 95 % interval of the difference new − baseline
+    high: float | None = None
+    method: str = ""  # how the interval was computed, e.g. "paired bootstrap, 500 items"
+    n: int = 0  # items (bootstrap) or seeds (new + baseline) behind the interval
+    note: str = ""  # why a value is missing
+    files: dict[str, list[str]] = field(default_factory=dict)  # "new"/"baseline" -> record paths used
+
+    @property
+    def verdict(self) -> str:
+        if self.low is None or self.high is None:
+            return "no interval"
+        if self.low <= 0.0 <= self.high:
+            return "within noise"
+        return "new better" if self.low > 0 else "new worse"
+
+
+# -- the statistics ----------------------------------------------------------------------------------------------
+
+def paired_bootstrap(new_correct: np.ndarray, baseline_correct: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT,
+                     seed: int = 0, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(difference of means, low, high): percentile interval of mean(new − baseline) over item resamples.
+
+    Resample b uses the indices `default_rng(seed).integers(0, n, size=(n_boot, n))[b]`, drawn in chunks of rows
+    (which yields the same stream), so memory stays bounded on large test sets."""
+    differences = np.asarray(new_correct, dtype=np.float64) - np.asarray(baseline_correct, dtype=np.float64)
+    n = differences.shape[0]
+    if n == 0:
+        raise HarnessError("no test items to bootstrap over")
+    if n_boot < 1:
+        raise HarnessError(f"n_boot must be at least 1, not {n_boot}")
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, 20_000_000 // n))
+    means = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        means[start:stop] = differences[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(differences.mean()), float(low), float(high)
+
+
+def welch_interval(new_values: Sequence[float], baseline_values: Sequence[float],
+                   confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
+    """(difference of means, low, high): Welch's t interval; (difference, None, None) with under 2 values a side."""
+    from scipy.stats import t
+
+    difference = statistics.fmean(new_values) - statistics.fmean(baseline_values)
+    if len(new_values) < 2 or len(baseline_values) < 2:
+        return difference, None, None
+    va = statistics.variance(new_values) / len(new_values)
+    vb = statistics.variance(baseline_values) / len(baseline_values)
+    se = math.sqrt(va + vb)
+    if se == 0.0:  # every seed gave the same score on both sides: no spread to speak of
+        return difference, difference, difference
+    dof = (va + vb) ** 2 / (va ** 2 / (len(new_values) - 1) + vb ** 2 / (len(baseline_values) - 1))
+    half = float(t.ppf(0.5 + confidence / 2, dof)) * se
+    return difference, difference - half, difference + half
+
+
+# -- from records ------------------------------------------------------------------------------------------------
+
+def _column_key(record: dict[str, Any]) -> tuple[str, str, str]:
+    return record["dataset"]["name"], column_name(record), record["evaluator"]["protocol"]
+
+
+def _per_seed_values(records: list[dict[str, Any]], metric: str) -> dict[str, float] | None:
+    """Seed -> value from `metrics["per_seed"]` of every record of the cell, or None when the records have none."""
+    values: dict[str, float] = {}
+    for record in records:
+        per_seed = record["metrics"].get("per_seed")
+        if not isinstance(per_seed, dict) or not per_seed:
+            return None
+        for seed, metrics in per_seed.items():
+            value = metrics.get(metric)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[str(seed)] = float(value)
+    return values
+
+
+def _item_correctness(record: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(ids, labels, correct per item) from the record's predictions, or None when it has no per-item predictions."""
+    predictions = load_predictions(record)
+    if not predictions or not {"ids", "label", "prediction"} <= set(predictions):
+        return None
+    ids, labels = predictions["ids"].astype(str), predictions["label"]
+    main = record["main_metric"]
+    # The predictions are those of the main metric (kNN keeps them for its main k only): its top-1, and top-5.
+    if metric == main:
+        correct = predictions["prediction"] == labels
+    elif "top1" in main and metric == main.replace("top1", "top5", 1) and "top5" in predictions:
+        correct = (predictions["top5"] == labels[:, None]).any(axis=1)
+    else:
+        return None
+    correct = correct.astype(np.float64)
+    recorded = record["metrics"].get(metric)
+    if isinstance(recorded, (int, float)) and abs(float(recorded) - correct.mean()) > 1e-6:
+        raise HarnessError(f"the predictions beside {record['_path']!r} give {metric} = {correct.mean():.6f}, the "
+                           f"record says {recorded}; the predictions file belongs to another run (rerun the cell)")
+    if len(set(ids.tolist())) != len(ids):
+        raise HarnessError(f"the predictions beside {record['_path']!r} repeat item ids; they cannot be paired")
+    return ids, labels, correct
+
+
+def _paired_items(new: list[dict[str, Any]], baseline: list[dict[str, Any]],
+                  metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per-item correctness of both sides on the same items in the same order (averaged over shared seeds)."""
+    by_seed_new = {r["seed"]: r for r in new}
+    by_seed_base = {r["seed"]: r for r in baseline}
+    seeds = sorted(set(by_seed_new) & set(by_seed_base))
+    if not seeds:
+        return None
+    new_rows, base_rows = [], []
+    for seed in seeds:
+        a, b = _item_correctness(by_seed_new[seed], metric), _item_correctness(by_seed_base[seed], metric)
+        if a is None or b is None:
+            return None
+        ids_a, labels_a, correct_a = a
+        ids_b, labels_b, correct_b = b
+        if set(ids_a.tolist()) != set(ids_b.tolist()):
+            only_a, only_b = len(set(ids_a.tolist()) - set(ids_b.tolist())), len(set(ids_b.tolist()) - set(ids_a.tolist()))
+            raise HarnessError(f"{by_seed_new[seed]['_path']!r} and {by_seed_base[seed]['_path']!r} were measured on "
+                               f"different test items ({only_a} only in the first, {only_b} only in the second); a "
+                               f"paired comparison needs the same items (same dataset revision and skipped items)")
+        position = {item: i for i, item in enumerate(ids_b.tolist())}
+        order = np.array([position[item] for item in ids_a.tolist()], dtype=np.int64)
+        if not np.array_equal(labels_a, labels_b[order]):
+            raise HarnessError(f"{by_seed_new[seed]['_path']!r} and {by_seed_base[seed]['_path']!r} give the same "
+                               f"test items different labels; they are not the same dataset")
+        new_rows.append(correct_a)
+        base_rows.append(correct_b[order])
+    return np.mean(new_rows, axis=0), np.mean(base_rows, axis=0)
+
+
+def _score(records: list[dict[str, Any]], metric: str) -> float | None:
+    values = []
+    for record in records:
+        value = record["main_score"] if metric == record["main_metric"] else record["metrics"].get(metric)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            values.append(float(value))
+    return statistics.fmean(values) if values else None
+
+
+class _MissingMetric(HarnessError):
+    """A column whose records lack the metric asked for: skipped, unless no column has it."""
+
+
+def _suggest(name: str, known: Iterable[str], what: str, error: type[HarnessError] = HarnessError) -> HarnessError:
+    """`what` names the thing, e.g. "encoder 'x'"; the message lists close matches, or everything there is."""
+    known = sorted(set(known))
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    hint = f"did you mean: {', '.join(close)}?" if close else f"the records have: {', '.join(known)}"
+    return error(f"{what} is not in the result records; {hint}")
+
+
+def compare_encoders(records: Iterable[dict[str, Any]], new: str, against: Sequence[str], *,
+                     datasets: Sequence[str] | None = None, metric: str | None = None,
+                     n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> list[ComparisonRow]:
+    """Rows of `new` beside each baseline in `against`, for every column both have records in.
+
+    `records` as `harness.records.load_records` returns them (their `_path` locates the predictions files).
+    `metric` defaults to each evaluator's main metric. See the module docstring for how intervals are computed."""
+    records = [r for r in records if r["status"] == "ok"]
+    if not records:
+        raise HarnessError("no successful result records to compare; run `harness run` first")
+    encoders = {r["encoder"]["name"] for r in records}
+    for name in [new, *against]:
+        if name not in encoders:
+            raise _suggest(name, encoders, f"encoder {name!r}")
+    if not against:
+        raise HarnessError("name at least one baseline: --against ENCODER")
+    if new in against:
+        raise HarnessError(f"{new!r} is both the new encoder and a baseline")
+    if datasets:
+        present = {r["dataset"]["name"] for r in records}
+        for name in datasets:
+            if name not in present:
+                raise _suggest(name, present, f"dataset {name!r}")
+        records = [r for r in records if r["dataset"]["name"] in datasets]
+    cells: dict[tuple[tuple[str, str, str], str], list[dict[str, Any]]] = {}
+    for record in records:
+        cells.setdefault((_column_key(record), record["encoder"]["name"]), []).append(record)
+    columns = sorted({key for key, _ in cells})
+    rows = []
+    missing: list[HarnessError] = []  # columns without the asked-for metric (kNN's top5_k20 is not linear's)
+    for column in columns:
+        mine = cells.get((column, new))
+        if not mine:
+            continue
+        for baseline in against:
+            theirs = cells.get((column, baseline))
+            if not theirs:
+                continue
+            try:
+                rows.append(_compare_cell(column, new, baseline, mine, theirs, metric, n_boot, seed))
+            except _MissingMetric as error:
+                missing.append(error)
+    if not rows and missing:
+        raise missing[0]
+    if not rows:
+        raise HarnessError(f"{new!r} and {', '.join(map(repr, against))} share no (dataset, evaluator) with "
+                           f"successful records; nothing to compare")
+    return rows
+
+
+def _compare_cell(column: tuple[str, str, str], new: str, baseline: str, mine: list[dict[str, Any]],
+                  theirs: list[dict[str, Any]], metric: str | None, n_boot: int, seed: int) -> ComparisonRow:
+    dataset, name, protocol = column
+    key = metric or mine[0]["main_metric"]
+    row = ComparisonRow(dataset, name, protocol, key, new, baseline, None, None,
+                        files={"new": [r["_path"] for r in mine], "baseline": [r["_path"] for r in theirs]})
+    per_seed_new, per_seed_base = _per_seed_values(mine, key), _per_seed_values(theirs, key)
+    if per_seed_new is not None and per_seed_base is not None:
+        if not per_seed_new or not per_seed_base:
+            raise _suggest(key, {m for r in mine for s in r["metrics"]["per_seed"].values() for m in s},
+                           f"per-seed metric {key!r} of {name}", _MissingMetric)
+        a, b = list(per_seed_new.values()), list(per_seed_base.values())
+        row.new_score, row.baseline_score = statistics.fmean(a), statistics.fmean(b)
+        row.difference, row.low, row.high = welch_interval(a, b)
+        row.n = len(a) + len(b)
+        row.method = f"Welch t over seeds ({len(a)} + {len(b)})"
+        if row.low is None:
+            row.note = "one seed on a side: no spread over seeds, no interval (run more seeds)"
+        return row
+    if key not in mine[0]["metrics"] and key != mine[0]["main_metric"]:
+        raise _suggest(key, [k for k in mine[0]["metrics"] if k != "null_reasons"], f"metric {key!r} of {name}",
+                       _MissingMetric)
+    paired = _paired_items(mine, theirs, key)
+    row.new_score, row.baseline_score = _score(mine, key), _score(theirs, key)
+    if paired is None:
+        if row.new_score is not None and row.baseline_score is not None:
+            row.difference = row.new_score - row.baseline_score
+        row.note = "no per-item predictions for this metric (they are kept for the main metric): no interval"
+        return row
+    new_correct, base_correct = paired
+    row.new_score, row.baseline_score = float(new_correct.mean()), float(base_correct.mean())
+    row.difference, row.low, row.high = paired_bootstrap(new_correct, base_correct, n_boot=n_boot, seed=seed)
+    row.n = int(new_correct.shape[0])
+    row.method = f"paired bootstrap, {row.n} items"
+    return row
+
+
+# -- rendering ---------------------------------------------------------------------------------------------------
+
+HEADERS = ["dataset", "evaluator", "metric", "new", "score", "baseline", "score", "difference", "95% CI",
+           "verdict", "interval from"]
+
+
+def _number(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return MISSING
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _cells(row: ComparisonRow) -> list[str]:
+    interval = MISSING if row.low is None else f"[{row.low:+.3f}, {row.high:+.3f}]"
+    return [row.dataset, row.column[len(row.dataset) + 1:] if row.column.startswith(row.dataset + " ") else row.column,
+            row.metric, row.new, _number(row.new_score), row.baseline, _number(row.baseline_score),
+            _number(row.difference, signed=True), interval, row.verdict, row.note or row.method]
+
+
+def render_comparison(rows: Sequence[ComparisonRow], fmt: str = "plain") -> str:
+    """The rows as a table: plain, github, latex or html (through tabulate, which escapes HTML), or csv (with
+    unrounded numbers, for further use)."""
+    if fmt not in FORMATS:
+        raise HarnessError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["dataset", "column", "protocol", "metric", "new", "new_score", "baseline", "baseline_score",
+                         "difference", "ci_low", "ci_high", "verdict", "method", "n", "note"])
+        for r in rows:
+            writer.writerow([r.dataset, r.column, r.protocol, r.metric, r.new, r.new_score, r.baseline,
+                             r.baseline_score, r.difference, r.low, r.high, r.verdict, r.method, r.n, r.note])
+        return out.getvalue()
+    from tabulate import tabulate
+
+    return tabulate([_cells(r) for r in rows], headers=HEADERS, tablefmt=TABULATE_FORMATS[fmt], disable_numparse=True)
+
+
+def describe_methods(n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> str:
+    """One paragraph for under the table: what the intervals mean."""
+    return (f"95% intervals of new − baseline. Per-item predictions: paired bootstrap over test items ({n_boot} "
+            f"resamples, seed {seed}, percentile interval). Per-seed scores (clustering): Welch t interval over "
+            f"seeds (few seeds: wide). 'within noise' = the interval contains 0.")
