@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--results-dir", default="results")
     publish.add_argument("--out", default="site", help="directory of the site (default: ./site)")
     publish.add_argument("--title", default="Encoder leaderboard", help="title of the page")
+    publish.add_argument("--compare", action="append", metavar="NEW",
+                         help="encoder(s) of the comparison section (default: every non-baseline encoder)")
+    publish.add_argument("--against", nargs="+", action="extend", metavar="BASELINE",
+                         help="baselines of the comparison section (default: every baseline encoder)")
 
     compare = sub.add_parser("compare", help="a new encoder beside baselines: differences with 95%% confidence "
                              "intervals (paired bootstrap over test items; over seeds for clustering)")
@@ -219,7 +223,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from harness.records import load_records
     from leaderboard.site import publish
 
-    page = publish(load_records(args.results_dir), args.out, results_dir=args.results_dir, title=args.title)
+    page = publish(load_records(args.results_dir), args.out, results_dir=args.results_dir, title=args.title,
+                   compare=args.compare, against=args.against)
     print(f"wrote {page} (open it in a browser; it needs no server)")
     return 0
 

@@ -9,8 +9,9 @@ Every name that reaches the page (encoders, datasets, columns, class names, comm
 written: `html.escape` in markup, `\\u003c`-style escapes in the inline JSON (so a name holding `</script>`
 cannot end the data block). A name is shown as text, never interpreted.
 
-The page is a list of `Section` fragments, so another view (a comparison with baselines, say) is one more
-`Section` passed as `extra_sections`.
+The page is a list of `Section` fragments: the leaderboard, the charts, the UMAP scatters, the comparison with
+baselines (`harness compare`'s view: by default every non-baseline encoder against every baseline) and the
+provenance; more views are one more `Section` passed as `extra_sections`.
 """
 
 from __future__ import annotations
@@ -63,8 +64,12 @@ def json_for_script(value: Any) -> str:
 
 
 def publish(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike, *, results_dir: str | os.PathLike | None = None,
-            extra_sections: Sequence[Section] = (), title: str = "Encoder leaderboard") -> Path:
-    """Write `out_dir/index.html` and its plots under `out_dir/assets/`; return the path of the page."""
+            extra_sections: Sequence[Section] = (), title: str = "Encoder leaderboard",
+            compare: Sequence[str] | None = None, against: Sequence[str] | None = None) -> Path:
+    """Write `out_dir/index.html` and its plots under `out_dir/assets/`; return the path of the page.
+
+    `compare`/`against` choose the encoders of the comparison section (default: every non-baseline encoder
+    against every baseline encoder)."""
     records = list(records)
     board = build_leaderboard(records)  # no records -> a HarnessError saying to run `harness run`
     out = Path(out_dir)
@@ -79,6 +84,7 @@ def publish(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike, *, re
         Section("leaderboard", "Leaderboard", leaderboard_html(board, cell_ids, provenance)),
         Section("charts", "Scores per dataset", charts_html(board, cells, assets, written)),
         Section("umap", "UMAP of the test embeddings", umap_html(records, assets, written)),
+        Section("comparison", "Compared with the baselines", comparison_html(records, board, compare, against)),
         *extra_sections,
         Section("provenance", "Provenance of every cell", provenance_html(provenance)),
     ]
@@ -91,6 +97,34 @@ def publish(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike, *, re
     with atomic_file(page, "w") as handle:
         handle.write(render_page(title, sections, data, board.notes))
     return page
+
+
+def comparison_html(records: Sequence[dict[str, Any]], board: Leaderboard, compare: Sequence[str] | None,
+                    against: Sequence[str] | None) -> str:
+    """`harness compare` for each chosen encoder: differences with 95 % intervals, within-noise ones marked."""
+    from leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
+
+    new = list(compare or [row["encoder"] for row in board.rows if not row["baseline"]])
+    baselines = list(against or [row["encoder"] for row in board.rows if row["baseline"]])
+    if not new or not baselines:
+        return ("<p>No comparison: the records hold no " + ("baseline" if not baselines else "non-baseline")
+                + " encoder (choose them with <code>harness publish --compare NEW --against BASELINE</code>).</p>")
+    parts = []
+    for name in new:
+        others = [b for b in baselines if b != name]
+        if not others:
+            continue
+        # an unknown name is the user's error (HarnessError with close matches); no shared column is not
+        try:
+            rows = compare_encoders(records, name, others)
+        except HarnessError as error:
+            if compare or against:
+                raise
+            parts.append(f"<p>{esc(name)}: {esc(error)}</p>")
+            continue
+        parts.append(f"<h3>{esc(name)}</h3>\n{render_comparison(rows, 'html')}")
+    parts.append(f'<p class="hint">{esc(describe_methods(DEFAULT_N_BOOT, 0))}</p>')
+    return "\n".join(parts)
 
 
 def cell_records(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:

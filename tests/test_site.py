@@ -15,6 +15,7 @@ from PIL import Image
 from browser import open_page  # noqa: F401 - the fixture
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
+from leaderboard.compare import compare_encoders
 from leaderboard.site import Section, json_for_script, publish
 from test_leaderboard import make_record
 
@@ -168,6 +169,18 @@ def test_offline_default_published_through_the_cli(full_default_run, tmp_path, o
     text = details.inner_text()
     assert lite["encoder"]["info"]["weights"]["sha256"] in text and "knn/dino-v1" in text
     assert f"torch {lite['versions']['torch']}" in text and lite["date"] in text
+
+    # the comparison view: the trained encoder against each baseline, the same rows `harness compare` computes
+    shown_rows = page.evaluate("""() => Array.from(document.querySelectorAll('#comparison tbody tr')).map(tr =>
+        Array.from(tr.children).map(td => td.textContent.trim()))""")
+    expected_rows = compare_encoders(records, "efficientnet_lite0", ["pixels", "random:tf_efficientnet_lite0"])
+    by_key = {(row[1], row[5]): row for row in shown_rows if row[3] == "efficientnet_lite0"}
+    assert len(by_key) == len(expected_rows) >= 5  # knn, linear and clustering against each baseline (pixels: no linear)
+    for row in expected_rows:
+        cells = by_key[(row.column.removeprefix("cifar10-mini "), row.baseline)]
+        assert cells[7] == f"{row.difference:+.3f}" and cells[8] == f"[{row.low:+.3f}, {row.high:+.3f}]"
+        assert cells[9] == row.verdict
+    assert by_key[("knn", "pixels")][9] == "new better"  # +0.48 kNN: far outside the noise
 
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT), full_page=True)  # for a person to look at
