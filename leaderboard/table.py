@@ -1,6 +1,7 @@
 """The leaderboard table: rows are encoders, columns are (dataset, evaluator) main scores, then mean and rank.
 
-Built from result records alone. A missing cell is shown as missing (and left out of the mean), never as zero;
+Built from result records alone. A missing cell is shown as missing, never as zero, and a row with a missing cell has no
+mean and no rank (a mean over fewer columns is not comparable);
 a cell measured over several seeds shows mean ± standard deviation; a cell with non-default evaluator options is
 a column of its own.
 """
@@ -79,14 +80,20 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
         if values:
             row["cells"].setdefault(column, []).extend(values)
     columns.sort()
+    incomplete = []
     for row in rows.values():
-        means = [statistics.fmean(v) for v in row["cells"].values() if v]
-        row["mean"] = statistics.fmean(means) if means else None
+        # A mean over fewer columns is not comparable with the others' (an encoder left out of its hardest
+        # dataset would rank first): a row missing a cell gets no mean and no rank, and a note says so.
+        means = [statistics.fmean(row["cells"][c]) for c in columns if row["cells"].get(c)]
+        row["mean"] = statistics.fmean(means) if means and len(means) == len(columns) else None
+        if means and row["mean"] is None:
+            missing = [c for c in columns if not row["cells"].get(c)]
+            incomplete.append(f"{row['encoder']} has no score for {', '.join(missing)}: no mean and no rank")
     ordered = sorted(rows.values(), key=lambda r: (r["mean"] is None, -(r["mean"] or 0.0), r["encoder"]))
     for row in ordered:
         row["rank"] = None if row["mean"] is None else 1 + sum(
             1 for other in ordered if other["mean"] is not None and other["mean"] > row["mean"])
-    return Leaderboard(columns, ordered, notes=failed)
+    return Leaderboard(columns, ordered, notes=failed + incomplete)
 
 
 def format_cell(scores: list[float] | None) -> str:

@@ -44,13 +44,17 @@ def test_table_missing_cells_seeds_options_rank_and_baselines(tmp_path):
     board = build_leaderboard(load_records(tmp_path))
     assert board.columns == ["set1 clustering", "set1 knn", "set1 knn [temperature=0.1]", "set2 knn"]
     rows = {r["encoder"]: r for r in board.rows}
-    assert rows["enc-b"]["cells"].get("set2 knn") is None and rows["enc-b"]["mean"] == pytest.approx(0.9)
-    assert rows["enc-a"]["mean"] == pytest.approx((0.35 + 0.8 + 0.7 + 0.6) / 4)
-    assert [r["encoder"] for r in board.rows] == ["enc-b", "enc-a", "pixels"] and rows["enc-b"]["rank"] == 1
+    assert rows["enc-b"]["cells"].get("set2 knn") is None
+    assert rows["enc-a"]["mean"] == pytest.approx((0.35 + 0.8 + 0.7 + 0.6) / 4) and rows["enc-a"]["rank"] == 1
+    # a row missing a cell has no mean and no rank: enc-b's 0.9 over one column must not outrank enc-a's four
+    assert rows["enc-b"]["mean"] is None and rows["enc-b"]["rank"] is None and rows["pixels"]["rank"] is None
+    assert [r["encoder"] for r in board.rows] == ["enc-a", "enc-b", "pixels"]
+    assert any(note.startswith("enc-b has no score for set1 clustering, set1 knn [temperature=0.1], set2 knn")
+               for note in board.notes)
     text = render(board, "plain")
     assert "0.350 ± 0.071" in text and "pixels (baseline)" in text
     enc_b_line = next(line for line in text.splitlines() if "enc-b" in line)
-    assert enc_b_line.count("—") == 3  # clustering, knn [temperature], set2
+    assert enc_b_line.count("—") == 5  # rank, clustering, knn [temperature], set2, mean
     csv_text = render(board, "csv")
     assert csv_text.splitlines()[0].startswith("rank,encoder,set1 clustering")
 
