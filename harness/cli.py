@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -72,8 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    _configure_logging(args.verbose)
     if args.command is None:
         parser.print_help()
         return 0
@@ -86,6 +86,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; finished shards and records are kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
+
+
+def _configure_logging(verbose: bool) -> None:
+    from harness.distributed import launched_by_torchrun
+
+    level, prefix = logging.DEBUG if verbose else logging.INFO, ""
+    if launched_by_torchrun():  # rank 0 tells the story; the other ranks only warn, each line saying whose it is
+        rank = os.environ["RANK"]
+        prefix = f"[rank {rank}] "
+        level = level if rank == "0" else max(level, logging.WARNING)
+    logging.basicConfig(level=level, format=f"%(levelname)s {prefix}%(message)s", stream=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -110,6 +121,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                        dataset_options={"data_root": args.data_root} if args.data_root else {},
                        evaluator_options={"clustering": clustering} if clustering else {})
     report = run(config, plugins)
+    if not report.ranks.leader:  # under torchrun: rank 0 reports for every rank
+        print(f"rank {report.ranks.rank} of {report.ranks.world_size}: extraction shared and done; rank 0 "
+              f"evaluates, writes the records and prints the results", file=sys.stderr)
+        return 1 if report.failures else 0
     hits = sum(r.cache_hit for r in report.extractions)
     if report.extractions and report.forward_passes == 0:
         print(f"all {hits} embedding sets came from the cache: no forward pass was run", file=sys.stderr)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from harness import distributed
+from harness.distributed import Ranks
 from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, ExtractionReport, extract, precision_for, resolve_device
 from harness.plugins import Plugins, get_plugins
@@ -70,6 +72,7 @@ class RunReport:
     extractions: list[ExtractionReport] = field(default_factory=list)
     failures: list[CellFailure] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    ranks: Ranks = field(default_factory=Ranks)  # under torchrun, only rank 0's report holds records
 
     @property
     def forward_passes(self) -> int:
@@ -109,9 +112,21 @@ def options_for(factory: Any, options: dict[str, Any]) -> tuple[dict[str, Any], 
 
 
 def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
-    """Evaluate every encoder on every dataset with every evaluator; write one record per cell."""
+    """Evaluate every encoder on every dataset with every evaluator; write one record per cell.
+
+    Under torchrun every rank runs this: the extractions are shared out among the ranks, then rank 0 alone
+    evaluates and writes the records (the other ranks return a report with no records)."""
+    ranks, joined = distributed.join()
+    try:
+        return _run(config, plugins, ranks, joined)
+    finally:
+        if joined:
+            distributed.leave()
+
+
+def _run(config: RunConfig, plugins: Plugins | None, ranks: Ranks, joined: bool) -> RunReport:
     plugins = plugins or get_plugins()
-    device = resolve_device(config.device)
+    device = resolve_device(distributed.rank_device(config.device, ranks))
     command = config.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     # Resolve every name first: a typo must fail before any extraction.
     encoders = _build_encoders(config, plugins)
@@ -124,7 +139,10 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
                                            skip_bad_images=config.skip_bad_images, progress=config.progress)
     if config.shard_size:
         extraction_options.shard_size = config.shard_size
-    report = RunReport()
+    report = RunReport(ranks=ranks)
+    # Under torchrun, every extraction comes first and evaluation after, on rank 0 only: the other ranks are then
+    # free to exit instead of waiting, inside a collective with a timeout, for evaluators that may run for hours.
+    deferred: list[tuple[Any, ...]] = []
     for dataset in datasets:
         info = dataset.info()  # scans the dataset: a bad path fails here, naming it
         usable = []
@@ -141,30 +159,48 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
                 usable.append(evaluator)
         needed = [s for s in ("train", "val", "test") if any(s in e.needs for e in usable)]
         for label, encoder in encoders:
-            _run_pair(label, encoder, dataset, info, needed, usable, store, extraction_options, config, command,
-                      report)
+            extracted = _extract_pair(label, encoder, dataset, needed, store, extraction_options, ranks, report)
+            if extracted is None:
+                continue
+            cell = (label, encoder, dataset, info, *extracted, usable, extraction_options, config, command, report)
+            if ranks.distributed:
+                deferred.append(cell)
+            else:
+                _evaluate_pair(*cell)
+    if ranks.distributed and joined:
+        distributed.leave()  # every extraction is done; nothing below involves the other ranks
+    if ranks.leader:
+        for cell in deferred:
+            _evaluate_pair(*cell)
     return report
 
 
-def _run_pair(label: str, encoder: Encoder, dataset: Any, info: dict[str, Any], needed: list[str],
-              evaluators: list[Evaluator], store: EmbeddingStore, options: ExtractionOptions, config: RunConfig,
-              command: str, report: RunReport) -> None:
+def _extract_pair(label: str, encoder: Encoder, dataset: Any, needed: list[str], store: EmbeddingStore,
+                  options: ExtractionOptions, ranks: Ranks,
+                  report: RunReport) -> tuple[dict[str, Embeddings], dict[str, float]] | None:
+    """Every split one (encoder, dataset) needs, with the time each took; None (a failure recorded) on error."""
     embeddings: dict[str, Embeddings] = {}
     timings: dict[str, float] = {}
     try:
         for split in needed:
             started = time.perf_counter()
-            embeddings[split], extraction = extract(encoder, dataset, split, store, options)
+            embeddings[split], extraction = extract(encoder, dataset, split, store, options, ranks)
             timings[f"extract_{split}_s"] = round(time.perf_counter() - started, 3)
             report.extractions.append(extraction)
     except HarnessError as error:  # the user's to fix: the message says how
         log.error("%s on %s: %s", label, dataset.name, error)
         report.failures.append(CellFailure(label, dataset.name, None, str(error)))
-        return
+        return None
     except Exception as error:  # noqa: BLE001 - a broken encoder plugin must not stop the other encoders
         log.error("%s on %s: extraction failed:\n%s", label, dataset.name, traceback.format_exc())
         report.failures.append(CellFailure(label, dataset.name, None, f"{type(error).__name__}: {error}"))
-        return
+        return None
+    return embeddings, timings
+
+
+def _evaluate_pair(label: str, encoder: Encoder, dataset: Any, info: dict[str, Any],
+                   embeddings: dict[str, Embeddings], timings: dict[str, float], evaluators: list[Evaluator],
+                   options: ExtractionOptions, config: RunConfig, command: str, report: RunReport) -> None:
     encoder_record = _encoder_record(label, encoder, embeddings)
     dataset_record = {"name": dataset.name, "fingerprint": {s: e.meta["dataset_fingerprint"] for s, e in
                                                             embeddings.items()},
