@@ -100,6 +100,7 @@ def _configure_logging(verbose: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.distributed import join, leave
     from harness.plugins import get_plugins
     from harness.records import load_records
     from harness.runner import DEFAULT_DATASETS, DEFAULT_ENCODERS, RunConfig, run
@@ -120,7 +121,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                        encoder_options=encoder_options, progress=not args.no_progress,
                        dataset_options={"data_root": args.data_root} if args.data_root else {},
                        evaluator_options={"clustering": clustering} if clustering else {})
-    report = run(config, plugins)
+    ranks, joined = join()  # under torchrun; a no-op otherwise
+    try:
+        report = run(config, plugins)
+    finally:
+        if joined:
+            leave()
     if not report.ranks.leader:  # under torchrun: rank 0 reports for every rank
         print(f"rank {report.ranks.rank} of {report.ranks.world_size}: extraction shared and done; rank 0 "
               f"evaluates, writes the records and prints the results", file=sys.stderr)

@@ -115,16 +115,9 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
     """Evaluate every encoder on every dataset with every evaluator; write one record per cell.
 
     Under torchrun every rank runs this: the extractions are shared out among the ranks, then rank 0 alone
-    evaluates and writes the records (the other ranks return a report with no records)."""
-    ranks, joined = distributed.join()
-    try:
-        return _run(config, plugins, ranks, joined)
-    finally:
-        if joined:
-            distributed.leave()
-
-
-def _run(config: RunConfig, plugins: Plugins | None, ranks: Ranks, joined: bool) -> RunReport:
+    evaluates and writes the records (the other ranks return a report with no records). The process group is
+    joined here if need be and kept: a process cannot join a second one once it has left."""
+    ranks, _ = distributed.join()
     plugins = plugins or get_plugins()
     device = resolve_device(distributed.rank_device(config.device, ranks))
     command = config.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
@@ -167,8 +160,6 @@ def _run(config: RunConfig, plugins: Plugins | None, ranks: Ranks, joined: bool)
                 deferred.append(cell)
             else:
                 _evaluate_pair(*cell)
-    if ranks.distributed and joined:
-        distributed.leave()  # every extraction is done; nothing below involves the other ranks
     if ranks.leader:
         for cell in deferred:
             _evaluate_pair(*cell)
