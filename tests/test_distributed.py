@@ -36,12 +36,20 @@ def rank_output(log_dir: Path, rank: int, stream: str) -> str:
 
 
 def single_process(encoder, split: str, store: EmbeddingStore, **options):
+    import torch
+
     from plugins.synthetic import Synthetic
 
     data = Synthetic(classes=4, per_class=ITEMS // 4)
     data.name = "synthetic"
-    return extract(encoder, data, split, store, ExtractionOptions(device="cpu", batch_size=BATCH_SIZE,
-                                                                  progress=False, **options))
+    # One thread, as torchrun gives each rank: the same kernels, and no oversubscribed cores on a busy CI machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return extract(encoder, data, split, store, ExtractionOptions(device="cpu", batch_size=BATCH_SIZE,
+                                                                      progress=False, **options))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_two_ranks_merge_to_the_single_process_embeddings(tmp_path):
