@@ -15,7 +15,7 @@ import logging
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from harness.errors import HarnessError
 
@@ -76,6 +76,35 @@ class Ranks:
         except RuntimeError as error:  # gloo's message names the missing ranks (as seen from rank 0)
             raise HarnessError(f"rank {self.rank}: not every rank reached '{what}' within {self.timeout_s:.0f} s "
                                f"(set HARNESS_DIST_TIMEOUT_S to wait longer); {error}") from error
+
+
+def together(ranks: Ranks, what: str, step: Callable[[], Any] = lambda: None,
+             on_failure: Callable[[set[str]], None] | None = None) -> Any:
+    """Run `step` on every rank and compare notes: an error on any rank is raised on every rank (the failing
+    rank's own exception there, a HarnessError naming it elsewhere), so no rank is left waiting for one that
+    gave up. Before that, `on_failure` gets the class names of the errors, on every rank, once every rank has
+    finished its step. With a single process this is just `step()`."""
+    error: Exception | None = None
+    result = None
+    try:
+        result = step()
+    except Exception as exc:  # noqa: BLE001 - reported to the other ranks, then raised again below
+        error = exc
+    status = None if error is None else (type(error).__name__, str(error))
+    if ranks.distributed:
+        ranks.barrier(what)
+        statuses = ranks.gather(status)
+    else:
+        statuses = [status]
+    failed = {rank: noted for rank, noted in enumerate(statuses) if noted is not None}
+    if failed and on_failure is not None:
+        on_failure({kind for kind, _ in failed.values()})
+    if error is not None:
+        raise error
+    if failed:
+        notes = "; ".join(f"rank {rank}: {kind}: {message}" for rank, (kind, message) in failed.items())
+        raise HarnessError(f"{what} failed on {notes}")  # that rank's message says what to do
+    return result
 
 
 def launched_by_torchrun() -> bool:

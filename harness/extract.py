@@ -16,14 +16,14 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
 from harness import distributed
-from harness.distributed import Ranks
+from harness.distributed import Ranks, together
 from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
-from harness.files import atomic_file, write_json_atomic
+from harness.files import atomic_file, remove_stale_temps, write_json_atomic, writes_into
 from harness.store import EmbeddingStore, cache_key
 from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
 
@@ -152,6 +152,7 @@ class ShardedExtraction:
             if not same_plan:  # shards of another layout cannot be reused
                 shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(directory)  # a shard a killed process was writing
         if not plan_path.exists():
             write_json_atomic(plan_path, plan)
 
@@ -174,7 +175,8 @@ class ShardedExtraction:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
+            # Opened here, not by np.load: numpy leaks its own handle when the zip inside is torn.
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("labels", "indices", "skipped", "skip_reasons")}
                 if features:
                     arrays["features"] = data["features"]
@@ -215,29 +217,6 @@ def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) 
             yield list(range(begin, min(begin + batch_size, stop)))
 
 
-def _together(ranks: Ranks, what: str, step: Callable[[], Any] = lambda: None) -> Any:
-    """Run `step` on every rank and compare notes: an error on any rank is raised on every rank (the failing
-    rank's own exception there, a HarnessError naming it elsewhere), so no rank is left waiting for one that
-    gave up. With a single process this is just `step()`."""
-    error: Exception | None = None
-    result = None
-    try:
-        result = step()
-    except Exception as exc:  # noqa: BLE001 - reported to the other ranks, then raised again below
-        error = exc
-    if ranks.distributed:
-        ranks.barrier(what)
-        statuses = ranks.gather(None if error is None else f"{type(error).__name__}: {error}")
-    else:
-        statuses = [None]
-    if error is not None:
-        raise error
-    failed = [f"rank {rank}: {status}" for rank, status in enumerate(statuses) if status is not None]
-    if failed:
-        raise HarnessError(f"{what} failed on {'; '.join(failed)} (finished shards are kept: rerun to resume)")
-    return result
-
-
 def _share_entry(store: EmbeddingStore, key: str, ranks: Ranks, leaders_copy: Embeddings) -> Embeddings:
     """The entry rank 0 holds, opened on every rank."""
     def load() -> Embeddings:
@@ -250,42 +229,61 @@ def _share_entry(store: EmbeddingStore, key: str, ranks: Ranks, leaders_copy: Em
                                f"--cache-dir must be one directory shared by every node")
         return loaded
 
-    return _together(ranks, "reading the finished entry", load)
+    return together(ranks, "reading the finished entry", load)
 
 
 def _load_everywhere(store: EmbeddingStore, key: str, ranks: Ranks) -> Embeddings | None:
-    """The finished entry on every rank, or None on every rank. Rank 0 decides, so all ranks take the same path."""
-    cached = store.load(key) if ranks.leader else None
+    """The finished entry on every rank, or None on every rank. Rank 0 decides, so all ranks take the same path
+    (and an error there, such as a cache it may not write to, stops every rank)."""
+    cached = together(ranks, "opening the cache entry", lambda: store.load(key) if ranks.leader else None)
     if not ranks.broadcast(cached is not None):
         return None
     return _share_entry(store, key, ranks, cached)
 
 
-def _acquire(lock: Any, ranks: Ranks, key: str) -> None:
+def _acquire(store: EmbeddingStore, key: str, ranks: Ranks, what: str) -> Any:
     """Rank 0 takes the key's lock for the whole run (the other ranks write distinct shards under it), so an
-    independent run extracting the same key waits. Polled, so that the other ranks never wait longer than one
-    poll in a collective."""
-    from filelock import Timeout
+    independent run extracting the same key waits, saying so; the lock on rank 0, None elsewhere. Polled, so
+    that the other ranks never wait longer than one poll in a collective."""
+    from filelock import FileLock, Timeout
 
-    announced = False
+    lock = None
+    timeout = 0.0  # a first plain try, so that a wait is announced as soon as it begins
     while True:
         state: bool | str = False
+        error: Exception | None = None
         if ranks.leader:
             try:
-                lock.acquire(timeout=LOCK_POLL_S)
+                if lock is None:
+                    store.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
+                    lock = FileLock(str(store.lock_path(key)))
+                lock.acquire(timeout=timeout)
                 state = True
             except Timeout:
                 state = False
-            except Exception as error:  # noqa: BLE001 - e.g. a read-only cache directory, shown on every rank
-                state = f"cannot lock {lock.lock_file}: {error}"
+            except Exception as exc:  # noqa: BLE001 - e.g. a read-only cache: raised here, told to the others
+                error, state = exc, f"rank 0 cannot lock {store.lock_path(key)}: {exc}"
         state = ranks.broadcast(state)
+        if error is not None:
+            raise error  # as it is, so that writes_into can say what to do about it
         if isinstance(state, str):
             raise HarnessError(state)
         if state:
-            return
-        if not announced and ranks.leader:
-            log.info("another process is extracting %s (lock %s); waiting for it to finish", key, lock.lock_file)
-            announced = True
+            return lock
+        if ranks.leader and timeout == 0:
+            log.info("another process is extracting %s into this cache (lock %s); waiting for it to finish", what,
+                     store.lock_path(key))
+        timeout = LOCK_POLL_S
+
+
+def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
+                    options: ExtractionOptions) -> tuple[str, dict[str, Any]]:
+    """The store key of one (encoder, dataset, split) and the fingerprints it hashes, without loading the model or
+    running it: what `extract` looks up, and what a resumed run compares with the keys in existing records."""
+    # Computed once per extraction: the dataset's may hash every file, the encoder's its weights.
+    fingerprints = {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
+                    "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split, options.skip_bad_images)}
+    return cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"]), fingerprints
 
 
 def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
@@ -294,43 +292,35 @@ def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: Embeddin
 
     Under torchrun every rank calls this with the same arguments: each encodes its own shards, rank 0 finishes
     the entry, and every rank returns it. `ranks` defaults to the process group this process belongs to."""
-    from filelock import FileLock
-
     ranks = ranks or distributed.current()
+    what = f"{encoder.name} on {dataset.name}/{split_name}"
 
-    def fingerprint() -> tuple[DatasetSplit, dict[str, Any]]:
+    def fingerprint() -> tuple[DatasetSplit, str, dict[str, Any]]:
         split = dataset.split(split_name)
-        # Computed once: the dataset's may hash every file, the encoder's its weights.
-        return split, {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
-                       "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split,
-                                                                  options.skip_bad_images)}
+        return (split, *split_cache_key(encoder, dataset, split_name, split, options))
 
-    split, fingerprints = _together(ranks, f"fingerprinting {encoder.name} on {dataset.name}/{split_name}",
-                                    fingerprint)
-    key = cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"])
+    split, key, fingerprints = together(ranks, f"fingerprinting {what}", fingerprint)
     if ranks.distributed:
         keys = ranks.gather(key)
         if len(set(keys)) > 1:  # another model version, device type or file mtimes on some node
-            raise HarnessError(f"the ranks disagree on what {encoder.name} on {dataset.name}/{split_name} is "
-                               f"(cache keys by rank: {keys}); every node needs the same data (same files, sizes "
-                               f"and mtimes), the same library versions and the same kind of device")
-    cached = _load_everywhere(store, key, ranks)
-    if cached is not None:
-        return cached, ExtractionReport(key, cache_hit=True)
-    lock = None
-    if ranks.leader:
-        store.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(store.lock_path(key)))
-    # One run extracts a key at a time; another one waiting here then finds the finished entry.
-    _acquire(lock, ranks, key)
-    try:
+            raise HarnessError(f"the ranks disagree on what {what} is (cache keys by rank: {keys}); every node "
+                               f"needs the same data (same files, sizes and mtimes), the same library versions "
+                               f"and the same kind of device")
+    # A full disk or a refused write anywhere in the cache is one clear error, not a numpy traceback.
+    with writes_into(store.root, "embedding cache", "--cache-dir"):
         cached = _load_everywhere(store, key, ranks)
         if cached is not None:
             return cached, ExtractionReport(key, cache_hit=True)
-        return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options, ranks)
-    finally:
-        if lock is not None:
-            lock.release()
+        # One run extracts a key at a time; another one waiting for the lock then finds the finished entry.
+        lock = _acquire(store, key, ranks, what)
+        try:
+            cached = _load_everywhere(store, key, ranks)
+            if cached is not None:
+                return cached, ExtractionReport(key, cache_hit=True)
+            return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options, ranks)
+        finally:
+            if lock is not None:
+                lock.release()
 
 
 def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit, key: str,
@@ -349,8 +339,8 @@ def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: 
             return [s for s in range(extraction.count) if extraction.read(s, features=False) is None]
         return None
 
-    todo = ranks.broadcast(_together(ranks, "planning the extraction", plan))
-    extraction = _together(ranks, "checking the extraction plan", lambda: ShardedExtraction(
+    todo = ranks.broadcast(together(ranks, "planning the extraction", plan))
+    extraction = together(ranks, "checking the extraction plan", lambda: ShardedExtraction(
         store.partial_dir(key), n, options.shard_size, create=ranks.leader))
     report.items_resumed = n - sum(extraction.bounds(s)[1] - extraction.bounds(s)[0] for s in todo)
     if report.items_resumed and ranks.leader:
@@ -363,15 +353,20 @@ def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: 
     written: list[int] = []
     counts = {"items": 0, "forward_passes": 0}
     shards = _encode_shards(encoder, dataset, split_name, split, extraction, mine, options, ranks, counts)
+
+    def discard_if_non_finite(kinds: set[str]) -> None:
+        # Shards already written came from the same broken encoder: keep none of them. Rank 0 removes them once
+        # every rank has stopped writing (after the round), never while another rank is writing into them.
+        if ranks.leader and NonFiniteEmbeddingError.__name__ in kinds:
+            shutil.rmtree(extraction.directory, ignore_errors=True)
+
+    what = f"extracting {encoder.name} on {dataset.name}/{split_name}"
     try:
         # One shard per rank per round, then the ranks compare notes: a rank that fails stops every rank within
         # one shard, and one that hangs is named by the barrier's timeout.
         for round_ in range(-(-len(todo) // ranks.world_size)):
-            if round_ < len(mine):
-                _together(ranks, f"extracting {encoder.name} on {dataset.name}/{split_name}",
-                          lambda: written.append(next(shards)))
-            else:
-                _together(ranks, f"extracting {encoder.name} on {dataset.name}/{split_name}")
+            step = (lambda: written.append(next(shards))) if round_ < len(mine) else (lambda: None)
+            together(ranks, what, step, on_failure=discard_if_non_finite)
     finally:
         shards.close()
     work = ranks.gather({"shards": written, **counts})
@@ -388,7 +383,7 @@ def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: 
         return _finish_entry(encoder, dataset, split_name, split, key, fingerprints, store, options, extraction,
                              report, {"world_size": ranks.world_size, "shards_written_by_rank": by_rank})
 
-    embeddings = _share_entry(store, key, ranks, _together(
+    embeddings = _share_entry(store, key, ranks, together(
         ranks, f"finishing {encoder.name} on {dataset.name}/{split_name}", finish))
     if ranks.leader:
         shutil.rmtree(extraction.directory, ignore_errors=True)
@@ -447,6 +442,7 @@ def _encode_shards(encoder: Encoder, dataset: Dataset, split_name: str, split: D
                 finite = torch.isfinite(output).all(dim=1)
                 if not bool(finite.all()):
                     first = indices[int((~finite).nonzero()[0, 0])]
+                    # The shards written so far are removed too (`_extract_locked`, once every rank has stopped).
                     raise NonFiniteEmbeddingError(
                         f"encoder {encoder.name!r} produced NaN or inf for item {split.item_id(first)!r} of "
                         f"{dataset.name}/{split_name}; nothing of this extraction was cached")

@@ -13,6 +13,7 @@ size and sha256 (and its own checksum), so a truncated or edited entry is detect
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from harness.files import atomic_file, sha256_file, write_json_atomic
+from harness.files import atomic_file, remove_stale_temps, sha256_file, temp_path, write_json_atomic
 from harness.types import Embeddings
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,10 @@ class EmbeddingStore:
         if arrays["features"].shape != (meta["n"], meta["dim"]):
             raise DamagedEntry(key, f"features have shape {arrays['features'].shape}, meta says "
                                     f"({meta['n']}, {meta['dim']})")
-        os.utime(entry / "meta.json")  # last use, for `harness cache` housekeeping
+        try:
+            os.utime(entry / "meta.json")  # last use, for `harness cache` housekeeping
+        except OSError:  # a read-only shared cache still serves its entries
+            pass
         derived = self.derived_dir(key)
         return Embeddings(arrays["features"], arrays["labels"], arrays["ids"],
                           meta={**meta, "derived_dir": str(derived), "entry_dir": str(entry)})
@@ -139,7 +143,8 @@ class EmbeddingStore:
         file is byte for byte what `np.save` of the concatenated rows writes."""
         entries = self.root / "entries"
         entries.mkdir(parents=True, exist_ok=True)
-        tmp = entries / f".tmp-{key}-{os.getpid()}"
+        remove_stale_temps(entries)  # what a killed process was writing
+        tmp = temp_path(entries / key)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
@@ -174,7 +179,8 @@ class EmbeddingStore:
         """Remove an entry by renaming it away first, so no reader ever sees it half-deleted."""
         entry = self.entry_dir(key)
         if entry.exists():
-            trash = entry.with_name(f".trash-{key}-{os.getpid()}-{time.monotonic_ns()}")
+            trash = temp_path(entry, "trash")
+            shutil.rmtree(trash, ignore_errors=True)
             os.rename(entry, trash)
             shutil.rmtree(trash, ignore_errors=True)
 
@@ -183,6 +189,7 @@ def _write_rows(path: Path, shape: tuple[int, int], chunks: Iterable[np.ndarray]
     """Stream rows into a new `.npy` file of `shape`, flushed to disk before the caller renames it."""
     rows = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(int(n) for n in shape))
     try:
+        _allocate(path)
         filled = 0
         for chunk in chunks:
             if chunk.ndim != 2 or chunk.shape[1] != shape[1] or filled + len(chunk) > shape[0]:
@@ -195,4 +202,23 @@ def _write_rows(path: Path, shape: tuple[int, int], chunks: Iterable[np.ndarray]
     finally:
         del rows
     with open(path, "rb+") as handle:
-        os.fsync(handle.fileno())
+        try:
+            os.fsync(handle.fileno())
+        except OSError as error:  # the kernel names no file; writes_into needs one to say which directory is full
+            error.filename = str(path)
+            raise
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the disk blocks of a memory-mapped file before writing into it: on a full disk, a write into a
+    memory map kills the process (SIGBUS), while the allocation fails with ENOSPC, which is reported."""
+    if not hasattr(os, "posix_fallocate"):  # macOS: no such call
+        return
+    with open(path, "rb+") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot: write as before
+                return
+            error.filename = str(path)
+            raise

@@ -3,9 +3,10 @@
 Two gloo ranks (one launch, as starting processes costs most of the time on a small CPU), in three acts:
 
 0. `harness run ARGS`, exactly what `torchrun -m harness run ARGS` runs (in the process group joined here first,
-   as a process cannot join a second one);
+   as a process cannot join a second one), then the same with `--resume`, which must find every cell done;
 1. the `test` split with an encoder that raises on rank 1 only: every rank must raise (none may hang), and each
-   writes what it raised to OUT/rank<N>-error.txt;
+   writes what it raised to OUT/rank<N>-error.txt; then an encoder that gives NaN on rank 1 in its second shard:
+   every rank raises, and rank 0 removes the shards both ranks wrote (listed in OUT/nan-shards-left.txt);
 2. the `train` split with an encoder whose rank 1 process exits abruptly after writing its first shard: torchrun
    then stops rank 0 too, and the shards already written stay in CACHE for a rerun.
 """
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from helpers import CountingPixels  # noqa: E402
 
 from harness import distributed  # noqa: E402
-from harness.extract import ExtractionOptions, extract  # noqa: E402
+from harness.extract import ExtractionOptions, extract, split_cache_key  # noqa: E402
 from harness.store import EmbeddingStore  # noqa: E402
 from plugins.synthetic import Synthetic  # noqa: E402
 
@@ -46,6 +47,18 @@ class FailsOnRank1(CountingPixels):
         return super().encode(batch)
 
 
+class NaNOnRank1(CountingPixels):
+    def fingerprint(self):
+        return {**super().fingerprint(), "emits": "nan"}  # a key of its own, apart from the other acts
+
+    def encode(self, batch):
+        out = super().encode(batch)
+        # The third batch starts rank 1's second shard: both ranks' first shards are on disk by then.
+        if os.environ["RANK"] == "1" and self.calls == 3:
+            out[0] = float("nan")
+        return out
+
+
 class DiesOnRank1(CountingPixels):
     def encode(self, batch):
         # The third batch starts rank 1's second shard: its first shard (two batches) is on disk by then.
@@ -60,6 +73,7 @@ def main() -> None:
     out, harness_args = Path(sys.argv[1]), sys.argv[sys.argv.index("--") + 1:]
     ranks, _ = distributed.join()
     (out / f"rank{ranks.rank}-run-exit.txt").write_text(str(harness(["run", *harness_args])))
+    (out / f"rank{ranks.rank}-resume-exit.txt").write_text(str(harness(["run", *harness_args, "--resume"])))
     store = EmbeddingStore(out / "cache")
     try:
         extract(FailsOnRank1(), synthetic(), "test", store, options())
@@ -67,6 +81,18 @@ def main() -> None:
     except Exception as error:  # noqa: BLE001 - the test reads what each rank raised
         outcome = f"{type(error).__name__}: {error}"
     (out / f"rank{ranks.rank}-error.txt").write_text(outcome)
+    nan = NaNOnRank1()
+    try:
+        extract(nan, synthetic(), "test", store, options())
+        outcome = "no error"
+    except Exception as error:  # noqa: BLE001 - the test reads what each rank raised
+        outcome = f"{type(error).__name__}: {error}"
+    (out / f"rank{ranks.rank}-nan-error.txt").write_text(f"{outcome}\n{nan.calls} batches")
+    if ranks.leader:
+        key = split_cache_key(nan, synthetic(), "test", synthetic().split("test"), options())[0]
+        left = sorted(p.name for p in store.partial_dir(key).glob("shard-*"))
+        (out / "nan-shards-left.txt").write_text(" ".join(left))
+    ranks.barrier("checking what the NaN extraction left")
     extract(DiesOnRank1(), synthetic(), "train", store, options())
 
 

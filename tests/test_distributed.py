@@ -63,6 +63,11 @@ def test_two_ranks_merge_to_the_single_process_embeddings(tmp_path):
     output, _ = launch.communicate(timeout=300)
     assert (out / "rank0-run-exit.txt").read_text() == "0", output + rank_output(logs, 0, "stderr")
     assert (out / "rank1-run-exit.txt").read_text() == "0", output + rank_output(logs, 1, "stderr")
+    # The same command with --resume: rank 0 finds the cell done and tells every rank, so no rank extracts.
+    assert (out / "rank0-resume-exit.txt").read_text() == "0", output + rank_output(logs, 0, "stderr")
+    assert (out / "rank1-resume-exit.txt").read_text() == "0", output + rank_output(logs, 1, "stderr")
+    resumed = rank_output(logs, 0, "stderr").split("1 cell(s) skipped: already done")
+    assert len(resumed) == 2 and "forward passes" not in resumed[1] and "came from the cache" not in resumed[1]
     plugins = Plugins(entry_points=False)
     for split in ("train", "test"):
         reference, report = single_process(plugins.encoder(ENCODER), split, EmbeddingStore(tmp_path / "reference"))
@@ -89,6 +94,17 @@ def test_two_ranks_merge_to_the_single_process_embeddings(tmp_path):
     rank0 = (out / "rank0-error.txt").read_text()
     assert rank0.startswith("HarnessError: extracting counting-pixels on synthetic/test failed on rank 1: "
                             "ValueError: simulated encoder failure on rank 1"), rank0
+
+    # An encoder giving NaN on rank 1 in its second shard (item 48): every rank raises, and rank 0 then removes
+    # every shard of that extraction, its own two included, once rank 1 has stopped writing.
+    rank1 = (out / "rank1-nan-error.txt").read_text()
+    assert rank1.startswith("NonFiniteEmbeddingError: encoder 'counting-pixels' produced NaN or inf for item "
+                            "'test/48' of synthetic/test"), rank1
+    rank0 = (out / "rank0-nan-error.txt").read_text()
+    assert rank0.startswith("HarnessError: extracting counting-pixels on synthetic/test failed on rank 1: "
+                            "NonFiniteEmbeddingError"), rank0
+    assert rank0.endswith("\n4 batches")  # rank 0 had written shards 0 and 2 (two batches each)
+    assert (out / "nan-shards-left.txt").read_text() == ""
 
     # Rank 1 died after its first shard: rank 0 names it, torchrun stops the run, the finished shards stay.
     assert launch.returncode != 0, output
