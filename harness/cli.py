@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Sequence
 
@@ -111,8 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s",
-                        stream=sys.stderr)
+    _configure_logging(args.verbose)
     if args.command is None:
         parser.print_help()
         return 0
@@ -125,6 +125,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; finished shards and records are kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
+
+
+def _configure_logging(verbose: bool) -> None:
+    from harness.distributed import launched_by_torchrun
+
+    level, prefix = logging.DEBUG if verbose else logging.INFO, ""
+    if launched_by_torchrun():  # rank 0 tells the story; the other ranks only warn, each line saying whose it is
+        rank = os.environ["RANK"]
+        prefix = f"[rank {rank}] "
+        level = level if rank == "0" else max(level, logging.WARNING)
+    logging.basicConfig(level=level, format=f"%(levelname)s {prefix}%(message)s", stream=sys.stderr)
 
 
 #: `harness run` flags that choose *what* is measured: with --suite, the file says that.
@@ -170,6 +181,7 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.distributed import join, leave
     from harness.plugins import get_plugins
     from harness.records import load_records
     from harness.runner import run
@@ -178,7 +190,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     plugins = get_plugins()
     _warn_problems(plugins)
     config = run_config(args, plugins)
-    report = run(config, plugins)
+    ranks, joined = join()  # under torchrun; a no-op otherwise
+    try:
+        report = run(config, plugins)
+    finally:
+        if joined:
+            leave()
+    if not report.ranks.leader:  # under torchrun: rank 0 reports for every rank
+        print(f"rank {report.ranks.rank} of {report.ranks.world_size}: extraction shared and done; rank 0 "
+              f"evaluates, writes the records and prints the results", file=sys.stderr)
+        return 1 if report.failures else 0
     if report.already_done:
         print(f"{len(report.already_done)} cell(s) skipped: already done (same protocol, options, seed and cache "
               f"keys in {config.results_dir})", file=sys.stderr)

@@ -13,13 +13,15 @@ import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from harness import distributed
+from harness.distributed import Ranks, together
 from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
 from harness.files import atomic_file, remove_stale_temps, write_json_atomic, writes_into
 from harness.store import EmbeddingStore, cache_key
@@ -28,6 +30,8 @@ from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 1024
+#: How often (s) rank 0 retries the lock of a key another run is extracting, telling the other ranks each time.
+LOCK_POLL_S = 10.0
 
 
 @dataclass
@@ -119,14 +123,27 @@ def _collate(samples: list[tuple[int, Any, int, str | None]]) -> tuple[list[int]
 
 
 class ShardedExtraction:
-    """The partial directory of one key: which shards exist, and writing new ones atomically."""
+    """The partial directory of one key: which shards exist, and writing new ones atomically.
 
-    def __init__(self, directory: Path, n: int, shard_size: int) -> None:
+    The layout depends only on (n, shard_size), never on the number of ranks, so shards written by a run of any
+    world size (one process included) are reused by a rerun of any other."""
+
+    def __init__(self, directory: Path, n: int, shard_size: int, create: bool = True) -> None:
         self.directory = directory
         self.n = n
         self.shard_size = shard_size
         plan = {"n": n, "shard_size": shard_size}
         plan_path = directory / "plan.json"
+        if not create:  # a rank other than 0: rank 0 wrote the plan; this rank must agree with it
+            try:
+                written = json.loads(plan_path.read_text())
+            except (OSError, ValueError) as error:
+                raise HarnessError(f"cannot read the extraction plan {plan_path} that rank 0 wrote ({error}); "
+                                   f"--cache-dir must be one directory shared by every node") from error
+            if written != plan:
+                raise HarnessError(f"the extraction plan {plan_path} says {written}, this rank computed {plan}; "
+                                   f"every rank must run the same command on the same data")
+            return
         if directory.exists():
             try:
                 same_plan = json.loads(plan_path.read_text()) == plan
@@ -149,15 +166,23 @@ class ShardedExtraction:
     def path(self, shard: int) -> Path:
         return self.directory / f"shard-{shard:05d}.npz"
 
-    def read(self, shard: int) -> dict[str, np.ndarray] | None:
-        """A finished shard, or None when it is absent or unreadable (then it is simply redone)."""
+    def read(self, shard: int, features: bool = True) -> dict[str, np.ndarray] | None:
+        """A finished shard, or None when it is absent or unreadable (then it is simply redone).
+
+        `features=False` reads everything but the vectors (and their shape from the array header only): a cheap
+        check that a shard is there, so a resume never holds every shard's vectors in memory."""
         path = self.path(shard)
         if not path.exists():
             return None
         try:
             # Opened here, not by np.load: numpy leaks its own handle when the zip inside is torn.
             with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in ("features", "labels", "indices", "skipped", "skip_reasons")}
+                arrays = {k: data[k] for k in ("labels", "indices", "skipped", "skip_reasons")}
+                if features:
+                    arrays["features"] = data["features"]
+                    arrays["shape"] = np.array(arrays["features"].shape)
+                else:
+                    arrays["shape"] = np.array(_npz_member_shape(data, "features"))
         except Exception:  # noqa: BLE001 - a torn shard is redone, whatever numpy says about it
             path.unlink(missing_ok=True)
             return None
@@ -175,12 +200,80 @@ class ShardedExtraction:
                      skip_reasons=np.array([r for _, r in skipped], dtype=str))
 
 
+def _npz_member_shape(data: Any, name: str) -> tuple[int, ...]:
+    """The shape of one array of an open `.npz`, from its header, without reading the array."""
+    with data.zip.open(f"{name}.npy") as member:
+        version = np.lib.format.read_magic(member)
+        header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                  np.lib.format.read_array_header_2_0)
+        return tuple(header(member)[0])
+
+
 def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) -> Iterator[list[int]]:
     """Index batches that never straddle a shard boundary, so every shard closes on a batch end."""
     for shard in shards:
         start, stop = extraction.bounds(shard)
         for begin in range(start, stop, batch_size):
             yield list(range(begin, min(begin + batch_size, stop)))
+
+
+def _share_entry(store: EmbeddingStore, key: str, ranks: Ranks, leaders_copy: Embeddings) -> Embeddings:
+    """The entry rank 0 holds, opened on every rank."""
+    def load() -> Embeddings:
+        if ranks.leader:
+            return leaders_copy
+        # Rank 0 has just verified the files; the others check sizes and shapes only.
+        loaded = store.load(key, check_hashes=False)
+        if loaded is None:
+            raise HarnessError(f"rank 0 has {store.entry_dir(key)} but this rank does not see it; "
+                               f"--cache-dir must be one directory shared by every node")
+        return loaded
+
+    return together(ranks, "reading the finished entry", load)
+
+
+def _load_everywhere(store: EmbeddingStore, key: str, ranks: Ranks) -> Embeddings | None:
+    """The finished entry on every rank, or None on every rank. Rank 0 decides, so all ranks take the same path
+    (and an error there, such as a cache it may not write to, stops every rank)."""
+    cached = together(ranks, "opening the cache entry", lambda: store.load(key) if ranks.leader else None)
+    if not ranks.broadcast(cached is not None):
+        return None
+    return _share_entry(store, key, ranks, cached)
+
+
+def _acquire(store: EmbeddingStore, key: str, ranks: Ranks, what: str) -> Any:
+    """Rank 0 takes the key's lock for the whole run (the other ranks write distinct shards under it), so an
+    independent run extracting the same key waits, saying so; the lock on rank 0, None elsewhere. Polled, so
+    that the other ranks never wait longer than one poll in a collective."""
+    from filelock import FileLock, Timeout
+
+    lock = None
+    timeout = 0.0  # a first plain try, so that a wait is announced as soon as it begins
+    while True:
+        state: bool | str = False
+        error: Exception | None = None
+        if ranks.leader:
+            try:
+                if lock is None:
+                    store.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
+                    lock = FileLock(str(store.lock_path(key)))
+                lock.acquire(timeout=timeout)
+                state = True
+            except Timeout:
+                state = False
+            except Exception as exc:  # noqa: BLE001 - e.g. a read-only cache: raised here, told to the others
+                error, state = exc, f"rank 0 cannot lock {store.lock_path(key)}: {exc}"
+        state = ranks.broadcast(state)
+        if error is not None:
+            raise error  # as it is, so that writes_into can say what to do about it
+        if isinstance(state, str):
+            raise HarnessError(state)
+        if state:
+            return lock
+        if ranks.leader and timeout == 0:
+            log.info("another process is extracting %s into this cache (lock %s); waiting for it to finish", what,
+                     store.lock_path(key))
+        timeout = LOCK_POLL_S
 
 
 def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
@@ -194,140 +287,215 @@ def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: 
 
 
 def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
-            options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
-    """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached."""
-    split = dataset.split(split_name)
-    key, fingerprints = split_cache_key(encoder, dataset, split_name, split, options)
+            options: ExtractionOptions, ranks: Ranks | None = None) -> tuple[Embeddings, ExtractionReport]:
+    """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached.
+
+    Under torchrun every rank calls this with the same arguments: each encodes its own shards, rank 0 finishes
+    the entry, and every rank returns it. `ranks` defaults to the process group this process belongs to."""
+    ranks = ranks or distributed.current()
+    what = f"{encoder.name} on {dataset.name}/{split_name}"
+
+    def fingerprint() -> tuple[DatasetSplit, str, dict[str, Any]]:
+        split = dataset.split(split_name)
+        return (split, *split_cache_key(encoder, dataset, split_name, split, options))
+
+    split, key, fingerprints = together(ranks, f"fingerprinting {what}", fingerprint)
+    if ranks.distributed:
+        keys = ranks.gather(key)
+        if len(set(keys)) > 1:  # another model version, device type or file mtimes on some node
+            raise HarnessError(f"the ranks disagree on what {what} is (cache keys by rank: {keys}); every node "
+                               f"needs the same data (same files, sizes and mtimes), the same library versions "
+                               f"and the same kind of device")
     # A full disk or a refused write anywhere in the cache is one clear error, not a numpy traceback.
     with writes_into(store.root, "embedding cache", "--cache-dir"):
-        cached = store.load(key)
+        cached = _load_everywhere(store, key, ranks)
         if cached is not None:
             return cached, ExtractionReport(key, cache_hit=True)
-        with _key_lock(store, key, f"{encoder.name} on {dataset.name}/{split_name}"):
-            # One process extracts a key at a time; another one waiting for the lock then finds the entry.
-            cached = store.load(key)
+        # One run extracts a key at a time; another one waiting for the lock then finds the finished entry.
+        lock = _acquire(store, key, ranks, what)
+        try:
+            cached = _load_everywhere(store, key, ranks)
             if cached is not None:
                 return cached, ExtractionReport(key, cache_hit=True)
-            return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options)
-
-
-@contextmanager
-def _key_lock(store: EmbeddingStore, key: str, what: str) -> Iterator[None]:
-    from filelock import FileLock, Timeout
-
-    store.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(store.lock_path(key)))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        log.info("another process is extracting %s into this cache; waiting for it to finish", what)
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
+            return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options, ranks)
+        finally:
+            if lock is not None:
+                lock.release()
 
 
 def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit, key: str,
-                    fingerprints: dict[str, Any], store: EmbeddingStore,
-                    options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
+                    fingerprints: dict[str, Any], store: EmbeddingStore, options: ExtractionOptions,
+                    ranks: Ranks) -> tuple[Embeddings, ExtractionReport]:
     started = time.perf_counter()
     report = ExtractionReport(key, cache_hit=False)
     n = len(split)
     if n == 0:
         raise HarnessError(f"dataset {dataset.name!r} split {split_name!r} has no items")
-    extraction = ShardedExtraction(store.partial_dir(key), n, options.shard_size)
-    finished = {s: extraction.read(s) for s in range(extraction.count)}
-    todo = [s for s, arrays in finished.items() if arrays is None]
-    report.items_resumed = sum(extraction.bounds(s)[1] - extraction.bounds(s)[0] for s in finished if finished[s] is not None)
-    if report.items_resumed:
+
+    def plan() -> list[int] | None:
+        # Rank 0 writes the plan and lists what is missing; the others then check the plan they see.
+        if ranks.leader:
+            extraction = ShardedExtraction(store.partial_dir(key), n, options.shard_size)
+            return [s for s in range(extraction.count) if extraction.read(s, features=False) is None]
+        return None
+
+    todo = ranks.broadcast(together(ranks, "planning the extraction", plan))
+    extraction = together(ranks, "checking the extraction plan", lambda: ShardedExtraction(
+        store.partial_dir(key), n, options.shard_size, create=ranks.leader))
+    report.items_resumed = n - sum(extraction.bounds(s)[1] - extraction.bounds(s)[0] for s in todo)
+    if report.items_resumed and ranks.leader:
         log.info("resuming %s on %s/%s: %d of %d items already extracted", encoder.name, dataset.name, split_name,
                  report.items_resumed, n)
 
-    if todo:
-        if getattr(encoder, "_loaded_on", None) != options.device:  # train and test share one loaded model
-            encoder.load(options.device)
-            encoder._loaded_on = options.device  # type: ignore[attr-defined]
-        device = options.device
-        workers = default_workers(device) if options.workers is None else options.workers
-        loader = DataLoader(_Items(split, encoder.transform), batch_sampler=list(_batches(extraction, todo,
-                            options.batch_size)), num_workers=workers, collate_fn=_collate,
-                            pin_memory=device.startswith("cuda"), persistent_workers=False)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext())
-        memory_format = torch.channels_last if (encoder.channels_last and device.startswith("cuda")) else None
-        bar = tqdm(total=n, initial=report.items_resumed, unit="img", desc=f"{encoder.name} | {dataset.name}/{split_name}",
-                   disable=not options.progress or None, file=sys.stderr, dynamic_ncols=True)
-        buffers: dict[int, dict[str, list]] = {}
-        with torch.inference_mode(), autocast, bar:
-            for indices, batch, labels, bad in loader:
-                shard = (indices or [bad[0][0]])[0] // extraction.shard_size
-                buffer = buffers.setdefault(shard, {"features": [], "labels": [], "indices": [], "skipped": []})
-                for index, reason in bad:
-                    if not options.skip_bad_images:
-                        raise BadItemError(split.item_id(index), f"{reason} (pass --skip-bad-images to skip and "
-                                                                 f"count such items instead)")
-                    buffer["skipped"].append((index, reason))
-                if batch is not None:
-                    batch = batch.to(device, non_blocking=True)
-                    if memory_format is not None and batch.ndim == 4:
-                        batch = batch.contiguous(memory_format=memory_format)
-                    output = encoder.encode(batch)
-                    report.forward_passes += 1
-                    output = output.float()
-                    if output.ndim != 2 or output.shape[0] != len(indices):
-                        raise HarnessError(f"encoder {encoder.name!r} returned shape {tuple(output.shape)} for a "
-                                           f"batch of {len(indices)}; encode() must return (batch, dim)")
-                    finite = torch.isfinite(output).all(dim=1)
-                    if not bool(finite.all()):
-                        first = indices[int((~finite).nonzero()[0, 0])]
-                        # Shards already written came from the same broken encoder: keep none of them.
-                        shutil.rmtree(extraction.directory, ignore_errors=True)
-                        raise NonFiniteEmbeddingError(
-                            f"encoder {encoder.name!r} produced NaN or inf for item {split.item_id(first)!r} of "
-                            f"{dataset.name}/{split_name}; nothing of this extraction was cached")
-                    buffer["features"].append(output.cpu().numpy())
-                    buffer["labels"].extend(labels)
-                    buffer["indices"].extend(indices)
-                    report.items_encoded += len(indices)
-                bar.update(len(indices) + len(bad))
-                start, stop = extraction.bounds(shard)
-                if len(buffer["indices"]) + len(buffer["skipped"]) == stop - start:
-                    feats = (np.concatenate(buffer["features"]) if buffer["features"]
-                             else np.zeros((0, 0), dtype=np.float32))
-                    extraction.write(shard, feats, np.asarray(buffer["labels"], dtype=np.int64),
-                                     np.asarray(buffer["indices"], dtype=np.int64), buffer["skipped"])
-                    del buffers[shard]
-        for shard in todo:
-            finished[shard] = extraction.read(shard)
-            if finished[shard] is None:
-                raise HarnessError(f"shard {shard} of {key} was not written; the extraction did not finish")
+    # Shard i of those still to do goes to rank i % world_size: every shard has exactly one writer, the ranks get
+    # equal shares even when a rerun finds an uneven set of shards done, and no item is padded or repeated.
+    mine = todo[ranks.rank::ranks.world_size]
+    written: list[int] = []
+    counts = {"items": 0, "forward_passes": 0}
+    shards = _encode_shards(encoder, dataset, split_name, split, extraction, mine, options, ranks, counts)
 
-    shards = [finished[s] for s in range(extraction.count)]
-    dims = {a["features"].shape[1] for a in shards if len(a["indices"])}
-    if len(dims) != 1:
-        raise HarnessError(f"encoder {encoder.name!r} gave no vectors, or vectors of different sizes {sorted(dims)}, "
-                           f"for {dataset.name}/{split_name}")
-    kept = [a for a in shards if len(a["indices"])]
-    indices = np.concatenate([a["indices"] for a in kept])
-    features = np.ascontiguousarray(np.concatenate([a["features"] for a in kept]), dtype=np.float32)
-    labels = np.concatenate([a["labels"] for a in kept])
-    ids = np.array([split.item_id(int(i)) for i in indices], dtype=str)
-    report.skipped = [{"id": split.item_id(int(i)), "reason": str(r)}
-                      for a in shards for i, r in zip(a["skipped"], a["skip_reasons"])]
+    def discard_if_non_finite(kinds: set[str]) -> None:
+        # Shards already written came from the same broken encoder: keep none of them. Rank 0 removes them once
+        # every rank has stopped writing (after the round), never while another rank is writing into them.
+        if ranks.leader and NonFiniteEmbeddingError.__name__ in kinds:
+            shutil.rmtree(extraction.directory, ignore_errors=True)
+
+    what = f"extracting {encoder.name} on {dataset.name}/{split_name}"
+    try:
+        # One shard per rank per round, then the ranks compare notes: a rank that fails stops every rank within
+        # one shard, and one that hangs is named by the barrier's timeout.
+        for round_ in range(-(-len(todo) // ranks.world_size)):
+            step = (lambda: written.append(next(shards))) if round_ < len(mine) else (lambda: None)
+            together(ranks, what, step, on_failure=discard_if_non_finite)
+    finally:
+        shards.close()
+    work = ranks.gather({"shards": written, **counts})
+    report.items_encoded = sum(w["items"] for w in work)
+    report.forward_passes = sum(w["forward_passes"] for w in work)
+    if written:
+        log.debug("rank %d of %d wrote shards %s of %s", ranks.rank, ranks.world_size, written, key)
+
+    def finish() -> Embeddings | None:
+        if not ranks.leader:
+            return None
+        report.seconds = time.perf_counter() - started
+        by_rank = {str(rank): w["shards"] for rank, w in enumerate(work)}
+        return _finish_entry(encoder, dataset, split_name, split, key, fingerprints, store, options, extraction,
+                             report, {"world_size": ranks.world_size, "shards_written_by_rank": by_rank})
+
+    embeddings = _share_entry(store, key, ranks, together(
+        ranks, f"finishing {encoder.name} on {dataset.name}/{split_name}", finish))
+    if ranks.leader:
+        shutil.rmtree(extraction.directory, ignore_errors=True)
     report.seconds = time.perf_counter() - started
-    info = dataset.info()
-    meta = {"encoder": encoder.name, **fingerprints, "dataset": dataset.name, "split": split_name, "class_names": info.get("class_names", []), "skipped": report.skipped,
-            "device": options.device, "precision": precision_for(options.device),
-            "extract_seconds": round(report.seconds, 3), "items_encoded_this_run": report.items_encoded,
-            # Provenance known only once the model is loaded, kept so that cache hits can still report it.
-            "encoder_info": encoder.info(), "parameters": encoder.parameter_count()}
-    embeddings = store.finish(key, features, labels, ids, meta)
-    shutil.rmtree(extraction.directory, ignore_errors=True)
-    if report.items_encoded:
+    if report.items_encoded and ranks.leader:
         log.info("extracted %s on %s/%s: %d items in %.1f s (%.1f items/s)", encoder.name, dataset.name, split_name,
                  report.items_encoded, report.seconds, report.items_encoded / max(report.seconds, 1e-9))
     return embeddings, report
+
+
+def _encode_shards(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
+                   extraction: ShardedExtraction, shards: list[int], options: ExtractionOptions, ranks: Ranks,
+                   counts: dict[str, int]) -> Iterator[int]:
+    """Encode `shards` in order, writing each one as soon as its last batch is done; yields each shard written."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    if not shards:
+        return
+    if getattr(encoder, "_loaded_on", None) != options.device:  # train and test share one loaded model
+        encoder.load(options.device)
+        encoder._loaded_on = options.device  # type: ignore[attr-defined]
+    device = options.device
+    workers = default_workers(device) if options.workers is None else options.workers
+    loader = DataLoader(_Items(split, encoder.transform), batch_sampler=list(_batches(extraction, shards,
+                        options.batch_size)), num_workers=workers, collate_fn=_collate,
+                        pin_memory=device.startswith("cuda"), persistent_workers=False)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext())
+    memory_format = torch.channels_last if (encoder.channels_last and device.startswith("cuda")) else None
+    total = sum(extraction.bounds(s)[1] - extraction.bounds(s)[0] for s in shards)
+    desc = f"{encoder.name} | {dataset.name}/{split_name}" + (f" | rank 0 of {ranks.world_size}"
+                                                              if ranks.distributed else "")
+    bar = tqdm(total=total, unit="img", desc=desc, disable=not (options.progress and ranks.leader) or None,
+               file=sys.stderr, dynamic_ncols=True)
+    buffers: dict[int, dict[str, list]] = {}
+    with torch.inference_mode(), autocast, bar:
+        for indices, batch, labels, bad in loader:
+            shard = (indices or [bad[0][0]])[0] // extraction.shard_size
+            buffer = buffers.setdefault(shard, {"features": [], "labels": [], "indices": [], "skipped": []})
+            for index, reason in bad:
+                if not options.skip_bad_images:
+                    raise BadItemError(split.item_id(index), f"{reason} (pass --skip-bad-images to skip and "
+                                                             f"count such items instead)")
+                buffer["skipped"].append((index, reason))
+            if batch is not None:
+                batch = batch.to(device, non_blocking=True)
+                if memory_format is not None and batch.ndim == 4:
+                    batch = batch.contiguous(memory_format=memory_format)
+                output = encoder.encode(batch)
+                counts["forward_passes"] += 1
+                output = output.float()
+                if output.ndim != 2 or output.shape[0] != len(indices):
+                    raise HarnessError(f"encoder {encoder.name!r} returned shape {tuple(output.shape)} for a "
+                                       f"batch of {len(indices)}; encode() must return (batch, dim)")
+                finite = torch.isfinite(output).all(dim=1)
+                if not bool(finite.all()):
+                    first = indices[int((~finite).nonzero()[0, 0])]
+                    # The shards written so far are removed too (`_extract_locked`, once every rank has stopped).
+                    raise NonFiniteEmbeddingError(
+                        f"encoder {encoder.name!r} produced NaN or inf for item {split.item_id(first)!r} of "
+                        f"{dataset.name}/{split_name}; nothing of this extraction was cached")
+                buffer["features"].append(output.cpu().numpy())
+                buffer["labels"].extend(labels)
+                buffer["indices"].extend(indices)
+                counts["items"] += len(indices)
+            bar.update(len(indices) + len(bad))
+            start, stop = extraction.bounds(shard)
+            if len(buffer["indices"]) + len(buffer["skipped"]) == stop - start:
+                feats = (np.concatenate(buffer["features"]) if buffer["features"]
+                         else np.zeros((0, 0), dtype=np.float32))
+                extraction.write(shard, feats, np.asarray(buffer["labels"], dtype=np.int64),
+                                 np.asarray(buffer["indices"], dtype=np.int64), buffer["skipped"])
+                del buffers[shard]
+                yield shard
+
+
+def _finish_entry(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit, key: str,
+                  fingerprints: dict[str, Any], store: EmbeddingStore, options: ExtractionOptions,
+                  extraction: ShardedExtraction, report: ExtractionReport, ranks_meta: dict[str, Any]) -> Embeddings:
+    """Stream every shard, in order, into the finished entry: one shard's vectors in memory at a time."""
+    summaries = []
+    for shard in range(extraction.count):
+        summary = extraction.read(shard, features=False)
+        if summary is None:
+            raise HarnessError(f"shard {shard} of {key} is missing or unreadable; the extraction did not finish "
+                               f"(rerun to redo it)")
+        summaries.append(summary)
+    kept = [s for s in range(extraction.count) if len(summaries[s]["indices"])]
+    dims = {int(summaries[s]["shape"][1]) for s in kept}
+    if len(dims) != 1:
+        raise HarnessError(f"encoder {encoder.name!r} gave no vectors, or vectors of different sizes {sorted(dims)}, "
+                           f"for {dataset.name}/{split_name}")
+    indices = np.concatenate([summaries[s]["indices"] for s in kept])
+    labels = np.concatenate([summaries[s]["labels"] for s in kept])
+    ids = np.array([split.item_id(int(i)) for i in indices], dtype=str)
+    report.skipped = [{"id": split.item_id(int(i)), "reason": str(r)}
+                      for a in summaries for i, r in zip(a["skipped"], a["skip_reasons"])]
+
+    def rows() -> Iterator[np.ndarray]:
+        for shard in kept:
+            arrays = extraction.read(shard)
+            if arrays is None:
+                raise HarnessError(f"shard {shard} of {key} became unreadable while finishing; rerun to redo it")
+            yield np.asarray(arrays["features"], dtype=np.float32)
+
+    info = dataset.info()
+    meta = {"encoder": encoder.name, **fingerprints, "dataset": dataset.name, "split": split_name,
+            "class_names": info.get("class_names", []), "skipped": report.skipped,
+            "device": options.device, "precision": precision_for(options.device),
+            "extract_seconds": round(report.seconds, 3), "items_encoded_this_run": report.items_encoded,
+            "ranks": ranks_meta,
+            # Provenance known only once the model is loaded, kept so that cache hits can still report it.
+            "encoder_info": encoder.info(), "parameters": encoder.parameter_count()}
+    return store.finish_chunks(key, (len(indices), dims.pop()), rows(), labels, ids, meta)

@@ -16,9 +16,12 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
+from harness import distributed
+from harness.distributed import Ranks, together
 from harness.errors import HarnessError
 from harness.extract import (ExtractionOptions, ExtractionReport, extract, precision_for, resolve_device,
                              split_cache_key)
@@ -99,6 +102,7 @@ class RunReport:
     failures: list[CellFailure] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     already_done: list[dict[str, Any]] = field(default_factory=list)  # records kept by a resumed run
+    ranks: Ranks = field(default_factory=Ranks)  # under torchrun, only rank 0's report holds records
 
     @property
     def forward_passes(self) -> int:
@@ -176,9 +180,14 @@ def plan_cells(config: RunConfig, plugins: Plugins | None = None) -> list[str]:
 
 
 def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
-    """Evaluate every encoder on every dataset with every evaluator; write one record per cell."""
+    """Evaluate every encoder on every dataset with every evaluator; write one record per cell.
+
+    Under torchrun every rank runs this: the extractions are shared out among the ranks, then rank 0 alone
+    evaluates and writes the records (the other ranks return a report with no records). The process group is
+    joined here if need be and kept: a process cannot join a second one once it has left."""
+    ranks, _ = distributed.join()
     plugins = plugins or get_plugins()
-    device = resolve_device(config.device)
+    device = resolve_device(distributed.rank_device(config.device, ranks))
     command = config.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     # Resolve every name first: a typo must fail before any extraction.
     encoders = _build_encoders(config, plugins)
@@ -190,7 +199,11 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
                                            skip_bad_images=config.skip_bad_images, progress=config.progress)
     if config.shard_size:
         extraction_options.shard_size = config.shard_size
-    report = RunReport()
+    report = RunReport(ranks=ranks)
+    # Under torchrun, every extraction comes first and the records after (evaluated, or failed markers), on rank 0
+    # only: the other ranks are then free to exit instead of waiting, inside a collective with a timeout, for
+    # evaluators that may run for hours, and no error in the results directory can leave a rank behind.
+    deferred: list[Callable[[], None]] = []
     for dataset in datasets:
         info = dataset.info()  # scans the dataset: a bad path fails here, naming it
         usable = []
@@ -208,7 +221,15 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
         needed = [s for s in ("train", "val", "test") if any(s in e.needs for e in usable)]
         for planned in encoders:
             options = replace(extraction_options, batch_size=planned.batch_size or config.batch_size)
-            _run_pair(planned, dataset, info, needed, usable, store, options, config, command, report)
+            records = _extract_pair(planned, dataset, info, needed, usable, store, options, config, command, ranks,
+                                    report)
+            if records is not None and not ranks.distributed:
+                records()
+            elif records is not None:
+                deferred.append(records)
+    if ranks.leader:
+        for records in deferred:
+            records()
     return report
 
 
@@ -244,36 +265,51 @@ def _done_cells(label: str, encoder: Encoder, dataset: Any, needed: list[str], e
     return done
 
 
-def _run_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], needed: list[str],
-              evaluators: list[Evaluator], store: EmbeddingStore, options: ExtractionOptions, config: RunConfig,
-              command: str, report: RunReport) -> None:
+def _extract_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], needed: list[str],
+                  evaluators: list[Evaluator], store: EmbeddingStore, options: ExtractionOptions, config: RunConfig,
+                  command: str, ranks: Ranks, report: RunReport) -> Callable[[], None] | None:
+    """Extract every split that the cells of one (encoder, dataset) still to measure need; what writes their
+    records (evaluated, or failed markers when the extraction failed), or None when every cell is already done.
+    Under torchrun every rank extracts and only rank 0 is to call what this returns."""
     label, encoder = planned.label, planned.encoder
     embeddings: dict[str, Embeddings] = {}
     timings: dict[str, float] = {}
     seeds = run_seeds(config)
     try:
-        done = _done_cells(label, encoder, dataset, needed, evaluators, options, config) if config.resume else {}
+        # Rank 0 decides what is done and tells the others, so that every rank extracts the same splits.
+        done = ranks.broadcast(together(ranks, f"looking for the finished cells of {label} on {dataset.name}",
+                                        lambda: _done_cells(label, encoder, dataset, needed, evaluators, options,
+                                                            config) if config.resume and ranks.leader else {}))
         report.already_done.extend(done.values())
         todo = [(evaluator, seed) for evaluator in evaluators for seed in seeds if (evaluator.name, seed) not in done]
         if not todo:
-            return  # every cell measured with these very embeddings: no extraction, no model loaded
+            return None  # every cell measured with these very embeddings: no extraction, no model loaded
         needed = [s for s in needed if any(s in evaluator.needs for evaluator, _ in todo)]
         for split in needed:
             started = time.perf_counter()
-            embeddings[split], extraction = extract(encoder, dataset, split, store, options)
+            embeddings[split], extraction = extract(encoder, dataset, split, store, options, ranks)
             timings[f"extract_{split}_s"] = round(time.perf_counter() - started, 3)
             report.extractions.append(extraction)
     except HarnessError as error:  # the user's to fix: the message says how
         log.error("%s on %s: %s", label, dataset.name, error)
         report.failures.append(CellFailure(label, dataset.name, None, str(error)))
-        _write_extraction_failures(label, encoder, dataset, info, evaluators, str(error), options, config, command)
-        return
+        return partial(_write_extraction_failures, label, encoder, dataset, info, evaluators, str(error), options,
+                       config, command)
     except Exception as error:  # noqa: BLE001 - a broken encoder plugin must not stop the other encoders
         log.error("%s on %s: extraction failed:\n%s", label, dataset.name, traceback.format_exc())
         report.failures.append(CellFailure(label, dataset.name, None, f"{type(error).__name__}: {error}"))
-        _write_extraction_failures(label, encoder, dataset, info, evaluators, traceback.format_exc(), options, config,
-                                   command)
-        return
+        return partial(_write_extraction_failures, label, encoder, dataset, info, evaluators, traceback.format_exc(),
+                       options, config, command)
+    return partial(_evaluate_pair, planned, dataset, info, embeddings, timings, todo, options, config, command,
+                   report)
+
+
+def _evaluate_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], embeddings: dict[str, Embeddings],
+                   timings: dict[str, float], todo: list[tuple[Evaluator, int]], options: ExtractionOptions,
+                   config: RunConfig, command: str, report: RunReport) -> None:
+    """Evaluate the cells `todo` of one (encoder, dataset) on its embeddings and write a record for each."""
+    label, encoder = planned.label, planned.encoder
+    seeds = run_seeds(config)
     encoder_record = _encoder_record(label, encoder, embeddings, planned.baseline)
     dataset_record = {"name": dataset.name, "fingerprint": {s: e.meta["dataset_fingerprint"] for s, e in
                                                             embeddings.items()},

@@ -13,6 +13,7 @@ size and sha256 (and its own checksum), so a truncated or edited entry is detect
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -130,7 +131,16 @@ class EmbeddingStore:
 
     def finish(self, key: str, features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
                meta: dict[str, Any]) -> Embeddings:
-        """Write a complete entry next to its final place, then rename it into place atomically."""
+        """Write a complete entry from in-memory arrays (see `finish_chunks`)."""
+        return self.finish_chunks(key, features.shape, [features], labels, ids, meta, dtype=features.dtype)
+
+    def finish_chunks(self, key: str, shape: tuple[int, int], chunks: Iterable[np.ndarray], labels: np.ndarray,
+                      ids: np.ndarray, meta: dict[str, Any], dtype: Any = np.float32) -> Embeddings:
+        """Write a complete entry next to its final place, then rename it into place atomically.
+
+        The feature rows arrive as `chunks` (e.g. one extraction shard at a time) and are streamed into a
+        memory-mapped `.npy` of `shape`, so finishing a 1.28 M x 768 entry never holds all of it in memory. The
+        file is byte for byte what `np.save` of the concatenated rows writes."""
         entries = self.root / "entries"
         entries.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(entries)  # what a killed process was writing
@@ -138,14 +148,16 @@ class EmbeddingStore:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            files = {}
-            for name, array in (("features", features), ("labels", labels), ("ids", ids)):
-                path = tmp / f"{name}.npy"
-                with atomic_file(path) as handle:
+            _write_rows(tmp / "features.npy", shape, chunks, np.dtype(dtype))
+            for name, array in (("labels", labels), ("ids", ids)):
+                with atomic_file(tmp / f"{name}.npy") as handle:
                     np.save(handle, array, allow_pickle=False)
+            files = {}
+            for name in ARRAYS:
+                path = tmp / f"{name}.npy"
                 files[f"{name}.npy"] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
-            meta = {**meta, "key": key, "store_format": STORE_FORMAT, "n": int(features.shape[0]),
-                    "dim": int(features.shape[1]), "dtype": str(features.dtype), "files": files,
+            meta = {**meta, "key": key, "store_format": STORE_FORMAT, "n": int(shape[0]),
+                    "dim": int(shape[1]), "dtype": str(np.dtype(dtype)), "files": files,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             meta["meta_sha256"] = meta_checksum(meta)
             write_json_atomic(tmp / "meta.json", meta)
@@ -171,3 +183,42 @@ class EmbeddingStore:
             shutil.rmtree(trash, ignore_errors=True)
             os.rename(entry, trash)
             shutil.rmtree(trash, ignore_errors=True)
+
+
+def _write_rows(path: Path, shape: tuple[int, int], chunks: Iterable[np.ndarray], dtype: np.dtype) -> None:
+    """Stream rows into a new `.npy` file of `shape`, flushed to disk before the caller renames it."""
+    rows = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(int(n) for n in shape))
+    try:
+        _allocate(path)
+        filled = 0
+        for chunk in chunks:
+            if chunk.ndim != 2 or chunk.shape[1] != shape[1] or filled + len(chunk) > shape[0]:
+                raise ValueError(f"rows of shape {chunk.shape} do not fit rows {filled}.. of an array of {shape}")
+            rows[filled:filled + len(chunk)] = chunk
+            filled += len(chunk)
+        if filled != shape[0]:
+            raise ValueError(f"{filled} rows were given for an array of {shape[0]}")
+        rows.flush()
+    finally:
+        del rows
+    with open(path, "rb+") as handle:
+        try:
+            os.fsync(handle.fileno())
+        except OSError as error:  # the kernel names no file; writes_into needs one to say which directory is full
+            error.filename = str(path)
+            raise
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the disk blocks of a memory-mapped file before writing into it: on a full disk, a write into a
+    memory map kills the process (SIGBUS), while the allocation fails with ENOSPC, which is reported."""
+    if not hasattr(os, "posix_fallocate"):  # macOS: no such call
+        return
+    with open(path, "rb+") as handle:
+        try:
+            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot: write as before
+                return
+            error.filename = str(path)
+            raise

@@ -85,3 +85,24 @@ def test_run_extracts_each_split_once_and_a_rerun_runs_no_forward_pass(tmp_path,
     second = run(config, plugins)
     assert second.forward_passes == 0 and encoder.calls == 12
     assert second.records[0]["main_score"] == first.records[0]["main_score"]
+
+
+def test_entry_streamed_from_chunks_is_byte_for_byte_what_np_save_writes(tmp_path):
+    import hashlib
+    import io
+
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(50, 7)).astype(np.float32)
+    labels, ids = np.arange(50) % 3, np.array([f"item/{i}" for i in range(50)])
+    chunks = [features[:13], features[13:13], features[13:]]  # uneven, one empty, as shards with skipped items
+    entry = EmbeddingStore(tmp_path).finish_chunks("k" * 32, features.shape, iter(chunks), labels, ids, {})
+    expected = io.BytesIO()
+    np.save(expected, features)  # what finishing from one in-memory array wrote before streaming
+    written = (tmp_path / "entries" / ("k" * 32) / "features.npy").read_bytes()
+    assert written == expected.getvalue()
+    assert entry.meta["files"]["features.npy"]["sha256"] == hashlib.sha256(expected.getvalue()).hexdigest()
+    np.testing.assert_array_equal(entry.features, features)
+    np.testing.assert_array_equal(entry.ids, ids)
+    with pytest.raises(ValueError, match="49 rows were given for an array of 50"):
+        EmbeddingStore(tmp_path / "short").finish_chunks("s" * 32, (50, 7), [features[:49]], labels, ids, {})
+    assert not list((tmp_path / "short" / "entries").iterdir())  # nothing half-written is left behind

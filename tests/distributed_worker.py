@@ -1,0 +1,100 @@
+"""Run by tests/test_distributed.py as `torchrun --nproc_per_node=2 tests/distributed_worker.py OUT -- ARGS`.
+
+Two gloo ranks (one launch, as starting processes costs most of the time on a small CPU), in three acts:
+
+0. `harness run ARGS`, exactly what `torchrun -m harness run ARGS` runs (in the process group joined here first,
+   as a process cannot join a second one), then the same with `--resume`, which must find every cell done;
+1. the `test` split with an encoder that raises on rank 1 only: every rank must raise (none may hang), and each
+   writes what it raised to OUT/rank<N>-error.txt; then an encoder that gives NaN on rank 1 in its second shard:
+   every rank raises, and rank 0 removes the shards both ranks wrote (listed in OUT/nan-shards-left.txt);
+2. the `train` split with an encoder whose rank 1 process exits abruptly after writing its first shard: torchrun
+   then stops rank 0 too, and the shards already written stay in CACHE for a rerun.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from helpers import CountingPixels  # noqa: E402
+
+from harness import distributed  # noqa: E402
+from harness.extract import ExtractionOptions, extract, split_cache_key  # noqa: E402
+from harness.store import EmbeddingStore  # noqa: E402
+from plugins.synthetic import Synthetic  # noqa: E402
+
+#: 96 items per split in shards of 16: six shards, three per rank; batches of 8, two per shard.
+ITEMS, SHARD_SIZE, BATCH_SIZE = 96, 16, 8
+
+
+def synthetic() -> Synthetic:
+    data = Synthetic(classes=4, per_class=ITEMS // 4)
+    data.name = "synthetic"
+    return data
+
+
+def options() -> ExtractionOptions:
+    return ExtractionOptions(device="cpu", batch_size=BATCH_SIZE, shard_size=SHARD_SIZE, progress=False)
+
+
+class FailsOnRank1(CountingPixels):
+    def encode(self, batch):
+        if os.environ["RANK"] == "1":
+            raise ValueError("simulated encoder failure on rank 1")
+        return super().encode(batch)
+
+
+class NaNOnRank1(CountingPixels):
+    def fingerprint(self):
+        return {**super().fingerprint(), "emits": "nan"}  # a key of its own, apart from the other acts
+
+    def encode(self, batch):
+        out = super().encode(batch)
+        # The third batch starts rank 1's second shard: both ranks' first shards are on disk by then.
+        if os.environ["RANK"] == "1" and self.calls == 3:
+            out[0] = float("nan")
+        return out
+
+
+class DiesOnRank1(CountingPixels):
+    def encode(self, batch):
+        # The third batch starts rank 1's second shard: its first shard (two batches) is on disk by then.
+        if os.environ["RANK"] == "1" and self.calls == 2:
+            os._exit(17)
+        return super().encode(batch)
+
+
+def main() -> None:
+    from harness.cli import main as harness
+
+    out, harness_args = Path(sys.argv[1]), sys.argv[sys.argv.index("--") + 1:]
+    ranks, _ = distributed.join()
+    (out / f"rank{ranks.rank}-run-exit.txt").write_text(str(harness(["run", *harness_args])))
+    (out / f"rank{ranks.rank}-resume-exit.txt").write_text(str(harness(["run", *harness_args, "--resume"])))
+    store = EmbeddingStore(out / "cache")
+    try:
+        extract(FailsOnRank1(), synthetic(), "test", store, options())
+        outcome = "no error"
+    except Exception as error:  # noqa: BLE001 - the test reads what each rank raised
+        outcome = f"{type(error).__name__}: {error}"
+    (out / f"rank{ranks.rank}-error.txt").write_text(outcome)
+    nan = NaNOnRank1()
+    try:
+        extract(nan, synthetic(), "test", store, options())
+        outcome = "no error"
+    except Exception as error:  # noqa: BLE001 - the test reads what each rank raised
+        outcome = f"{type(error).__name__}: {error}"
+    (out / f"rank{ranks.rank}-nan-error.txt").write_text(f"{outcome}\n{nan.calls} batches")
+    if ranks.leader:
+        key = split_cache_key(nan, synthetic(), "test", synthetic().split("test"), options())[0]
+        left = sorted(p.name for p in store.partial_dir(key).glob("shard-*"))
+        (out / "nan-shards-left.txt").write_text(" ".join(left))
+    ranks.barrier("checking what the NaN extraction left")
+    extract(DiesOnRank1(), synthetic(), "train", store, options())
+
+
+if __name__ == "__main__":
+    main()

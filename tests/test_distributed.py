@@ -1,0 +1,121 @@
+"""Extraction under torchrun: two CPU ranks (gloo) share every extraction and merge to exactly what one process
+extracts; rank 0 alone evaluates and writes records; an error on one rank stops every rank; a rank that dies
+leaves shards that a rerun (of any world size, here one process) reuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from harness.extract import ExtractionOptions, extract
+from harness.plugins import Plugins
+from harness.store import EmbeddingStore
+from helpers import CountingPixels
+
+ROOT = Path(__file__).resolve().parent.parent
+ENCODER = "random:test_vit"  # a real ViT at its native resolution, tiny enough for a CPU
+SHARD_SIZE, BATCH_SIZE, ITEMS = 16, 8, 96  # synthetic has 96 items per split: six shards, three per rank
+
+
+def torchrun(args: list[str], log_dir: Path) -> subprocess.Popen:
+    """Two local ranks; --standalone picks a free port itself; each rank's output goes to its own files."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "HF_HUB_OFFLINE": "1", "HARNESS_DIST_TIMEOUT_S": "120"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "--log-dir", str(log_dir), "--redirects", "3", *args]
+    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def rank_output(log_dir: Path, rank: int, stream: str) -> str:
+    return next(log_dir.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text()
+
+
+def single_process(encoder, split: str, store: EmbeddingStore, **options):
+    import torch
+
+    from plugins.synthetic import Synthetic
+
+    data = Synthetic(classes=4, per_class=ITEMS // 4)
+    data.name = "synthetic"
+    # One thread, as torchrun gives each rank: the same kernels, and no oversubscribed cores on a busy CI machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return extract(encoder, data, split, store, ExtractionOptions(device="cpu", batch_size=BATCH_SIZE,
+                                                                      progress=False, **options))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_two_ranks_merge_to_the_single_process_embeddings(tmp_path):
+    cache, results, logs, out = tmp_path / "cache", tmp_path / "results", tmp_path / "logs", tmp_path / "worker"
+    out.mkdir()
+    # One launch (starting the processes is most of the cost here): `harness run`, then the failure scenarios.
+    launch = torchrun([str(ROOT / "tests" / "distributed_worker.py"), str(out), "--", "-e", ENCODER, "-d",
+                       "synthetic", "--eval", "knn", "--cache-dir", str(cache), "--results-dir", str(results),
+                       "--device", "cpu", "--batch-size", str(BATCH_SIZE), "--shard-size", str(SHARD_SIZE),
+                       "--no-progress"], logs)
+    output, _ = launch.communicate(timeout=300)
+    assert (out / "rank0-run-exit.txt").read_text() == "0", output + rank_output(logs, 0, "stderr")
+    assert (out / "rank1-run-exit.txt").read_text() == "0", output + rank_output(logs, 1, "stderr")
+    # The same command with --resume: rank 0 finds the cell done and tells every rank, so no rank extracts.
+    assert (out / "rank0-resume-exit.txt").read_text() == "0", output + rank_output(logs, 0, "stderr")
+    assert (out / "rank1-resume-exit.txt").read_text() == "0", output + rank_output(logs, 1, "stderr")
+    resumed = rank_output(logs, 0, "stderr").split("1 cell(s) skipped: already done")
+    assert len(resumed) == 2 and "forward passes" not in resumed[1] and "came from the cache" not in resumed[1]
+    plugins = Plugins(entry_points=False)
+    for split in ("train", "test"):
+        reference, report = single_process(plugins.encoder(ENCODER), split, EmbeddingStore(tmp_path / "reference"))
+        assert report.items_encoded == ITEMS
+        merged = EmbeddingStore(cache).load(report.key)  # same key: the ranks fingerprinted exactly the same thing
+        assert merged is not None
+        np.testing.assert_array_equal(merged.ids, reference.ids)  # same items, same order
+        assert len(set(merged.ids.tolist())) == ITEMS  # every item exactly once, no padding duplicates
+        np.testing.assert_array_equal(merged.labels, reference.labels)
+        np.testing.assert_allclose(merged.features, reference.features, rtol=1e-5, atol=1e-5)
+        # Shard i was written by rank i % 2, and by that rank only.
+        assert merged.meta["ranks"] == {"world_size": 2, "shards_written_by_rank": {"0": [0, 2, 4], "1": [1, 3, 5]}}
+        assert merged.meta["items_encoded_this_run"] == ITEMS
+
+    # One record, written by rank 0, which alone prints the leaderboard; rank 1 prints a one-line note.
+    records = list(results.rglob("seed-*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["evaluator"]["name"] == "knn"
+    assert "random:test_vit" in rank_output(logs, 0, "stdout")
+    assert rank_output(logs, 1, "stdout") == ""
+    assert rank_output(logs, 1, "stderr").startswith("rank 1 of 2: extraction shared and done; rank 0 evaluates")
+
+    # An encoder failing on rank 1 stops both ranks, each saying why; no rank hangs.
+    assert (out / "rank1-error.txt").read_text() == "ValueError: simulated encoder failure on rank 1"
+    rank0 = (out / "rank0-error.txt").read_text()
+    assert rank0.startswith("HarnessError: extracting counting-pixels on synthetic/test failed on rank 1: "
+                            "ValueError: simulated encoder failure on rank 1"), rank0
+
+    # An encoder giving NaN on rank 1 in its second shard (item 48): every rank raises, and rank 0 then removes
+    # every shard of that extraction, its own two included, once rank 1 has stopped writing.
+    rank1 = (out / "rank1-nan-error.txt").read_text()
+    assert rank1.startswith("NonFiniteEmbeddingError: encoder 'counting-pixels' produced NaN or inf for item "
+                            "'test/48' of synthetic/test"), rank1
+    rank0 = (out / "rank0-nan-error.txt").read_text()
+    assert rank0.startswith("HarnessError: extracting counting-pixels on synthetic/test failed on rank 1: "
+                            "NonFiniteEmbeddingError"), rank0
+    assert rank0.endswith("\n4 batches")  # rank 0 had written shards 0 and 2 (two batches each)
+    assert (out / "nan-shards-left.txt").read_text() == ""
+
+    # Rank 1 died after its first shard: rank 0 names it, torchrun stops the run, the finished shards stay.
+    assert launch.returncode != 0, output
+    assert "Ranks 1 failed to pass monitoredBarrier" in rank_output(logs, 0, "stderr")
+    reference, report = single_process(CountingPixels(), "train", EmbeddingStore(tmp_path / "reference"),
+                                       shard_size=SHARD_SIZE)
+    shards = sorted(p.name for p in (out / "cache" / "partial" / report.key).glob("shard-*.npz"))
+    assert {"shard-00000.npz", "shard-00001.npz"} <= set(shards) and len(shards) < ITEMS // SHARD_SIZE, shards
+    encoder = CountingPixels()  # the rerun: one process, reusing what two ranks wrote
+    resumed, report = single_process(encoder, "train", EmbeddingStore(out / "cache"), shard_size=SHARD_SIZE)
+    assert report.items_resumed == SHARD_SIZE * len(shards)
+    assert encoder.items == report.items_encoded == ITEMS - SHARD_SIZE * len(shards)
+    np.testing.assert_array_equal(resumed.ids, reference.ids)
+    np.testing.assert_array_equal(resumed.features, reference.features)
