@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clustering: reduction before clustering (default umap; another choice is another column)")
     run.add_argument("--n-components", type=int, default=None,
                      help="clustering: components of the reduction (default 50)")
+    run.add_argument("--storage-dtype", choices=("float32", "float16"), default="float32",
+                     help="how features are cached (float16: half the disk; evaluators compute in float32; "
+                          "another cache key and another leaderboard row)")
+    run.add_argument("--memory-budget-mb", type=float, default=None,
+                     help="memory the evaluators may use for their blocks (default: from the device); sets kNN's "
+                          "blocks, whether the linear probe streams, and which O(N^2) clusterers may run")
+    run.add_argument("--cluster-subsample", type=int, default=None, metavar="N",
+                     help="clustering: a seeded random N of the test items when there are more (another column)")
     run.add_argument("--format", choices=FORMATS, default="plain", help="format of the printed leaderboard")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -101,14 +109,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     encoder_options = {"init_seed": args.seed} if args.seed else {}
     if args.pooling:
         encoder_options["pooling"] = args.pooling
-    clustering = {k: v for k, v in (("reduce", args.reduce), ("n_components", args.n_components)) if v is not None}
+    clustering = {k: v for k, v in (("reduce", args.reduce), ("n_components", args.n_components),
+                                    ("subsample", args.cluster_subsample)) if v is not None}
+    evaluator_options: dict = {"clustering": clustering} if clustering else {}
+    if args.memory_budget_mb is not None:  # an execution setting of the built-in evaluators, not an option
+        for name in ("knn", "linear", "clustering"):
+            evaluator_options.setdefault(name, {})["memory_budget_mb"] = args.memory_budget_mb
     config = RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
                        evaluators=evaluators, results_dir=args.results_dir, cache_dir=args.cache_dir,
                        device=args.device, batch_size=args.batch_size, workers=args.workers, seed=args.seed,
                        skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
                        encoder_options=encoder_options, progress=not args.no_progress,
                        dataset_options={"data_root": args.data_root} if args.data_root else {},
-                       evaluator_options={"clustering": clustering} if clustering else {})
+                       evaluator_options=evaluator_options, storage_dtype=args.storage_dtype)
     report = run(config, plugins)
     hits = sum(r.cache_hit for r in report.extractions)
     if report.extractions and report.forward_passes == 0:

@@ -28,6 +28,9 @@ from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 1024
+#: How features may be stored in the cache: float16 halves the disk and page-cache size (evaluators compute in
+#: float32 either way); the choice is part of the cache key.
+STORAGE_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -38,6 +41,7 @@ class ExtractionOptions:
     skip_bad_images: bool = False
     shard_size: int = DEFAULT_SHARD_SIZE
     progress: bool = True
+    storage_dtype: str = "float32"
 
 
 @dataclass
@@ -181,6 +185,16 @@ def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) 
             yield list(range(begin, min(begin + batch_size, stop)))
 
 
+def _narrowed(features: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    """`features` rounded to `dtype` for storage; an error where a value does not fit (float16 ends at 65504)."""
+    narrowed = features.astype(dtype)
+    if not np.isfinite(narrowed).all():
+        largest = float(np.abs(features).max())
+        raise HarnessError(f"{what}: features up to {largest:.4g} do not fit {dtype} storage "
+                           f"(largest {float(np.finfo(dtype).max):.4g}); use --storage-dtype float32")
+    return narrowed
+
+
 def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
             options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
     """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached."""
@@ -190,6 +204,10 @@ def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: Embeddin
     # Computed once: the dataset's may hash every file, the encoder's its weights.
     fingerprints = {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
                     "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split, options.skip_bad_images)}
+    if options.storage_dtype not in STORAGE_DTYPES:
+        raise HarnessError(f"storage dtype {options.storage_dtype!r}: use one of {', '.join(STORAGE_DTYPES)}")
+    if options.storage_dtype != "float32":  # only when asked, so that float32 entries keep their keys
+        fingerprints["encoder_fingerprint"]["storage_dtype"] = options.storage_dtype
     key = cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"])
     cached = store.load(key)
     if cached is not None:
@@ -287,6 +305,8 @@ def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: 
     kept = [a for a in shards if len(a["indices"])]
     indices = np.concatenate([a["indices"] for a in kept])
     features = np.ascontiguousarray(np.concatenate([a["features"] for a in kept]), dtype=np.float32)
+    if options.storage_dtype != "float32":
+        features = _narrowed(features, options.storage_dtype, f"{encoder.name} on {dataset.name}/{split_name}")
     labels = np.concatenate([a["labels"] for a in kept])
     ids = np.array([split.item_id(int(i)) for i in indices], dtype=str)
     report.skipped = [{"id": split.item_id(int(i)), "reason": str(r)}

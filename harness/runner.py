@@ -49,6 +49,7 @@ class RunConfig:
     evaluator_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # evaluator name -> options
     progress: bool = True
     command: str | None = None
+    storage_dtype: str = "float32"  # how features are cached: float16 halves the cache (another row, another key)
 
 
 @dataclass
@@ -121,7 +122,8 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
                                    for name in config.evaluators]
     store = EmbeddingStore(config.cache_dir)
     extraction_options = ExtractionOptions(device=device, batch_size=config.batch_size, workers=config.workers,
-                                           skip_bad_images=config.skip_bad_images, progress=config.progress)
+                                           skip_bad_images=config.skip_bad_images, progress=config.progress,
+                                           storage_dtype=config.storage_dtype)
     if config.shard_size:
         extraction_options.shard_size = config.shard_size
     report = RunReport()
@@ -141,6 +143,8 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
                 usable.append(evaluator)
         needed = [s for s in ("train", "val", "test") if any(s in e.needs for e in usable)]
         for label, encoder in encoders:
+            if config.storage_dtype != "float32":  # features rounded for storage are another measurement: a row
+                label = f"{label}[storage={config.storage_dtype}]"
             _run_pair(label, encoder, dataset, info, needed, usable, store, extraction_options, config, command,
                       report)
     return report
