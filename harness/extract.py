@@ -187,7 +187,8 @@ def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) 
 
 def _narrowed(features: np.ndarray, dtype: str, what: str) -> np.ndarray:
     """`features` rounded to `dtype` for storage; an error where a value does not fit (float16 ends at 65504)."""
-    narrowed = features.astype(dtype)
+    with np.errstate(over="ignore"):  # an overflow becomes inf, which is reported below
+        narrowed = features.astype(dtype)
     if not np.isfinite(narrowed).all():
         largest = float(np.abs(features).max())
         raise HarnessError(f"{what}: features up to {largest:.4g} do not fit {dtype} storage "

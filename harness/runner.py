@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.errors import HarnessError
-from harness.extract import ExtractionOptions, ExtractionReport, extract, precision_for, resolve_device
+from harness.extract import (STORAGE_DTYPES, ExtractionOptions, ExtractionReport, extract, precision_for,
+                             resolve_device)
 from harness.plugins import Plugins, get_plugins
 from harness.records import SCHEMA_VERSION, cell_key, library_versions, load_record, write_record
 from harness.store import EmbeddingStore
@@ -121,6 +122,8 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
     evaluators: list[Evaluator] = [plugins.evaluator(name, **config.evaluator_options.get(name, {}))
                                    for name in config.evaluators]
     store = EmbeddingStore(config.cache_dir)
+    if config.storage_dtype not in STORAGE_DTYPES:  # before any work, not once per cell
+        raise HarnessError(f"storage dtype {config.storage_dtype!r}: use one of {', '.join(STORAGE_DTYPES)}")
     extraction_options = ExtractionOptions(device=device, batch_size=config.batch_size, workers=config.workers,
                                            skip_bad_images=config.skip_bad_images, progress=config.progress,
                                            storage_dtype=config.storage_dtype)
