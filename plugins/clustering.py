@@ -30,6 +30,12 @@ is as large as real differences between encoders):
   Spectral and affinity propagation run only where N <= `max_n_quadratic` (option, 5,000 by default):
   affinity propagation keeps three dense N x N float64 matrices (600 MB at 5,000, 60 GB at 50,000) and spectral
   clustering's eigensolver also grows faster than N. Above the limit they are skipped and say why.
+- memory: before a quadratic method runs, its memory is estimated (`QUADRATIC_BYTES_PER_PAIR`) and compared with
+  the memory budget (`memory_budget_mb`, an execution setting; default from the device, `harness.memory`).
+  Spectral or affinity propagation over it is skipped with the memory it needs (the record keeps the others).
+  Ward over it raises HarnessError before the UMAP: it is the main score. Option `subsample` (None by default:
+  never silently) clusters a random `subsample` of the test items, drawn with the run's seed, the same for
+  every clustering seed; the record says `subsampled`, and predictions cover those items only.
 - unlabelled test data (every label -1): `hdbscan`, and `ward` cut at the distance threshold that maximises the
   silhouette in the reduced space (Lowe et al.'s rule). The candidate thresholds are the gaps between merge
   heights of the ward tree that leave 2 .. min(1000, N/5) clusters: about 40 log-spaced cluster counts, then
@@ -60,6 +66,7 @@ Metric keys (`EvaluationResult.metrics`), with "<c>.<m>" meaning clusterer c, me
     skipped           {"<c>": why the clusterer did not run}
     ward_threshold    (unlabelled only) {"<seed>": {"threshold", "n_clusters", "candidates", "k_max"}}
     silhouette_items  how many items the silhouettes were computed on (N, or the 10,000 of the sample)
+    subsampled        (option subsample only) {"n_items", "of", "seed"}
     reduction         the reduction's parameters as used (the first seed's; seeds are in `seeds`), with the
                       features' content hash
     config            every constant of the protocol, and library versions

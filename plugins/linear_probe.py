@@ -35,6 +35,11 @@ float32 by default (``dtype="float64"`` on request), and three choices make it f
   objective value are unchanged; only the conditioning improves (CNN features are all positive, with a large
   common mean that couples W and b). Coefficients handed out are mapped back to raw-feature coordinates.
 
+Features larger than the memory budget (`memory_budget_mb`, an execution setting, default from the device) are
+not copied to the device: `StreamedFeatures` reads them from the memory map in chunks for every objective and
+gradient, which are sums over rows, so the objective, the solver and the solution are the same (the sums are
+accumulated chunk by chunk); `streaming=True/False` forces either way.
+
 For two classes the model is still the two-output softmax, not scikit-learn's one-vector binomial model; the two
 are the same classifier with the binomial C doubled (the penalty splits ``w`` as ``w/2, -w/2``).
 """
