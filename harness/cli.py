@@ -5,9 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.plugins import Plugins
+    from harness.runner import RunConfig
 
 log = logging.getLogger("harness")
 
@@ -28,18 +32,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="extract embeddings (once, cached) and evaluate them; print the leaderboard")
+    run.add_argument("--suite", metavar="FILE.toml", default=None,
+                     help="run the encoders x datasets x evaluators x seeds a suite file lists (examples/suites/); "
+                          "flags for places and devices override the file")
+    run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
+                     help="keep cells whose record already exists with the same protocol and cache keys "
+                          "(default: on with --suite, off otherwise)")
     run.add_argument("--encoder", "-e", action="append", metavar="E",
                      help=f"encoder name, repeatable (default: {', '.join(DEFAULT_ENCODERS)})")
     run.add_argument("--dataset", "-d", action="append", metavar="D",
                      help=f"dataset name, repeatable (default: {', '.join(DEFAULT_DATASETS)})")
     run.add_argument("--eval", dest="evaluators", action="append", metavar="EV[,EV...]",
                      help="evaluators (default: every built-in evaluator)")
-    run.add_argument("--results-dir", default="results", help="where records go (default: ./results)")
-    run.add_argument("--cache-dir", default=".harness-cache", help="embedding cache (default: ./.harness-cache)")
-    run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N]")
-    run.add_argument("--batch-size", type=int, default=64)
+    # None defaults: a flag given beside --suite overrides the file, one left out does not
+    run.add_argument("--results-dir", default=None, help="where records go (default: ./results)")
+    run.add_argument("--cache-dir", default=None, help="embedding cache (default: ./.harness-cache)")
+    run.add_argument("--device", default=None, help="auto (CUDA when present, the default), cpu or cuda[:N]")
+    run.add_argument("--batch-size", type=int, default=None, help="(default 64)")
     run.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: chosen for the machine)")
-    run.add_argument("--seed", type=int, default=0, help="seed of every stochastic step (and of random: encoders)")
+    run.add_argument("--seed", type=int, default=None,
+                     help="seed of every stochastic step (and of random: encoders) (default 0)")
     run.add_argument("--pooling", choices=("default", "cls", "mean"), default=None,
                      help="feature pooling of timm encoders (default: the model's own)")
     run.add_argument("--data-root", default=None,
@@ -52,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clustering: reduction before clustering (default umap; another choice is another column)")
     run.add_argument("--n-components", type=int, default=None,
                      help="clustering: components of the reduction (default 50)")
-    run.add_argument("--storage-dtype", choices=("float32", "float16"), default="float32",
+    run.add_argument("--storage-dtype", choices=("float32", "float16"), default=None,
                      help="how features are cached (float16: half the disk; evaluators compute in float32; "
                           "another cache key and another leaderboard row)")
     run.add_argument("--memory-budget-mb", type=float, default=None,
@@ -67,8 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", default="results")
     board.add_argument("--format", choices=FORMATS, default="plain")
     board.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
+    board.add_argument("--sort", default="rank", metavar="COLUMN",
+                       help="order rows by a column: rank (default), encoder, mean or a column header such as "
+                            "'cifar10-mini knn' (scores best first, missing cells last)")
     board.add_argument("--label-free", action="store_true",
                        help="rank encoders per dataset by UMAP silhouette (no labels) beside their AMI ranking")
+
+    publish = sub.add_parser("publish", help="write a static site (index.html + plots) from result records")
+    publish.add_argument("--results-dir", default="results")
+    publish.add_argument("--out", default="site", help="directory of the site (default: ./site)")
+    publish.add_argument("--title", default="Encoder leaderboard", help="title of the page")
 
     plugins = sub.add_parser("plugins", help="list plugins, where they came from and what they registered")
     plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed to load or register")
@@ -96,35 +116,77 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from harness.plugins import get_plugins
-    from harness.records import load_records
-    from harness.runner import DEFAULT_DATASETS, DEFAULT_ENCODERS, RunConfig, run
-    from leaderboard import build_leaderboard, render
+#: `harness run` flags that choose *what* is measured: with --suite, the file says that.
+SUITE_CONFLICTS = (("encoder", "--encoder"), ("dataset", "--dataset"), ("evaluators", "--eval"), ("seed", "--seed"),
+                   ("pooling", "--pooling"), ("reduce", "--reduce"), ("n_components", "--n-components"),
+                   ("cluster_subsample", "--cluster-subsample"), ("storage_dtype", "--storage-dtype"))
 
-    plugins = get_plugins()
-    _warn_problems(plugins)
-    evaluators = _csv_list(args.evaluators) or [e.name for e in plugins.evaluators
-                                                if plugins.infos[e.plugin].builtin]
-    encoder_options = {"init_seed": args.seed} if args.seed else {}
+
+def _with_memory_budget(evaluator_options: dict, memory_budget_mb: float | None) -> dict:
+    """`--memory-budget-mb` for the built-in evaluators: an execution setting (like the device), not an option."""
+    if memory_budget_mb is not None:
+        for name in ("knn", "linear", "clustering"):
+            evaluator_options.setdefault(name, {})["memory_budget_mb"] = memory_budget_mb
+    return evaluator_options
+
+
+def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
+    """The RunConfig of `harness run` arguments: from the suite file when there is one (with the flags for places
+    and devices overriding it), else from the flags alone."""
+    from harness.runner import DEFAULT_DATASETS, DEFAULT_ENCODERS, RunConfig
+
+    default_evaluators = [e.name for e in plugins.evaluators if plugins.infos[e.plugin].builtin]
+    if args.suite:
+        from harness.suite import load_suite
+
+        clashes = [flag for attribute, flag in SUITE_CONFLICTS if getattr(args, attribute) not in (None, [])]
+        if clashes:
+            raise HarnessError(f"{', '.join(clashes)} cannot be combined with --suite: the suite file says what is "
+                               f"measured (edit it, or run without --suite)")
+        config = load_suite(args.suite, plugins, default_evaluators).config
+        for attribute in ("results_dir", "cache_dir", "device", "batch_size", "workers", "shard_size", "resume"):
+            if getattr(args, attribute) is not None:
+                setattr(config, attribute, getattr(args, attribute))
+        if args.data_root:
+            config.dataset_options = {"data_root": args.data_root}
+        config.skip_bad_images = config.skip_bad_images or args.skip_bad_images
+        config.evaluator_options = _with_memory_budget(dict(config.evaluator_options), args.memory_budget_mb)
+        config.progress = not args.no_progress
+        return config
+    seed = args.seed or 0
+    encoder_options = {"init_seed": seed} if seed else {}
     if args.pooling:
         encoder_options["pooling"] = args.pooling
     clustering = {k: v for k, v in (("reduce", args.reduce), ("n_components", args.n_components),
                                     ("subsample", args.cluster_subsample)) if v is not None}
-    evaluator_options: dict = {"clustering": clustering} if clustering else {}
-    if args.memory_budget_mb is not None:  # an execution setting of the built-in evaluators, not an option
-        for name in ("knn", "linear", "clustering"):
-            evaluator_options.setdefault(name, {})["memory_budget_mb"] = args.memory_budget_mb
-    config = RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
-                       evaluators=evaluators, results_dir=args.results_dir, cache_dir=args.cache_dir,
-                       device=args.device, batch_size=args.batch_size, workers=args.workers, seed=args.seed,
-                       skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
-                       encoder_options=encoder_options, progress=not args.no_progress,
-                       dataset_options={"data_root": args.data_root} if args.data_root else {},
-                       evaluator_options=evaluator_options, storage_dtype=args.storage_dtype)
+    evaluator_options = _with_memory_budget({"clustering": clustering} if clustering else {}, args.memory_budget_mb)
+    return RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
+                     evaluators=_csv_list(args.evaluators) or default_evaluators,
+                     results_dir=args.results_dir or "results", cache_dir=args.cache_dir or ".harness-cache",
+                     device=args.device or "auto", batch_size=args.batch_size or 64, workers=args.workers,
+                     seed=seed, skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
+                     encoder_options=encoder_options, progress=not args.no_progress, resume=bool(args.resume),
+                     dataset_options={"data_root": args.data_root} if args.data_root else {},
+                     evaluator_options=evaluator_options, storage_dtype=args.storage_dtype or "float32")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.plugins import get_plugins
+    from harness.records import load_records
+    from harness.runner import run
+    from leaderboard import build_leaderboard, render
+
+    plugins = get_plugins()
+    _warn_problems(plugins)
+    config = run_config(args, plugins)
     report = run(config, plugins)
+    if report.already_done:
+        print(f"{len(report.already_done)} cell(s) skipped: already done (same protocol, options, seed and cache "
+              f"keys in {config.results_dir})", file=sys.stderr)
     hits = sum(r.cache_hit for r in report.extractions)
-    if report.extractions and report.forward_passes == 0:
+    if not report.extractions:
+        pass  # nothing needed embeddings: every cell was already done
+    elif report.forward_passes == 0:
         print(f"all {hits} embedding sets came from the cache: no forward pass was run", file=sys.stderr)
     else:
         print(f"extracted {report.items_encoded} items in {report.forward_passes} forward passes; "
@@ -132,8 +194,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     skipped_items = sum(len(r.skipped) for r in report.extractions)
     if skipped_items:
         print(f"{skipped_items} unreadable item(s) were skipped (listed in the records)", file=sys.stderr)
-    ran = {(r["encoder"]["name"], r["dataset"]["name"]) for r in report.records}
-    records = [r for r in load_records(args.results_dir)
+    ran = {(r["encoder"]["name"], r["dataset"]["name"]) for r in report.records + report.already_done}
+    records = [r for r in load_records(config.results_dir)
                if (r["encoder"]["name"], r["dataset"]["name"]) in ran] if ran else []
     if records:
         print(render(build_leaderboard(records), args.format))
@@ -144,21 +206,32 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.records import load_records
-    from leaderboard import build_leaderboard, render
+    from leaderboard import build_leaderboard, render, sort_board
 
     if args.label_free:
         from leaderboard.label_free import render_label_free
 
         print(render_label_free(load_records(args.results_dir), args.format))
         return 0
-    board = build_leaderboard(load_records(args.results_dir), metric=args.metric)
+    board = sort_board(build_leaderboard(load_records(args.results_dir), metric=args.metric), args.sort)
     print(render(board, args.format))
     for note in board.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    from harness.records import load_records
+    from leaderboard.site import publish
+
+    page = publish(load_records(args.results_dir), args.out, results_dir=args.results_dir, title=args.title)
+    print(f"wrote {page} (open it in a browser; it needs no server)")
+    return 0
+
+
 def _warn_problems(plugins: object) -> None:
+    for message in plugins.warnings:  # type: ignore[attr-defined]
+        print(f"warning: {message}", file=sys.stderr)
     for problem in plugins.problems:  # type: ignore[attr-defined]
         print(f"warning: {problem}", file=sys.stderr)
 
@@ -167,6 +240,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from harness.plugins import get_plugins
 
     plugins = get_plugins()
+    for message in plugins.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     for info in plugins.infos.values():
         kind = "built-in" if info.builtin else "entry point"
         print(f"{info.name}  ({info.distribution} {info.version}, {kind})")
@@ -176,6 +251,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         print(f"PROBLEM: {problem}")
         if args.verbose and problem.traceback:
             print(problem.traceback)
+    if args.check:
+        # The summary goes to stderr so that stdout stays the listing; `harness -v plugins` adds tracebacks.
+        print(f"{len(plugins.infos)} plugin(s) loaded, {len(plugins.problems)} problem(s)"
+              + ("" if not plugins.problems or args.verbose else "; `harness -v plugins --check` shows tracebacks"),
+              file=sys.stderr)
     return 1 if (args.check and plugins.problems) else 0
 
 
@@ -194,6 +274,7 @@ def _list(kind: str) -> int:
 COMMANDS = {
     "run": cmd_run,
     "leaderboard": cmd_leaderboard,
+    "publish": cmd_publish,
     "plugins": cmd_plugins,
     "encoders": lambda args: _list("encoders"),
     "datasets": lambda args: _list("datasets"),

@@ -13,7 +13,7 @@ import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
-from harness.files import atomic_file, write_json_atomic
+from harness.files import atomic_file, remove_stale_temps, write_json_atomic, writes_into
 from harness.store import EmbeddingStore, cache_key
 from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
 
@@ -139,6 +139,7 @@ class ShardedExtraction:
             if not same_plan:  # shards of another layout cannot be reused
                 shutil.rmtree(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(directory)  # a shard a killed process was writing
         if not plan_path.exists():
             write_json_atomic(plan_path, plan)
 
@@ -158,7 +159,8 @@ class ShardedExtraction:
         if not path.exists():
             return None
         try:
-            with np.load(path, allow_pickle=False) as data:
+            # Opened here, not by np.load: numpy leaks its own handle when the zip inside is torn.
+            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in ("features", "labels", "indices", "skipped", "skip_reasons")}
         except Exception:  # noqa: BLE001 - a torn shard is redone, whatever numpy says about it
             path.unlink(missing_ok=True)
@@ -196,30 +198,53 @@ def _narrowed(features: np.ndarray, dtype: str, what: str) -> np.ndarray:
     return narrowed
 
 
-def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
-            options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
-    """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached."""
-    from filelock import FileLock
-
-    split = dataset.split(split_name)
-    # Computed once: the dataset's may hash every file, the encoder's its weights.
+def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
+                    options: ExtractionOptions) -> tuple[str, dict[str, Any]]:
+    """The store key of one (encoder, dataset, split) and the fingerprints it hashes, without loading the model or
+    running it: what `extract` looks up, and what a resumed run compares with the keys in existing records."""
+    # Computed once per extraction: the dataset's may hash every file, the encoder's its weights.
     fingerprints = {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
                     "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split, options.skip_bad_images)}
     if options.storage_dtype not in STORAGE_DTYPES:
         raise HarnessError(f"storage dtype {options.storage_dtype!r}: use one of {', '.join(STORAGE_DTYPES)}")
     if options.storage_dtype != "float32":  # only when asked, so that float32 entries keep their keys
         fingerprints["encoder_fingerprint"]["storage_dtype"] = options.storage_dtype
-    key = cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"])
-    cached = store.load(key)
-    if cached is not None:
-        return cached, ExtractionReport(key, cache_hit=True)
-    store.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
-    # One process extracts a key at a time; another one waiting here then finds the finished entry.
-    with FileLock(str(store.lock_path(key))):
+    return cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"]), fingerprints
+
+
+def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
+            options: ExtractionOptions) -> tuple[Embeddings, ExtractionReport]:
+    """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached."""
+    split = dataset.split(split_name)
+    key, fingerprints = split_cache_key(encoder, dataset, split_name, split, options)
+    # A full disk or a refused write anywhere in the cache is one clear error, not a numpy traceback.
+    with writes_into(store.root, "embedding cache", "--cache-dir"):
         cached = store.load(key)
         if cached is not None:
             return cached, ExtractionReport(key, cache_hit=True)
-        return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options)
+        with _key_lock(store, key, f"{encoder.name} on {dataset.name}/{split_name}"):
+            # One process extracts a key at a time; another one waiting for the lock then finds the entry.
+            cached = store.load(key)
+            if cached is not None:
+                return cached, ExtractionReport(key, cache_hit=True)
+            return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options)
+
+
+@contextmanager
+def _key_lock(store: EmbeddingStore, key: str, what: str) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    store.lock_path(key).parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(store.lock_path(key)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another process is extracting %s into this cache; waiting for it to finish", what)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit, key: str,
@@ -278,6 +303,8 @@ def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: 
                     finite = torch.isfinite(output).all(dim=1)
                     if not bool(finite.all()):
                         first = indices[int((~finite).nonzero()[0, 0])]
+                        # Shards already written came from the same broken encoder: keep none of them.
+                        shutil.rmtree(extraction.directory, ignore_errors=True)
                         raise NonFiniteEmbeddingError(
                             f"encoder {encoder.name!r} produced NaN or inf for item {split.item_id(first)!r} of "
                             f"{dataset.name}/{split_name}; nothing of this extraction was cached")

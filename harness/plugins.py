@@ -8,6 +8,7 @@ one is also what tells us which plugin registered which name.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import os
@@ -100,6 +101,8 @@ class Plugins:
         self.evaluators: Registry[Any] = Registry("evaluator")
         self.infos: dict[str, PluginInfo] = {}
         self.problems: list[PluginProblem] = []
+        #: Things that are not a plugin's fault but may surprise, e.g. a name in an env variable that matches nothing.
+        self.warnings: list[str] = []
         self._registered_names: set[str] = set()
         self._load(builtins, entry_points, extra)
 
@@ -110,13 +113,19 @@ class Plugins:
         blocked = _names_from_env(BLOCK_PLUGINS_ENV) or set()
         only = _names_from_env(LOAD_PLUGINS_ENV)
         version = _own_version()
+        builtins, extra = tuple(builtins), tuple(extra)
+        entry_points_found = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)) if entry_points else []
+        if entry_points:  # without entry points we cannot tell a misspelling from a plugin left out on purpose
+            known = {*builtins, *(name for name, _ in extra), *(ep.name for ep in entry_points_found),
+                     *(ep.dist.name for ep in entry_points_found if ep.dist is not None)}
+            self._warn_unknown_env_names(known, only, blocked)
         for module_path in builtins:
             if module_path in blocked:
                 continue
             info = PluginInfo(module_path, DISTRIBUTION, version, builtin=True)
             self._guarded_register(info, lambda path=module_path: importlib.import_module(path))
         if entry_points:
-            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            for ep in entry_points_found:
                 dist = ep.dist.name if ep.dist is not None else "unknown"
                 dist_version = ep.dist.version if ep.dist is not None else "unknown"
                 if {ep.name, dist} & blocked:
@@ -130,6 +139,15 @@ class Plugins:
             self._guarded_register(info, lambda plugin=plugin: plugin)
         self._validate()
         self._call_register_hooks()
+
+    def _warn_unknown_env_names(self, known: set[str], only: set[str] | None, blocked: set[str]) -> None:
+        """A misspelled name in HARNESS_LOAD_PLUGINS / HARNESS_BLOCK_PLUGINS would otherwise be silently ignored."""
+        for variable, names in ((LOAD_PLUGINS_ENV, only or set()), (BLOCK_PLUGINS_ENV, blocked)):
+            for name in sorted(names - known):
+                close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+                hint = f" Did you mean: {', '.join(close)}?" if close else ""
+                self.warnings.append(f"{variable} names {name!r}, which is not an installed plugin (entry-point, "
+                                     f"distribution or built-in module name); it has no effect.{hint}")
 
     def _guarded_register(self, info: PluginInfo, load: Callable[[], object]) -> None:
         if info.name in self._registered_names:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.files import atomic_file, write_json_atomic
+from harness.files import AtomicWrites, remove_stale_temps, writes_into
 from harness.store import canonical_json
 
 SCHEMA_VERSION = 1
@@ -102,31 +102,35 @@ def to_json_safe(value: Any) -> Any:
     return value
 
 
-def _save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_file(path) as handle:
-        np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
-
-
 def write_record(results_dir: str | os.PathLike, record: dict[str, Any],
                  predictions: dict[str, np.ndarray] | None = None,
                  artifacts: dict[str, np.ndarray] | None = None) -> Path:
-    """Validate and write one record (predictions and artifacts first, the record last, all atomically)."""
+    """Validate and write one record: predictions and artifacts first, the record last, all renamed into place
+    only once every file is on disk (so a full disk or a kill leaves an existing record and its arrays as they
+    were). A full or read-only results directory is a HarnessError naming it."""
     results_dir = Path(results_dir)
     record = to_json_safe(record)
     path = record_path(results_dir, record)
-    path.parent.mkdir(parents=True, exist_ok=True)
     stem = path.name[: -len(".json")]
     record["predictions_file"] = None
     record["artifacts"] = {}
+    arrays: dict[str, dict[str, np.ndarray]] = {}
     if predictions:
-        _save_npz_atomic(path.with_name(f"{stem}.predictions.npz"), predictions)
         record["predictions_file"] = f"{stem}.predictions.npz"
+        arrays[record["predictions_file"]] = predictions
     for name, array in (artifacts or {}).items():
-        file_name = f"{stem}.{safe_part(name)}.npz"
-        _save_npz_atomic(path.with_name(file_name), {name: array})
-        record["artifacts"][name] = file_name
+        record["artifacts"][name] = f"{stem}.{safe_part(name)}.npz"
+        arrays[record["artifacts"][name]] = {name: array}
     validate(record, source=f"record for {path}")
-    write_json_atomic(path, record)
+    with writes_into(results_dir, "results directory", "--results-dir"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)  # what a killed process was writing here
+        with AtomicWrites() as writes:
+            for file_name, content in arrays.items():
+                with writes.file(path.with_name(file_name)) as handle:
+                    np.savez_compressed(handle, **{k: np.asarray(v) for k, v in content.items()})
+            with writes.file(path, "w") as handle:
+                handle.write(json.dumps(record, indent=2, allow_nan=False, default=str))
     return path
 
 

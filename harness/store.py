@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.files import atomic_file, sha256_file, write_json_atomic
+from harness.files import atomic_file, remove_stale_temps, sha256_file, temp_path, write_json_atomic
 from harness.types import Embeddings
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,10 @@ class EmbeddingStore:
         if arrays["features"].shape != (meta["n"], meta["dim"]):
             raise DamagedEntry(key, f"features have shape {arrays['features'].shape}, meta says "
                                     f"({meta['n']}, {meta['dim']})")
-        os.utime(entry / "meta.json")  # last use, for `harness cache` housekeeping
+        try:
+            os.utime(entry / "meta.json")  # last use, for `harness cache` housekeeping
+        except OSError:  # a read-only shared cache still serves its entries
+            pass
         derived = self.derived_dir(key)
         return Embeddings(arrays["features"], arrays["labels"], arrays["ids"],
                           meta={**meta, "derived_dir": str(derived), "entry_dir": str(entry)})
@@ -130,7 +133,8 @@ class EmbeddingStore:
         """Write a complete entry next to its final place, then rename it into place atomically."""
         entries = self.root / "entries"
         entries.mkdir(parents=True, exist_ok=True)
-        tmp = entries / f".tmp-{key}-{os.getpid()}"
+        remove_stale_temps(entries)  # what a killed process was writing
+        tmp = temp_path(entries / key)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
@@ -163,6 +167,7 @@ class EmbeddingStore:
         """Remove an entry by renaming it away first, so no reader ever sees it half-deleted."""
         entry = self.entry_dir(key)
         if entry.exists():
-            trash = entry.with_name(f".trash-{key}-{os.getpid()}-{time.monotonic_ns()}")
+            trash = temp_path(entry, "trash")
+            shutil.rmtree(trash, ignore_errors=True)
             os.rename(entry, trash)
             shutil.rmtree(trash, ignore_errors=True)

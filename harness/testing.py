@@ -5,6 +5,8 @@
 - `harness_plugins`: a factory of fresh plugin sets: `harness_plugins(my_plugin_module)` returns a `Plugins`
   with the built-ins plus the given modules or objects registered for this test only (entry points are not
   loaded, so other installed plugins cannot interfere).
+
+`docs/plugins.md` shows it in use, in the tests of a complete plugin package.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Result records -> leaderboard tables (and, later, comparisons and a static site). Reads records only."""
+"""Result records -> leaderboard tables and a static site (`leaderboard.site`). Reads records only."""
 
-from leaderboard.table import FORMATS, Leaderboard, build_leaderboard, render
+from leaderboard.table import FORMATS, Leaderboard, build_leaderboard, render, sort_board
 
-__all__ = ["FORMATS", "Leaderboard", "build_leaderboard", "render"]
+__all__ = ["FORMATS", "Leaderboard", "build_leaderboard", "render", "sort_board"]

@@ -115,3 +115,38 @@ def render(board: Leaderboard, fmt: str = "plain") -> str:
     from tabulate import tabulate
 
     return tabulate(table, headers=headers, tablefmt=TABULATE_FORMATS[fmt], disable_numparse=True)
+
+
+def sort_columns(board: Leaderboard) -> list[str]:
+    return ["rank", "encoder", *board.columns, "mean"]
+
+
+def sort_board(board: Leaderboard, column: str = "rank") -> Leaderboard:
+    """The board with its rows ordered by `column`: rank ascending, encoder A-Z, a score column best first.
+    Missing values go last whatever the column; ties keep the rank order (the sort is stable)."""
+    names = sort_columns(board)
+    if column not in names:
+        folded = {name.casefold(): name for name in names}
+        if column.casefold() not in folded:
+            import difflib
+
+            # a part of a header ("knn") points at the columns holding it; otherwise near spellings
+            close = [n for n in names if column.casefold() in n.casefold()] or \
+                difflib.get_close_matches(column, names, n=3, cutoff=0.6)
+            raise HarnessError(f"no column {column!r} to sort by; "
+                               + (f"did you mean: {', '.join(repr(c) for c in close)}? " if close else "")
+                               + f"the columns are: {', '.join(repr(c) for c in names)}")
+        column = folded[column.casefold()]
+    if column == "encoder":
+        rows = sorted(board.rows, key=lambda r: r["encoder"])
+    elif column == "rank":
+        rows = sorted(board.rows, key=lambda r: (r["rank"] is None, r["rank"] or 0))
+    else:
+        def value(row: dict[str, Any]) -> float | None:
+            if column == "mean":
+                return row["mean"]
+            scores = row["cells"].get(column)
+            return statistics.fmean(scores) if scores else None
+
+        rows = sorted(board.rows, key=lambda r: (value(r) is None, -(value(r) or 0.0)))
+    return Leaderboard(board.columns, rows, notes=board.notes)

@@ -10,13 +10,12 @@ from plugins.pixels import Pixels
 
 class CountingPixels(Pixels):
     """The pixel encoder, counting forward passes and items; optionally failing after some batches (an
-    interruption) or emitting NaN for one item of every batch."""
+    interruption, as Ctrl-C would)."""
 
-    def __init__(self, fail_after: int | None = None, poison_item: int | None = None) -> None:
+    def __init__(self, fail_after: int | None = None) -> None:
         self.calls = 0
         self.items = 0
         self.fail_after = fail_after
-        self.poison_item = poison_item
         self.name = "counting-pixels"
 
     def encode(self, batch):
@@ -24,10 +23,7 @@ class CountingPixels(Pixels):
         self.items += batch.shape[0]
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt("simulated Ctrl-C")
-        out = super().encode(batch)
-        if self.poison_item is not None:
-            out[self.poison_item] = float("nan")
-        return out
+        return super().encode(batch)
 
 
 class EncoderPlugin:

@@ -123,15 +123,9 @@ def test_nan_metric_is_refused(tmp_path):
         write_record(tmp_path, {"metrics": {"top1": float("nan")}})
 
 
-def test_linear_and_clustering_on_the_offline_default(default_run, tmp_path):
+def test_linear_and_clustering_on_the_offline_default(full_default_run):
     """The evaluators issue's acceptance ranges, from the session's cached embeddings (no new extraction)."""
-    from harness.plugins import Plugins
-    from harness.runner import RunConfig, run
-
-    _, _, cache = default_run
-    config = RunConfig(encoders=["efficientnet_lite0", "random:tf_efficientnet_lite0"], evaluators=["linear", "clustering"],
-                       results_dir=tmp_path / "results", cache_dir=cache, device="cpu", progress=False)
-    report = run(config, Plugins(entry_points=False))
+    report, _ = full_default_run
     assert not report.failures and report.forward_passes == 0
     main = {(r["encoder"]["name"], r["evaluator"]["name"]): r for r in report.records}
     lite_linear = main["efficientnet_lite0", "linear"]

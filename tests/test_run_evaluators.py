@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -12,7 +11,6 @@ from PIL import Image
 from harness.records import load_records
 from helpers import CountingPixels, EncoderPlugin
 from harness.runner import RunConfig, run
-from plugins.pixels import Pixels
 
 
 def test_three_evaluators_share_one_extraction(tmp_path, harness_plugins):
@@ -48,23 +46,3 @@ def test_unlabelled_folder_runs_clustering_and_skips_label_evaluators(tmp_path):
     assert record["evaluator"]["name"] == "clustering" and record["metrics"]["labelled"] is False
     assert record["main_metric"] == "ward.silhouette_umap" and record["main_score"] > 0.5  # two clear groups
     assert record["metrics"]["mean"]["ward.ami"] is None
-
-
-class ExplodingPixels(Pixels):
-    def encode(self, batch):
-        raise RuntimeError("bug inside a third-party encoder")
-
-
-def test_an_encoder_raising_in_encode_fails_its_cells_and_the_others_complete(tmp_path, harness_plugins, caplog):
-    plugins = harness_plugins(EncoderPlugin("exploding", ExplodingPixels))
-    config = RunConfig(encoders=["exploding", "pixels"], datasets=["synthetic"], evaluators=["knn"],
-                       results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", device="cpu", progress=False)
-    report = run(config, plugins)
-    assert [(f.encoder, f.error) for f in report.failures] == [("exploding", "RuntimeError: bug inside a third-party "
-                                                                             "encoder")]
-    assert "Traceback" in caplog.text and "bug inside a third-party encoder" in caplog.text
-    assert [r["encoder"]["name"] for r in report.records] == ["pixels"]
-    assert [r["encoder"]["name"] for r in load_records(tmp_path / "results")] == ["pixels"]
-    cached = [json.loads((entry / "meta.json").read_text())["encoder"]
-              for entry in (tmp_path / "cache" / "entries").glob("*")]
-    assert cached == ["pixels", "pixels"]  # train and test; nothing of the failed encoder

@@ -1,14 +1,15 @@
-"""The embedding store: extracted once, resumed after an interruption, damaged entries redone, bad items named."""
+"""The embedding store: extracted once, then read from the cache; bad items named or skipped.
+
+Interruptions, damaged entries and shards, NaN output: tests/test_faults.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from harness.errors import BadItemError, NonFiniteEmbeddingError
+from harness.errors import BadItemError
 from harness.extract import ExtractionOptions, extract
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
@@ -38,52 +39,6 @@ def test_second_extraction_is_a_cache_hit_with_no_forward_pass(tmp_path):
     assert isinstance(again.features, np.memmap) and not again.features.flags.writeable
     assert (tmp_path / "entries" / report.key / "features.npy").is_file()
     assert not (tmp_path / "partial" / report.key).exists()
-
-
-def test_interrupted_extraction_resumes_from_finished_shards(tmp_path):
-    store = EmbeddingStore(tmp_path)
-    reference, _ = extract(CountingPixels(), dataset(), "train", EmbeddingStore(tmp_path / "ref"), options())
-    with pytest.raises(KeyboardInterrupt):
-        extract(CountingPixels(fail_after=5), dataset(), "train", store, options())  # 2.5 shards done
-    shards = sorted((tmp_path / "partial").rglob("shard-*.npz"))
-    assert len(shards) == 2
-    assert not list((tmp_path / "entries").glob("*"))  # no entry, complete or partial, is visible
-    resumed_encoder = CountingPixels()
-    resumed, report = extract(resumed_encoder, dataset(), "train", store, options())
-    assert report.items_resumed == 32 and report.items_encoded == 48 and resumed_encoder.calls == 6
-    np.testing.assert_array_equal(resumed.features, reference.features)
-    np.testing.assert_array_equal(resumed.ids, reference.ids)
-    np.testing.assert_array_equal(resumed.labels, reference.labels)
-
-
-@pytest.mark.parametrize("damage", ["truncate-features", "edit-meta", "delete-labels"])
-def test_damaged_entry_is_detected_and_recomputed(tmp_path, damage):
-    store = EmbeddingStore(tmp_path)
-    original, report = extract(CountingPixels(), dataset(), "test", store, options())
-    entry = tmp_path / "entries" / report.key
-    expected = np.array(original.features)
-    del original
-    if damage == "truncate-features":
-        data = (entry / "features.npy").read_bytes()
-        (entry / "features.npy").write_bytes(data[: len(data) // 2])
-    elif damage == "edit-meta":
-        meta = json.loads((entry / "meta.json").read_text())
-        meta["n"] = 79
-        (entry / "meta.json").write_text(json.dumps(meta))
-    else:
-        (entry / "labels.npy").unlink()
-    assert store.load(report.key) is None  # detected, never used
-    encoder = CountingPixels()
-    redone, report = extract(encoder, dataset(), "test", store, options())
-    assert not report.cache_hit and encoder.calls == 10
-    np.testing.assert_array_equal(redone.features, expected)
-
-
-def test_non_finite_output_names_encoder_and_item_and_caches_nothing(tmp_path):
-    store = EmbeddingStore(tmp_path)
-    with pytest.raises(NonFiniteEmbeddingError, match=r"'counting-pixels' produced NaN or inf for item 'train/3'"):
-        extract(CountingPixels(poison_item=3), dataset(), "train", store, options())
-    assert not list((tmp_path / "entries").glob("*"))
 
 
 def write_image_folder(root: Path, corrupt: bool = False) -> Path:

@@ -1,4 +1,4 @@
-"""Example plugin: registers one encoder and one dataset through the `harness` entry point."""
+"""Example plugin: registers one encoder, one dataset and one evaluator through the `harness` entry point."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.errors import HarnessError
-from harness.types import Dataset, DatasetSplit, Encoder
+from harness.types import Dataset, DatasetSplit, Embeddings, Encoder, EvaluationResult, Evaluator
 
 BINS = 8
 
@@ -100,6 +100,45 @@ class Shapes(Dataset):
         return ShapesSplit(name, self.per_class)
 
 
+class NearestCentroid(Evaluator):
+    """Nearest class mean: each test item gets the class whose mean train embedding is closest.
+
+    Features are L2-normalised first (so the encoder's scale does not matter) and the distance is euclidean to
+    the class means of the normalised train features, which are not renormalised. Cheap (one pass over train, a
+    (N_test x classes) distance matrix) and deterministic, so `seed` is not used.
+    """
+
+    name = "nearest-centroid"
+    protocol = "nearest-centroid/l2-v1"
+    needs = ("train", "test")
+
+    def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int, device: str) -> EvaluationResult:
+        assert train is not None  # `needs` includes train
+        classes = np.unique(train.labels)
+        train_x = _l2_normalised(train.features)
+        centroids = np.stack([train_x[train.labels == c].mean(axis=0) for c in classes])
+        test_x = _l2_normalised(test.features)
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: a (N_test x classes) matrix, never (N_test x classes x D).
+        distances = (test_x ** 2).sum(1)[:, None] - 2 * test_x @ centroids.T + (centroids ** 2).sum(1)[None, :]
+        predicted = classes[distances.argmin(axis=1)]
+        correct = predicted == test.labels
+        names = list(test.meta.get("class_names") or [])
+        per_class = {(names[c] if c < len(names) else str(c)): float(correct[test.labels == c].mean())
+                     for c in np.unique(test.labels)}
+        accuracy = float(correct.mean())
+        return EvaluationResult(
+            metrics={"accuracy": accuracy, "per_class_accuracy": per_class, "n_train": int(len(train_x)),
+                     "n_test": int(len(test_x))},
+            main_score=accuracy, main_metric="accuracy",
+            predictions={"ids": np.asarray(test.ids), "label": np.asarray(test.labels), "prediction": predicted})
+
+
+def _l2_normalised(features: np.ndarray) -> np.ndarray:
+    # A float64 copy: the cache hands out read-only memory maps, and the sums should not lose precision.
+    x = np.array(features, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 @hookimpl
 def register_encoders(register: Callable[..., None]) -> None:
     register("colour-histogram", ColourHistogram, "8x8x8 RGB colour histogram (example plugin)")
@@ -108,3 +147,9 @@ def register_encoders(register: Callable[..., None]) -> None:
 @hookimpl
 def register_datasets(register: Callable[..., None]) -> None:
     register("example-shapes", Shapes, "Generated discs, squares and crosses in random colours (example plugin)")
+
+
+@hookimpl
+def register_evaluators(register: Callable[..., None]) -> None:
+    register("nearest-centroid", NearestCentroid,
+             "Nearest class mean of L2-normalised features (nearest-centroid/l2-v1; example plugin)")

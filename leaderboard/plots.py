@@ -1,0 +1,107 @@
+"""Plots for the published site, as PNG bytes: a 2-D UMAP scatter per (encoder, dataset) and a bar chart per dataset.
+
+matplotlib is imported here, when a plot is drawn, never at `import leaderboard`: printing a table must not pay
+for it. Figures are drawn on an explicit Agg canvas (`matplotlib.figure.Figure`, no `pyplot`), so no global
+backend is switched and nothing tries to open a window on a machine without a display.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+DPI = 100
+
+
+@dataclass
+class Bar:
+    """One bar of a dataset's chart: an encoder's score in one column, with its spread over seeds (or 0)."""
+
+    encoder: str
+    column: str
+    value: float
+    spread: float = 0.0
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Any) -> bytes:
+    out = io.BytesIO()
+    # metadata={"Software": None}: no matplotlib version in the file, so one input gives the same bytes
+    figure.savefig(out, format="png", metadata={"Software": None})
+    return out.getvalue()
+
+
+def umap_scatter_png(layout: np.ndarray, labels: np.ndarray | None, class_names: Sequence[str], title: str) -> bytes:
+    """The 2-D layout, one colour per class (grey for unlabelled items, label -1), with a legend of class names."""
+    layout = np.asarray(layout, dtype=np.float64)
+    figure = _figure(3.8, 3.2)
+    axes = figure.add_subplot()
+    if labels is None:
+        labels = np.full(len(layout), -1)
+    labels = np.asarray(labels)
+    colours = _palette(max(len(class_names), int(labels.max(initial=-1)) + 1))
+    unlabelled = labels < 0
+    if unlabelled.any():
+        axes.scatter(layout[unlabelled, 0], layout[unlabelled, 1], s=5, c="#9e9e9e", linewidths=0,
+                     label="unlabelled" if not unlabelled.all() else None)
+    for code in np.unique(labels[~unlabelled]):
+        points = layout[labels == code]
+        name = class_names[code] if code < len(class_names) else str(code)
+        axes.scatter(points[:, 0], points[:, 1], s=5, color=colours[code], linewidths=0, label=plain_text(name))
+    axes.set_title(plain_text(title), fontsize=9)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    if (~unlabelled).any():
+        axes.legend(fontsize=6, markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    return _png(figure)
+
+
+def score_bars_png(bars: Sequence[Bar], title: str) -> bytes:
+    """Grouped bars: one group per column (evaluator) of the dataset, one bar per encoder, spread as error bars."""
+    columns = list(dict.fromkeys(bar.column for bar in bars))
+    encoders = list(dict.fromkeys(bar.encoder for bar in bars))
+    figure = _figure(max(4.6, 1.2 + 0.5 * len(columns) * len(encoders)), 3.4)
+    axes = figure.add_subplot()
+    colours = _palette(len(encoders))
+    width = 0.8 / max(len(encoders), 1)
+    by_key = {(bar.encoder, bar.column): bar for bar in bars}
+    for e, encoder in enumerate(encoders):
+        xs, values, spreads = [], [], []
+        for c, column in enumerate(columns):
+            if (encoder, column) in by_key:  # a missing cell draws no bar (never a zero-height one)
+                bar = by_key[encoder, column]
+                xs.append(c - 0.4 + width * (e + 0.5))
+                values.append(bar.value)
+                spreads.append(bar.spread)
+        axes.bar(xs, values, width=width, yerr=spreads, capsize=2, color=colours[e], label=plain_text(encoder))
+    axes.set_xticks(range(len(columns)), [plain_text(c) for c in columns], fontsize=8)
+    axes.set_ylabel("main score", fontsize=8)
+    axes.set_title(plain_text(title), fontsize=9)
+    axes.tick_params(axis="y", labelsize=7)
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    return _png(figure)
+
+
+def plain_text(text: str) -> str:
+    """A name as matplotlib shows it literally: `$` would start mathtext and a leading `_` hides a legend entry."""
+    text = str(text).replace("$", r"\$")
+    return " " + text if text.startswith("_") else text
+
+
+def _palette(n: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    name = "tab10" if n <= 10 else "tab20"
+    cmap = colormaps[name]
+    return [cmap(i % cmap.N) for i in range(max(n, 1))]

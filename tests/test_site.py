@@ -1,0 +1,189 @@
+"""`harness publish`: the static site, opened from file:// in headless Chromium (see tests/browser.py)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from browser import open_page  # noqa: F401 - the fixture
+from harness.errors import HarnessError
+from harness.records import load_records, write_record
+from leaderboard.site import Section, json_for_script, publish
+from test_leaderboard import make_record
+
+SCREENSHOT = Path(__file__).parent / "artifacts" / "screenshots" / "site.png"
+IMG_NAME = "<img src=x onerror=alert(1)>"
+SCRIPT_NAME = "</script><script>window.pwned = 1; alert(2)</script>"
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+ROWS_JS = """() => Array.from(document.querySelectorAll('#leaderboard-table tbody tr'))
+                   .map(tr => tr.querySelector('th').firstChild.textContent)"""
+
+
+def header(opened, label):
+    return opened.page.locator("#leaderboard-table thead th", has_text=label).first
+
+
+def write_crafted(results: Path) -> dict[str, dict[str, float]]:
+    """Records with hostile names, a missing cell, scores whose text order differs from their numeric order
+    (9.5 < 12.0 but "12.000" < "9.500"), and a clustering record with a 2-D layout; returns encoder -> scores."""
+    scores = {"alpha": {"set1 knn": 0.8, "set2 knn": 12.0},
+              IMG_NAME: {"set1 knn": 0.6, "set2 knn": 9.5},
+              SCRIPT_NAME: {"set1 knn": 0.7},  # no set2 record: a missing cell
+              "pixels": {"set1 knn": 0.1, "set2 knn": 0.5}}
+    for encoder, cells in scores.items():
+        for column, score in cells.items():
+            write_record(results, make_record(encoder, column.split()[0], "knn", score,
+                                              pretraining="none" if encoder == "pixels" else "supervised"))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 20)
+    layout = rng.normal(size=(200, 2)) + 6 * np.stack([np.cos(labels), np.sin(labels)], 1)
+    record = make_record(IMG_NAME, "set1", "clustering", 0.4)
+    record["dataset"]["class_names"] = [f"class <{i}>" for i in range(10)]
+    write_record(results, record, predictions={"ids": np.arange(200), "label": labels},
+                 artifacts={"umap2d": layout.astype(np.float32)})
+    scores[IMG_NAME]["set1 clustering"] = 0.4
+    return scores
+
+
+def expected_order(scores, column, descending):
+    """Encoders by a column's value, missing last either way (the table's rule, written out independently)."""
+    present = sorted((s[column], e) for e, s in scores.items() if column in s)
+    if descending:
+        present.reverse()
+    return [e for _, e in present] + [e for e, s in scores.items() if column not in s]
+
+
+def test_json_for_script_cannot_end_the_script_element():
+    value = {"name": SCRIPT_NAME, "comment": "<!-- & \u2028"}
+    text = json_for_script(value)
+    assert "<" not in text and ">" not in text and "&" not in text and "\u2028" not in text
+    assert json.loads(text) == value
+
+
+def test_hostile_names_are_escaped_in_the_page_source(tmp_path):
+    write_crafted(tmp_path / "results")
+    page = publish(load_records(tmp_path / "results"), tmp_path / "site")
+    source = page.read_text(encoding="utf-8")
+    assert IMG_NAME not in source and "<img src=x" not in source and SCRIPT_NAME not in source
+    assert "&lt;img src=x onerror=alert(1)&gt;" in source
+    assert source.count("</script>") == 2  # the data block and the sorting script, nothing from a name
+
+
+def test_extra_sections_and_republishing_replace_only_our_files(tmp_path):
+    write_crafted(tmp_path / "results")
+    site = tmp_path / "site"
+    publish(load_records(tmp_path / "results"), site)
+    assert len(list(site.glob("assets/umap-*.png"))) == 1 and len(list(site.glob("assets/bars-*.png"))) == 2
+    (site / "assets" / "logo.png").write_bytes(b"not ours")
+    knn_only = [r for r in load_records(tmp_path / "results") if r["evaluator"]["name"] == "knn"]
+    extra = Section("comparison", "Comparison <new>", "<p>diffs</p>")
+    source = publish(knn_only, site, extra_sections=[extra]).read_text(encoding="utf-8")
+    assert not list(site.glob("assets/umap-*.png")) and (site / "assets" / "logo.png").exists()
+    assert '<a href="#comparison">Comparison &lt;new&gt;</a>' in source and "<p>diffs</p>" in source
+    assert "No record has a 2-D UMAP layout" in source
+
+
+def test_sorting_escaping_and_no_network_in_chromium(tmp_path, open_page):
+    scores = write_crafted(tmp_path / "results")
+    page_path = publish(load_records(tmp_path / "results"), tmp_path / "site")
+    opened = open_page(page_path)
+    page = opened.page
+    means = {encoder: {"mean": statistics.fmean(cells.values())} for encoder, cells in scores.items()}
+    # the page opens in rank order (by mean), one row per encoder, the hostile names shown as text
+    assert page.evaluate(ROWS_JS) == expected_order(means, "mean", descending=True)
+
+    header(opened, "set2 knn").click()
+    assert page.evaluate(ROWS_JS) == expected_order(scores, "set2 knn", descending=True)
+    header(opened, "set2 knn").click()
+    ascending = page.evaluate(ROWS_JS)
+    assert ascending == expected_order(scores, "set2 knn", descending=False) and ascending[-1] == SCRIPT_NAME
+    header(opened, "set1 knn").click()
+    assert page.evaluate(ROWS_JS) == expected_order(scores, "set1 knn", descending=True)
+    assert page.locator("#leaderboard-table th[aria-sort=descending]").inner_text().startswith("set1 knn")
+
+    # nothing a name holds became markup or ran: the only images are the plots, no handler, no script ran
+    sources = page.evaluate("() => Array.from(document.images).map(i => i.getAttribute('src'))")
+    assert len(sources) == 3 and all(s.startswith("assets/") and s.endswith(".png") for s in sources)
+    assert page.evaluate("() => document.querySelectorAll('[onerror]').length") == 0
+    assert page.evaluate("() => window.pwned") is None
+    assert opened.dialogs == [] and opened.errors == []
+    assert page.evaluate("() => Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    data = page.evaluate("() => JSON.parse(document.getElementById('leaderboard-data').textContent)")
+    assert {row["encoder"] for row in data["rows"]} == set(scores)
+    # everything came from the page's directory: no request left file://
+    assert opened.requests and all(url.startswith("file://") for url in opened.requests), opened.requests
+
+
+def test_offline_default_published_through_the_cli(full_default_run, tmp_path, open_page):
+    """`harness run` (the session's full default run) then `harness publish`, opened in Chromium."""
+    _, results = full_default_run
+    site = tmp_path / "site"
+    result = subprocess.run([sys.executable, "-m", "harness", "publish", "--results-dir", str(results),
+                             "--out", str(site)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    records = load_records(results)
+    opened = open_page(site / "index.html")
+    page = opened.page
+    assert sorted(page.evaluate(ROWS_JS)) == ["efficientnet_lite0", "pixels", "random:tf_efficientnet_lite0"]
+
+    table = page.evaluate("""() => {
+        const heads = Array.from(document.querySelectorAll('#leaderboard-table thead th')).map(th => th.textContent);
+        return Array.from(document.querySelectorAll('#leaderboard-table tbody tr')).map(tr =>
+            Object.fromEntries(Array.from(tr.children).map((td, i) => [heads[i], td.firstChild.textContent])));
+    }""")
+    shown = {row["encoder"]: row for row in table}
+    for record in records:
+        column = f"{record['dataset']['name']} {record['evaluator']['name']}"
+        per_seed = record["metrics"].get("per_seed")
+        if per_seed:  # clustering: mean ± sample standard deviation over the seeds' AMI
+            values = [v[record["main_metric"]] for v in per_seed.values()]
+            expected = f"{statistics.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+        else:
+            expected = f"{record['main_score']:.3f}"
+        assert shown[record["encoder"]["name"]][column] == expected, (record["encoder"]["name"], column)
+    assert shown["pixels"]["cifar10-mini linear"] == "—"  # not run in the session (see full_default_run)
+
+    header(opened, "cifar10-mini knn").click()
+    knn = {r["encoder"]["name"]: r["main_score"] for r in records if r["evaluator"]["name"] == "knn"}
+    assert page.evaluate(ROWS_JS) == sorted(knn, key=knn.get, reverse=True)
+
+    images = page.evaluate("() => Array.from(document.images).map(i => [i.alt, i.naturalWidth, i.naturalHeight])")
+    assert len(images) == 4 and all(w > 300 and h > 200 for _, w, h in images)  # 1 bar chart + 3 UMAP scatters
+    assert sum(alt.startswith("UMAP of ") for alt, _, _ in images) == 3
+    assert opened.errors == [] and all(url.startswith("file://") for url in opened.requests)
+
+    # provenance: a score links to its cell's details, which open and show the weights hash and versions
+    lite = next(r for r in records if r["encoder"]["name"] == "efficientnet_lite0" and r["evaluator"]["name"] == "knn")
+    page.locator("#leaderboard-table a", has_text=f"{lite['main_score']:.3f}").first.click()
+    details = page.locator("details[open]")
+    assert details.count() == 1
+    text = details.inner_text()
+    assert lite["encoder"]["info"]["weights"]["sha256"] in text and "knn/dino-v1" in text
+    assert f"torch {lite['versions']['torch']}" in text and lite["date"] in text
+
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)  # for a person to look at
+
+    scatter = next(site.glob("assets/umap-efficientnet_lite0-*.png"))
+    pixels = {"#%02x%02x%02x" % tuple(p[:3]) for p in np.asarray(Image.open(scatter).convert("RGB")).reshape(-1, 3)}
+    assert set(TAB10) <= pixels  # ten classes, ten colours
+
+
+def test_publish_errors(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = subprocess.run([sys.executable, "-m", "harness", "publish", "--results-dir", str(tmp_path / "empty"),
+                             "--out", str(tmp_path / "site")], capture_output=True, text=True)
+    assert result.returncode != 0 and "no result records found" in result.stderr
+    assert not (tmp_path / "site").exists()
+    write_record(tmp_path / "results", make_record("a", "set1", "knn", 0.5))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(HarnessError, match="is a file"):
+        publish(load_records(tmp_path / "results"), tmp_path / "file")
