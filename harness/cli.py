@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clustering: reduction before clustering (default umap; another choice is another column)")
     run.add_argument("--n-components", type=int, default=None,
                      help="clustering: components of the reduction (default 50)")
+    run.add_argument("--storage-dtype", choices=("float32", "float16"), default=None,
+                     help="how features are cached (float16: half the disk; evaluators compute in float32; "
+                          "another cache key and another leaderboard row)")
+    run.add_argument("--memory-budget-mb", type=float, default=None,
+                     help="memory the evaluators may use for their blocks (default: from the device); sets kNN's "
+                          "blocks, whether the linear probe streams, and which O(N^2) clusterers may run")
+    run.add_argument("--cluster-subsample", type=int, default=None, metavar="N",
+                     help="clustering: a seeded random N of the test items when there are more (another column)")
     run.add_argument("--format", choices=FORMATS, default="plain", help="format of the printed leaderboard")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -140,7 +148,16 @@ def _configure_logging(verbose: bool) -> None:
 
 #: `harness run` flags that choose *what* is measured: with --suite, the file says that.
 SUITE_CONFLICTS = (("encoder", "--encoder"), ("dataset", "--dataset"), ("evaluators", "--eval"), ("seed", "--seed"),
-                   ("pooling", "--pooling"), ("reduce", "--reduce"), ("n_components", "--n-components"))
+                   ("pooling", "--pooling"), ("reduce", "--reduce"), ("n_components", "--n-components"),
+                   ("cluster_subsample", "--cluster-subsample"), ("storage_dtype", "--storage-dtype"))
+
+
+def _with_memory_budget(evaluator_options: dict, memory_budget_mb: float | None) -> dict:
+    """`--memory-budget-mb` for the built-in evaluators: an execution setting (like the device), not an option."""
+    if memory_budget_mb is not None:
+        for name in ("knn", "linear", "clustering"):
+            evaluator_options.setdefault(name, {})["memory_budget_mb"] = memory_budget_mb
+    return evaluator_options
 
 
 def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
@@ -163,13 +180,16 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
         if args.data_root:
             config.dataset_options = {"data_root": args.data_root}
         config.skip_bad_images = config.skip_bad_images or args.skip_bad_images
+        config.evaluator_options = _with_memory_budget(dict(config.evaluator_options), args.memory_budget_mb)
         config.progress = not args.no_progress
         return config
     seed = args.seed or 0
     encoder_options = {"init_seed": seed} if seed else {}
     if args.pooling:
         encoder_options["pooling"] = args.pooling
-    clustering = {k: v for k, v in (("reduce", args.reduce), ("n_components", args.n_components)) if v is not None}
+    clustering = {k: v for k, v in (("reduce", args.reduce), ("n_components", args.n_components),
+                                    ("subsample", args.cluster_subsample)) if v is not None}
+    evaluator_options = _with_memory_budget({"clustering": clustering} if clustering else {}, args.memory_budget_mb)
     return RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
                      evaluators=_csv_list(args.evaluators) or default_evaluators,
                      results_dir=args.results_dir or "results", cache_dir=args.cache_dir or ".harness-cache",
@@ -177,7 +197,7 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
                      seed=seed, skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
                      encoder_options=encoder_options, progress=not args.no_progress, resume=bool(args.resume),
                      dataset_options={"data_root": args.data_root} if args.data_root else {},
-                     evaluator_options={"clustering": clustering} if clustering else {})
+                     evaluator_options=evaluator_options, storage_dtype=args.storage_dtype or "float32")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARD_SIZE = 1024
 #: How often (s) rank 0 retries the lock of a key another run is extracting, telling the other ranks each time.
 LOCK_POLL_S = 10.0
+#: How features may be stored in the cache: float16 halves the disk and page-cache size (evaluators compute in
+#: float32 either way); the choice is part of the cache key.
+STORAGE_DTYPES = ("float32", "float16")
 
 
 @dataclass
@@ -42,6 +45,7 @@ class ExtractionOptions:
     skip_bad_images: bool = False
     shard_size: int = DEFAULT_SHARD_SIZE
     progress: bool = True
+    storage_dtype: str = "float32"
 
 
 @dataclass
@@ -276,6 +280,17 @@ def _acquire(store: EmbeddingStore, key: str, ranks: Ranks, what: str) -> Any:
         timeout = LOCK_POLL_S
 
 
+def _narrowed(features: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    """`features` rounded to `dtype` for storage; an error where a value does not fit (float16 ends at 65504)."""
+    with np.errstate(over="ignore"):  # an overflow becomes inf, which is reported below
+        narrowed = features.astype(dtype)
+    if not np.isfinite(narrowed).all():
+        largest = float(np.abs(features).max())
+        raise HarnessError(f"{what}: features up to {largest:.4g} do not fit {dtype} storage "
+                           f"(largest {float(np.finfo(dtype).max):.4g}); use --storage-dtype float32")
+    return narrowed
+
+
 def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
                     options: ExtractionOptions) -> tuple[str, dict[str, Any]]:
     """The store key of one (encoder, dataset, split) and the fingerprints it hashes, without loading the model or
@@ -283,6 +298,10 @@ def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: 
     # Computed once per extraction: the dataset's may hash every file, the encoder's its weights.
     fingerprints = {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
                     "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split, options.skip_bad_images)}
+    if options.storage_dtype not in STORAGE_DTYPES:
+        raise HarnessError(f"storage dtype {options.storage_dtype!r}: use one of {', '.join(STORAGE_DTYPES)}")
+    if options.storage_dtype != "float32":  # only when asked, so that float32 entries keep their keys
+        fingerprints["encoder_fingerprint"]["storage_dtype"] = options.storage_dtype
     return cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"]), fingerprints
 
 
@@ -488,7 +507,10 @@ def _finish_entry(encoder: Encoder, dataset: Dataset, split_name: str, split: Da
             arrays = extraction.read(shard)
             if arrays is None:
                 raise HarnessError(f"shard {shard} of {key} became unreadable while finishing; rerun to redo it")
-            yield np.asarray(arrays["features"], dtype=np.float32)
+            features = np.asarray(arrays["features"], dtype=np.float32)
+            if options.storage_dtype != "float32":
+                features = _narrowed(features, options.storage_dtype, f"{encoder.name} on {dataset.name}/{split_name}")
+            yield features
 
     info = dataset.info()
     meta = {"encoder": encoder.name, **fingerprints, "dataset": dataset.name, "split": split_name,
@@ -498,4 +520,5 @@ def _finish_entry(encoder: Encoder, dataset: Dataset, split_name: str, split: Da
             "ranks": ranks_meta,
             # Provenance known only once the model is loaded, kept so that cache hits can still report it.
             "encoder_info": encoder.info(), "parameters": encoder.parameter_count()}
-    return store.finish_chunks(key, (len(indices), dims.pop()), rows(), labels, ids, meta)
+    return store.finish_chunks(key, (len(indices), dims.pop()), rows(), labels, ids, meta,
+                               dtype=np.dtype(options.storage_dtype))

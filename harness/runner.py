@@ -23,8 +23,8 @@ from typing import Any, Callable, Sequence
 from harness import distributed
 from harness.distributed import Ranks, together
 from harness.errors import HarnessError
-from harness.extract import (ExtractionOptions, ExtractionReport, extract, precision_for, resolve_device,
-                             split_cache_key)
+from harness.extract import (STORAGE_DTYPES, ExtractionOptions, ExtractionReport, extract, precision_for,
+                             resolve_device, split_cache_key)
 from harness.plugins import Plugins, get_plugins
 from harness.records import (SCHEMA_VERSION, cell_key, library_versions, load_record, record_path,
                              write_record)
@@ -80,6 +80,7 @@ class RunConfig:
     evaluator_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # evaluator name -> options
     progress: bool = True
     command: str | None = None
+    storage_dtype: str = "float32"  # how features are cached: float16 halves the cache (another row, another key)
 
 
 @dataclass
@@ -141,6 +142,9 @@ def _build_encoders(config: RunConfig, plugins: Plugins) -> list[_PlannedEncoder
         options, defaults = options_for(entry.factory, config.encoder_options)
         encoder = plugins.encoder(spec, **options)
         built.append(_PlannedEncoder(encoder_label(spec, options, defaults), encoder))
+    if config.storage_dtype != "float32":  # features rounded for storage are another measurement: another row
+        for planned in built:
+            planned.label = f"{planned.label}[storage={config.storage_dtype}]"
     return built
 
 
@@ -195,8 +199,11 @@ def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
     evaluators: list[Evaluator] = [plugins.evaluator(name, **config.evaluator_options.get(name, {}))
                                    for name in config.evaluators]
     store = EmbeddingStore(config.cache_dir)
+    if config.storage_dtype not in STORAGE_DTYPES:  # before any work, not once per cell
+        raise HarnessError(f"storage dtype {config.storage_dtype!r}: use one of {', '.join(STORAGE_DTYPES)}")
     extraction_options = ExtractionOptions(device=device, batch_size=config.batch_size, workers=config.workers,
-                                           skip_bad_images=config.skip_bad_images, progress=config.progress)
+                                           skip_bad_images=config.skip_bad_images, progress=config.progress,
+                                           storage_dtype=config.storage_dtype)
     if config.shard_size:
         extraction_options.shard_size = config.shard_size
     report = RunReport(ranks=ranks)

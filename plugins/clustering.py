@@ -30,6 +30,12 @@ is as large as real differences between encoders):
   Spectral and affinity propagation run only where N <= `max_n_quadratic` (option, 5,000 by default):
   affinity propagation keeps three dense N x N float64 matrices (600 MB at 5,000, 60 GB at 50,000) and spectral
   clustering's eigensolver also grows faster than N. Above the limit they are skipped and say why.
+- memory: before a quadratic method runs, its memory is estimated (`QUADRATIC_BYTES_PER_PAIR`) and compared with
+  the memory budget (`memory_budget_mb`, an execution setting; default from the device, `harness.memory`).
+  Spectral or affinity propagation over it is skipped with the memory it needs (the record keeps the others).
+  Ward over it raises HarnessError before the UMAP: it is the main score. Option `subsample` (None by default:
+  never silently) clusters a random `subsample` of the test items, drawn with the run's seed, the same for
+  every clustering seed; the record says `subsampled`, and predictions cover those items only.
 - unlabelled test data (every label -1): `hdbscan`, and `ward` cut at the distance threshold that maximises the
   silhouette in the reduced space (Lowe et al.'s rule). The candidate thresholds are the gaps between merge
   heights of the ward tree that leave 2 .. min(1000, N/5) clusters: about 40 log-spaced cluster counts, then
@@ -60,6 +66,7 @@ Metric keys (`EvaluationResult.metrics`), with "<c>.<m>" meaning clusterer c, me
     skipped           {"<c>": why the clusterer did not run}
     ward_threshold    (unlabelled only) {"<seed>": {"threshold", "n_clusters", "candidates", "k_max"}}
     silhouette_items  how many items the silhouettes were computed on (N, or the 10,000 of the sample)
+    subsampled        (option subsample only) {"n_items", "of", "seed"}
     reduction         the reduction's parameters as used (the first seed's; seeds are in `seeds`), with the
                       features' content hash
     config            every constant of the protocol, and library versions
@@ -85,6 +92,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.errors import HarnessError
+from harness.memory import budget_bytes, format_bytes
 from harness.types import Embeddings, EvaluationResult, Evaluator
 
 PROTOCOL = "clustering/umap-v1"
@@ -95,6 +103,11 @@ SPECTRAL_PARAMS = {"affinity": "nearest_neighbors", "n_neighbors": 10, "assign_l
 AFFINITY_PARAMS = {"damping": 0.9, "max_iter": 1000, "convergence_iter": 15}
 #: Default of the `max_n_quadratic` option: spectral and affinity propagation run only up to this many items.
 MAX_N_QUADRATIC = 5000
+#: Bytes per N^2 that the quadratic clusterers need, so that a set too large is refused before it exhausts memory:
+#: ward, scipy's N(N-1)/2 float64 distances and the working copy its nn-chain makes (8 N^2); affinity
+#: propagation, its dense N x N float64 similarity, availability, responsibility and temporary matrices (32 N^2);
+#: spectral (k-NN affinity, shift-invert ARPACK), as measured here (8.5 and 10.3 N^2 at N = 2,000 and 4,000).
+QUADRATIC_BYTES_PER_PAIR = {"ward": 8, "spectral": 10, "affinity": 32}
 #: Silhouettes above this many items are computed on a seeded random sample of this size.
 SILHOUETTE_MAX_N = 10_000
 #: Unlabelled ward: candidate cuts leave 2 .. min(AUTO_MAX_CLUSTERS, N // AUTO_MIN_MEAN_SIZE) clusters.
@@ -383,6 +396,17 @@ def _capture(fn: Callable[[], Any]) -> tuple[Any, BaseException | None, list[str
     return result, error, messages, time.perf_counter() - start
 
 
+def quadratic_memory_bytes(clusterer: str, n: int) -> int:
+    """About how much memory `clusterer` needs on n items (0 for the clusterers that are not quadratic)."""
+    return QUADRATIC_BYTES_PER_PAIR.get(clusterer, 0) * n * n
+
+
+def largest_fitting_n(clusterer: str, budget: int) -> int:
+    """The largest N (rounded down to a thousand where that leaves one) whose quadratic memory fits `budget`."""
+    n = int(math.isqrt(budget // QUADRATIC_BYTES_PER_PAIR[clusterer]))
+    return n // 1000 * 1000 if n >= 1000 else n
+
+
 def _finite(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         value = float(value)
@@ -400,27 +424,39 @@ class ClusteringEvaluator(Evaluator):
     needs = ("test",)
     requires_labels = False
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, memory_budget_mb: float | None = None, **options: Any) -> None:
+        """`memory_budget_mb` (default: the device's, `harness.memory`) bounds the O(N^2) clusterers: an execution
+        setting, not an option (not part of the cell key). `subsample` is an option: it changes the numbers."""
         super().__init__(**options)
+        self.memory_budget_mb = memory_budget_mb
         o = self.options
         if o["reduce"] not in ("umap", "pca", "none"):
             raise HarnessError(f"clustering option reduce={o['reduce']!r}: use 'umap', 'pca' or 'none'")
         for name, low in (("n_components", 2), ("n_seeds", 1), ("max_n_quadratic", 0)):
             if not isinstance(o[name], int) or isinstance(o[name], bool) or o[name] < low:
                 raise HarnessError(f"clustering option {name}={o[name]!r}: an integer >= {low}")
+        sub = o["subsample"]
+        if sub is not None and (not isinstance(sub, int) or isinstance(sub, bool) or sub < MIN_ITEMS):
+            raise HarnessError(f"clustering option subsample={sub!r}: None, or a number of items >= {MIN_ITEMS}")
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:
-        return {"reduce": "umap", "n_components": 50, "n_seeds": 3, "max_n_quadratic": MAX_N_QUADRATIC}
+        return {"reduce": "umap", "n_components": 50, "n_seeds": 3, "max_n_quadratic": MAX_N_QUADRATIC,
+                "subsample": None}
 
     # -- one seed ------------------------------------------------------------------------------------------------
 
     def _cluster(self, name: str, reduced: np.ndarray, k: int | None, seed: int, labelled: bool,
-                 sample: np.ndarray | None, device: str) -> _Run:
+                 sample: np.ndarray | None, device: str, budget: int) -> _Run:
         n = reduced.shape[0]
         if name in QUADRATIC_CLUSTERERS and n > self.options["max_n_quadratic"]:
             return _Run(None, f"skipped: N={n} > max_n_quadratic={self.options['max_n_quadratic']} "
                               f"(O(N^2) memory and time)")
+        if name in QUADRATIC_CLUSTERERS and quadratic_memory_bytes(name, n) > budget:
+            return _Run(None, f"skipped: {name} needs about {format_bytes(quadratic_memory_bytes(name, n))} for "
+                              f"N={n} (O(N^2) memory), over the memory budget of {format_bytes(budget)}; "
+                              f"the option subsample={largest_fitting_n(name, budget)} or a larger "
+                              f"--memory-budget-mb would let it run")
         extra: dict[str, Any] = {}
 
         def run() -> np.ndarray:
@@ -469,6 +505,25 @@ class ClusteringEvaluator(Evaluator):
         if n < MIN_ITEMS:
             raise HarnessError(f"clustering needs at least {MIN_ITEMS} test items; this split has {n}")
         true = np.asarray(test.labels, dtype=np.int64)
+        ids = np.asarray(test.ids)
+        # Only when asked (never silently): one seeded random subset, the same for every seed and clusterer.
+        subsample = self.options["subsample"]
+        subsampled: dict[str, Any] | None = None
+        if subsample is not None and subsample < n:
+            rows = np.sort(np.random.default_rng(int(seed)).choice(n, subsample, replace=False))
+            features, true, ids = np.asarray(features[rows]), true[rows], ids[rows]
+            subsampled = {"n_items": subsample, "of": n, "seed": int(seed)}
+            n = subsample
+        budget = budget_bytes(self.memory_budget_mb, device)
+        ward_bytes = quadratic_memory_bytes("ward", n)
+        if ward_bytes > budget:
+            # Refused before the UMAP, which at this size alone costs minutes: ward is the main score, and a
+            # record without it would be an empty leaderboard cell.
+            raise HarnessError(
+                f"clustering: agglomerative ward (the main score) needs about {format_bytes(ward_bytes)} for "
+                f"N={n} test items (O(N^2): scipy keeps N(N-1)/2 float64 distances, twice), over the memory "
+                f"budget of {format_bytes(budget)}. Cluster a seeded random subset with the clustering option "
+                f"subsample={largest_fitting_n('ward', budget)} (--cluster-subsample), or raise --memory-budget-mb")
         has_label = true >= 0
         labelled = bool(has_label.any())
         k = int(len(np.unique(true[has_label]))) if labelled else None
@@ -526,7 +581,7 @@ class ClusteringEvaluator(Evaluator):
                 reduction_params = {key: v for key, v in params.items() if key != "seed"}
             labelings: list[tuple[str, np.ndarray]] = []
             for c in clusterers:
-                run = self._cluster(c, reduced, k, s, labelled, sample, device)
+                run = self._cluster(c, reduced, k, s, labelled, sample, device, budget)
                 runs[(s, c)] = run
                 seconds[c].append(run.seconds)
                 note_warnings(c, run.warnings)
@@ -567,9 +622,12 @@ class ClusteringEvaluator(Evaluator):
         if ward_threshold:
             metrics["ward_threshold"] = ward_threshold
         metrics["silhouette_items"] = int(len(sample_rows))
-        metrics["runtime"] = {"seconds": seconds, "reduction_source": sources, "warnings": warned}
+        if subsampled is not None:
+            metrics["subsampled"] = subsampled
+        metrics["runtime"] = {"seconds": seconds, "reduction_source": sources, "warnings": warned,
+                              "memory_budget_bytes": budget}
 
-        predictions: dict[str, np.ndarray] = {"ids": np.asarray(test.ids), "label": true}
+        predictions: dict[str, np.ndarray] = {"ids": ids, "label": true}
         for (s, c), run in runs.items():
             if run.labels is not None:
                 predictions[f"{c}.seed{s}"] = run.labels

@@ -2,63 +2,176 @@
 
 Features are L2-normalised; similarity is the cosine; the k nearest train items vote for their class with weight
 exp(sim / T), T = 0.07. One top-k of the largest k serves every k in {10, 20, 100, 200}. Reported: top-1 and
-top-5 for each k; the main score is top-1 at k = 20. Ties between classes go to the lower class index.
+top-5 for each k; the main score is top-1 at k = 20. Ties between classes go to the lower class index; ties
+between train items of equal similarity go to the lower train index (the order of a stable sort).
 
-Computed in torch in blocks: queries in chunks, the train bank in blocks, top-k merged across blocks, so memory is
-bounded by the block sizes, not by N.
+Computed in torch, streaming: the train bank is read from its memory map one block of rows at a time (each
+block normalised on the device), every query chunk's top-k from that block is merged into a running top-k, and
+the block is dropped. The train bank is read once, whatever the number of queries; the queries stay on the device
+when they fit a quarter of the budget, else they are read chunk by chunk for every train block. So memory is
+bounded by the block sizes (`KnnBlocks.working_bytes`), not by N, and the block sizes come from a memory budget
+(`memory_budget_mb`, default: `harness.memory.default_budget_bytes` of the device).
 """
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from harness import hookimpl
 from harness.errors import HarnessError
+from harness.memory import budget_bytes, format_bytes
 from harness.types import Embeddings, EvaluationResult, Evaluator
 
-#: Elements of one (queries x train-block) similarity matrix: 2^25 float32 = 128 MiB.
-BLOCK_ELEMENTS = 1 << 25
+#: Caps on the automatic block sizes: larger blocks make the matrix products no faster, only the memory larger.
+MAX_TRAIN_BLOCK = 65_536
+MAX_SIMILARITY_ELEMENTS = 1 << 26
+#: Bytes per (query, neighbour) of the running top-k (float32 similarity + int64 index), and of the temporaries
+#: of one merge (the block's top-k, its re-ordering and the concatenation with the running top-k, sorted).
+_RESULT_BYTES = 12
+_MERGE_BYTES = 6 * _RESULT_BYTES
 
 
-def _normalised(features: np.ndarray, start: int, stop: int, device: str) -> Any:
+@dataclass(frozen=True)
+class KnnBlocks:
+    """How `nearest_neighbours` cuts the work: rows of train per block, queries per chunk."""
+
+    train_block: int
+    query_block: int
+    queries_resident: bool  # all queries normalised on the device once, rather than re-read per train block
+
+    def working_bytes(self, n_queries: int, dim: int, k: int) -> int:
+        """The memory of the computation, at most: what the budget bounds and the peak-memory test checks.
+
+        One train block (float32, normalised in place), the queries (all, or one chunk), one block of
+        similarities (float32), the merge temporaries, and the running top-k of every
+        query (the result itself, Q x k).
+        """
+        queries = (n_queries if self.queries_resident else self.query_block) * dim * 4
+        return (self.train_block * dim * 4 + queries + self.query_block * self.train_block * 4
+                + self.query_block * k * _MERGE_BYTES + n_queries * k * _RESULT_BYTES)
+
+
+def plan_blocks(n_train: int, n_queries: int, dim: int, k: int, budget: int) -> KnnBlocks:
+    """The largest blocks (up to the caps) whose `working_bytes` fit in `budget` bytes."""
+    k = max(1, min(k, n_train))
+    smallest = KnnBlocks(1, 1, False).working_bytes(n_queries, dim, k)
+    if smallest > budget:
+        raise HarnessError(f"kNN of {n_queries} queries (k={k}, dim {dim}) needs at least {format_bytes(smallest)}"
+                           f" (mostly the {n_queries} x {k} result); the memory budget is {format_bytes(budget)}:"
+                           f" raise it with --memory-budget-mb")
+    room = budget - n_queries * k * _RESULT_BYTES
+    resident = n_queries * dim * 4 <= room // 4
+    if resident:
+        room -= n_queries * dim * 4
+    # Half of what is left for the train block, the rest for the query chunk and its block of similarities.
+    train_block = int(max(1, min(n_train, MAX_TRAIN_BLOCK, room // 2 // (dim * 4))))
+    per_query = train_block * 4 + k * _MERGE_BYTES + (0 if resident else dim * 4)
+    query_block = int(max(1, min(n_queries, MAX_SIMILARITY_ELEMENTS // train_block,
+                                 (room - train_block * dim * 4) // per_query)))
+    return KnnBlocks(train_block, query_block, resident)
+
+
+def _normalised_rows(features: np.ndarray, start: int, stop: int, device: str) -> Any:
+    """Rows [start, stop) as float32 on the device, L2-normalised in place (the values of F.normalize)."""
     import torch
 
-    # A copy of one block: the cache hands out read-only memory maps, which torch must not alias.
+    # A float32 copy of just these rows: the store hands out read-only memory maps (float32 or float16), which
+    # torch must not alias; the copy is the only host memory the block takes.
     block = torch.from_numpy(np.array(features[start:stop], dtype=np.float32, copy=True)).to(device)
-    return torch.nn.functional.normalize(block, dim=1)
+    return block.div_(block.norm(dim=1, keepdim=True).clamp_min_(1e-12))
 
 
-def nearest_neighbours(train: np.ndarray, queries: np.ndarray, k: int, device: str = "cpu",
-                       block_elements: int = BLOCK_ELEMENTS) -> tuple[Any, Any]:
-    """Cosine similarities and indices of the k nearest train rows for every query, (Q, k) each, best first."""
+def _top_k_of_block(sims: Any, k: int) -> tuple[Any, Any]:
+    """The k best columns of each row by (similarity descending, column ascending), in that order.
+
+    `topk` alone picks arbitrarily among equal values at the k-th place; rows where it may have left out a lower
+    column of equal similarity (rare: duplicate train items) are redone with a stable sort. (Detecting them by
+    comparing the whole block with the k-th value would cost a Q x B mask, and its sum an int64 copy of it.)
+    """
     import torch
 
+    if k == sims.shape[1]:
+        return _ordered(sims, torch.arange(k, device=sims.device).expand_as(sims))
+    # One more than k: a row is ambiguous exactly when its (k+1)-th value equals its k-th.
+    top_sims, top_idx = sims.topk(k + 1, dim=1)
+    ambiguous = torch.nonzero(top_sims[:, k] == top_sims[:, k - 1]).squeeze(1)
+    top_sims, top_idx = top_sims[:, :k], top_idx[:, :k]
+    if len(ambiguous):
+        redo = torch.sort(sims[ambiguous], dim=1, descending=True, stable=True)
+        top_sims[ambiguous], top_idx[ambiguous] = redo.values[:, :k], redo.indices[:, :k]
+    return _ordered(top_sims, top_idx)
+
+
+def _ordered(sims: Any, idx: Any) -> tuple[Any, Any]:
+    """Each row re-ordered by (similarity descending, index ascending)."""
+    import torch
+
+    by_index = idx.argsort(dim=1)
+    sims, idx = sims.gather(1, by_index), idx.gather(1, by_index)
+    by_sim = torch.sort(sims, dim=1, descending=True, stable=True).indices
+    return sims.gather(1, by_sim), idx.gather(1, by_sim)
+
+
+def nearest_neighbours(train: np.ndarray, queries: np.ndarray, k: int, device: str = "cpu", *,
+                       memory_budget_bytes: int | None = None, train_block: int | None = None,
+                       query_block: int | None = None, blocks: KnnBlocks | None = None) -> tuple[Any, Any]:
+    """Cosine similarities and indices of the k nearest train rows for every query, (Q, k) each, best first.
+
+    `train` and `queries` may be read-only memory maps of any float dtype; they are read block by block and
+    never copied whole. Block sizes come from `memory_budget_bytes` (default: the device's, see
+    `harness.memory`) unless `train_block` / `query_block` (or a whole plan, `blocks`) are given; `blocks_for`
+    says what they will be.
+    Equal similarities rank by train index, so the result does not depend on the blocks.
+    """
+    import torch
+
+    if blocks is None:
+        blocks = blocks_for(train.shape[0], queries.shape[0], train.shape[1], k, device,
+                            memory_budget_bytes=memory_budget_bytes, train_block=train_block,
+                            query_block=query_block)
     n_train, n_queries = train.shape[0], queries.shape[0]
-    train_block = max(1, min(n_train, block_elements // 1024))
-    query_chunk = max(1, min(n_queries, block_elements // train_block))
-    train_cache = [_normalised(train, s, min(s + train_block, n_train), device)
-                   for s in range(0, n_train, train_block)] if n_train <= train_block * 4 else None
-    sims_out, idx_out = [], []
-    for q_start in range(0, n_queries, query_chunk):
-        q = _normalised(queries, q_start, min(q_start + query_chunk, n_queries), device)
-        best_sims = best_idx = None
-        for b, t_start in enumerate(range(0, n_train, train_block)):
-            t = train_cache[b] if train_cache is not None else _normalised(train, t_start,
-                                                                           min(t_start + train_block, n_train), device)
-            sims = q @ t.T
-            top_sims, top_idx = sims.topk(min(k, sims.shape[1]), dim=1)
-            top_idx += t_start
-            if best_sims is not None:
-                top_sims = torch.cat([best_sims, top_sims], dim=1)
-                top_idx = torch.cat([best_idx, top_idx], dim=1)
-                top_sims, order = top_sims.topk(min(k, top_sims.shape[1]), dim=1)
-                top_idx = top_idx.gather(1, order)
-            best_sims, best_idx = top_sims, top_idx
-        sims_out.append(best_sims.cpu())
-        idx_out.append(best_idx.cpu())
-    return torch.cat(sims_out), torch.cat(idx_out)
+    k = min(k, n_train)
+    best_sims = torch.full((n_queries, k), -torch.inf, dtype=torch.float32, device=device)
+    best_idx = torch.zeros((n_queries, k), dtype=torch.int64, device=device)
+    resident = _normalised_rows(queries, 0, n_queries, device) if blocks.queries_resident else None
+    for t_start in range(0, n_train, blocks.train_block):
+        t_stop = min(t_start + blocks.train_block, n_train)
+        bank = _normalised_rows(train, t_start, t_stop, device)
+        for q_start in range(0, n_queries, blocks.query_block):
+            q_stop = min(q_start + blocks.query_block, n_queries)
+            q = resident[q_start:q_stop] if resident is not None else _normalised_rows(queries, q_start, q_stop,
+                                                                                       device)
+            sims = q @ bank.T
+            new_sims, new_idx = _top_k_of_block(sims, min(k, t_stop - t_start))
+            del sims
+            # The running top-k holds only lower train indices than this block's, and both are ordered by
+            # (similarity desc, index asc): a stable sort of the concatenation keeps that order.
+            cat_sims = torch.cat([best_sims[q_start:q_stop], new_sims], dim=1)
+            cat_idx = torch.cat([best_idx[q_start:q_stop], new_idx + t_start], dim=1)
+            order = torch.sort(cat_sims, dim=1, descending=True, stable=True).indices[:, :k]
+            best_sims[q_start:q_stop] = cat_sims.gather(1, order)
+            best_idx[q_start:q_stop] = cat_idx.gather(1, order)
+        del bank
+    return best_sims.cpu(), best_idx.cpu()
+
+
+def blocks_for(n_train: int, n_queries: int, dim: int, k: int, device: str = "cpu", *,
+               memory_budget_bytes: int | None = None, train_block: int | None = None,
+               query_block: int | None = None) -> KnnBlocks:
+    """The blocks `nearest_neighbours` uses for these shapes: planned from the budget, or as given."""
+    k = min(k, n_train)
+    if train_block is not None or query_block is not None:
+        for name, value in (("train_block", train_block), ("query_block", query_block)):
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise HarnessError(f"kNN {name}={value!r}: a positive number of rows")
+        tb = min(n_train, train_block or MAX_TRAIN_BLOCK)
+        qb = min(n_queries, query_block or max(1, MAX_SIMILARITY_ELEMENTS // tb))
+        return KnnBlocks(tb, qb, False)
+    budget = memory_budget_bytes if memory_budget_bytes is not None else budget_bytes(None, device)
+    return plan_blocks(n_train, n_queries, dim, k, budget)
 
 
 def vote(sims: Any, neighbour_labels: Any, k: int, num_classes: int, temperature: float) -> Any:
@@ -83,6 +196,11 @@ class KNN(Evaluator):
     protocol = "knn/dino-v1"
     needs = ("train", "test")
 
+    def __init__(self, *, memory_budget_mb: float | None = None, **options: Any) -> None:
+        # The budget sets block sizes, not results: an execution setting beside the options, like the device.
+        super().__init__(**options)
+        self.memory_budget_mb = memory_budget_mb
+
     @classmethod
     def default_options(cls) -> dict[str, Any]:
         return {"ks": [10, 20, 100, 200], "temperature": 0.07, "main_k": 20}
@@ -100,8 +218,11 @@ class KNN(Evaluator):
             raise HarnessError(f"train and test embeddings differ in dimension: {train.features.shape[1]} vs "
                                f"{test.features.shape[1]}")
         num_classes = max(train.num_classes, int(test.labels.max()) + 1)
-        sims, idx = nearest_neighbours(train.features, test.features, k=min(max(ks), train.features.shape[0]),
-                                       device=device)
+        k_max = min(max(ks), train.features.shape[0])
+        budget = budget_bytes(self.memory_budget_mb, device)
+        blocks = blocks_for(train.features.shape[0], test.features.shape[0], train.features.shape[1], k_max,
+                            device, memory_budget_bytes=budget)
+        sims, idx = nearest_neighbours(train.features, test.features, k=k_max, device=device, blocks=blocks)
         sims, idx = sims.double(), idx.long()
         neighbour_labels = torch.from_numpy(np.asarray(train.labels, dtype=np.int64))[idx]
         targets = torch.from_numpy(np.asarray(test.labels, dtype=np.int64))
@@ -121,6 +242,10 @@ class KNN(Evaluator):
             if k == main_k:
                 predictions = {"ids": np.asarray(test.ids), "label": targets.numpy(),
                                "prediction": top5[:, 0].numpy(), "top5": top5.numpy()}
+        # How it was computed (differs between machines, never the numbers above).
+        metrics["runtime"] = {**asdict(blocks), "memory_budget_bytes": budget,
+                              "working_bytes": blocks.working_bytes(test.features.shape[0],
+                                                                    train.features.shape[1], k_max)}
         main = metrics.get(f"top1_k{main_k}")
         return EvaluationResult(metrics=metrics, main_score=main, main_metric=f"top1_k{main_k}",
                                 predictions=predictions or None)

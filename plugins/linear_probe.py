@@ -35,6 +35,11 @@ float32 by default (``dtype="float64"`` on request), and three choices make it f
   objective value are unchanged; only the conditioning improves (CNN features are all positive, with a large
   common mean that couples W and b). Coefficients handed out are mapped back to raw-feature coordinates.
 
+Features larger than the memory budget (`memory_budget_mb`, an execution setting, default from the device) are
+not copied to the device: `StreamedFeatures` reads them from the memory map in chunks for every objective and
+gradient, which are sums over rows, so the objective, the solver and the solution are the same (the sums are
+accumulated chunk by chunk); `streaming=True/False` forces either way.
+
 For two classes the model is still the two-output softmax, not scikit-learn's one-vector binomial model; the two
 are the same classifier with the binomial C doubled (the penalty splits ``w`` as ``w/2, -w/2``).
 """
@@ -43,12 +48,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from harness import hookimpl
 from harness.errors import HarnessError
+from harness.memory import budget_bytes
 from harness.types import Embeddings, EvaluationResult, Evaluator
 
 if TYPE_CHECKING:  # torch is imported where it is used, so `import plugins.linear_probe` stays cheap
@@ -122,6 +128,15 @@ class CentredFeatures:
         x -= shift
         return cls(x, shift)
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.x.shape)  # type: ignore[return-value]
+
+    def row_blocks(self, block: int) -> "Iterator[torch.Tensor]":
+        """Consecutive blocks of at most `block` rows, in order (views: nothing is copied)."""
+        for start in range(0, self.x.shape[0], block):
+            yield self.x[start:start + block]
+
     def subset(self, rows: np.ndarray) -> "CentredFeatures":
         import torch
 
@@ -133,10 +148,89 @@ class CentredFeatures:
         return self.x @ weights + theta[d * num_classes:]
 
 
+class StreamedFeatures:
+    """The same rows as `CentredFeatures`, never held whole: read from the (memory-mapped) array in chunks.
+
+    For features larger than the device's budget. Every pass over the data (each objective and gradient of
+    L-BFGS, each scoring) reads the rows again, `chunk_rows` at a time, copies them to the device in the solver's
+    dtype and centres them there: the same values as `CentredFeatures` holds, so the objective is the same, its
+    sum over rows accumulated chunk by chunk. Memory: one chunk, whatever N.
+    """
+
+    def __init__(self, source: np.ndarray, rows: np.ndarray | None, shift: "torch.Tensor", *, device: str,
+                 dtype: str, chunk_rows: int) -> None:
+        self.source, self.rows, self.shift = source, rows, shift
+        self.device, self.dtype, self.chunk_rows = device, dtype, max(1, int(chunk_rows))
+        self.torch_dtype = shift.dtype
+
+    @classmethod
+    def from_array(cls, features: np.ndarray, *, device: str, dtype: str, chunk_rows: int,
+                   shift: "torch.Tensor | None" = None, rows: np.ndarray | None = None) -> "StreamedFeatures":
+        """As `CentredFeatures.from_array`; the mean, when not given, is summed over the chunks in float64."""
+        import torch
+
+        streamed = cls(features, rows, torch.zeros(features.shape[1], dtype=getattr(torch, dtype), device=device),
+                       device=device, dtype=dtype, chunk_rows=chunk_rows)
+        if shift is None:
+            total = torch.zeros(features.shape[1], dtype=torch.float64, device=device)
+            for chunk in streamed._raw_chunks(streamed.chunk_rows):
+                total += chunk.sum(0, dtype=torch.float64)
+            shift = (total / max(streamed.shape[0], 1)).to(streamed.torch_dtype)
+        streamed.shift = shift
+        return streamed
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.source.shape[0] if self.rows is None else len(self.rows), self.source.shape[1])
+
+    def _raw_chunks(self, block: int) -> "Iterator[torch.Tensor]":
+        import torch
+
+        for start in range(0, self.shape[0], block):
+            index = slice(start, start + block) if self.rows is None else self.rows[start:start + block]
+            # np.array copies the rows: torch.from_numpy must not alias (or write to) a read-only memory map.
+            chunk = np.array(self.source[index], dtype=np.dtype(self.dtype), copy=True)
+            yield torch.from_numpy(chunk).to(self.device)
+
+    def row_blocks(self, block: int) -> "Iterator[torch.Tensor]":
+        for chunk in self._raw_chunks(block):
+            yield chunk.sub_(self.shift)
+
+    def subset(self, rows: np.ndarray) -> "StreamedFeatures":
+        rows = np.asarray(rows)
+        composed = rows if self.rows is None else self.rows[rows]
+        return StreamedFeatures(self.source, composed, self.shift, device=self.device, dtype=self.dtype,
+                                chunk_rows=self.chunk_rows)
+
+    def logits(self, theta: "torch.Tensor", num_classes: int) -> "torch.Tensor":
+        import torch
+
+        d = self.shape[1]
+        weights = theta[: d * num_classes].view(d, num_classes)
+        return torch.cat([xb @ weights + theta[d * num_classes:] for xb in self.row_blocks(self.chunk_rows)])
+
+
+def streaming_plan(n: int, d: int, k: int, dtype: str, budget: int) -> dict[str, Any]:
+    """Whether the linear probe's features fit `budget` bytes on the device, and the chunk size if they do not.
+
+    In memory, the train features are held once whole and once as the C-search's 90 % split (the subset is a
+    copy), in the solver's dtype; L-BFGS keeps 2 x HISTORY_SIZE parameter vectors plus a few more either way.
+    Streamed, one chunk of rows is on the device at a time: its float host copy, its device copy and the
+    (rows x classes) logits and probabilities.
+    """
+    item = np.dtype(dtype).itemsize
+    params = (d + 1) * k * item * (2 * HISTORY_SIZE + 8)
+    in_memory = 2 * n * d * item + params
+    per_row = d * (item + item) + 3 * k * item
+    chunk = int(max(1, min(n, MAX_BLOCK_ELEMENTS // max(k, 1), (budget - params) // 2 // per_row)))
+    return {"in_memory_bytes": int(in_memory), "streamed_bytes": int(params + chunk * per_row),
+            "fits": in_memory <= budget, "chunk_rows": chunk, "parameter_bytes": int(params)}
+
+
 class SoftmaxRegression:
     """Multinomial logistic regression on one set of rows: objective, gradient and an L-BFGS fit at a given C."""
 
-    def __init__(self, features: CentredFeatures, labels: np.ndarray) -> None:
+    def __init__(self, features: "CentredFeatures | StreamedFeatures", labels: np.ndarray) -> None:
         import torch
 
         self.features = features
@@ -144,9 +238,11 @@ class SoftmaxRegression:
         if len(self.classes) < 2:
             raise HarnessError(f"the linear probe needs at least two classes in train, got {self.classes.tolist()}")
         self.y = torch.as_tensor(encoded, dtype=torch.long, device=features.device)
-        self.n, self.d = features.x.shape
+        self.n, self.d = features.shape
         self.k = len(self.classes)
         self.block = max(1, MAX_BLOCK_ELEMENTS // self.k)
+        if isinstance(features, StreamedFeatures):
+            self.block = min(self.block, features.chunk_rows)
 
     @property
     def num_parameters(self) -> int:
@@ -195,15 +291,15 @@ class SoftmaxRegression:
         """
         import torch
 
-        x, y, n, d, k = self.features.x, self.y, self.n, self.d, self.k
+        y, n, d, k = self.y, self.n, self.d, self.k
         weights = theta[: d * k].view(d, k)
         bias = theta[d * k:]
         grad = torch.zeros_like(theta) if grad_out is None else grad_out.zero_()
         grad_w = grad[: d * k].view(d, k)
         grad_b = grad[d * k:]
         ce_sum = torch.zeros((), dtype=torch.float64, device=theta.device)
-        for start in range(0, n, self.block):
-            xb, yb = x[start:start + self.block], y[start:start + self.block]
+        for start, xb in zip(range(0, n, self.block), self.features.row_blocks(self.block)):
+            yb = y[start:start + self.block]
             logits = torch.addmm(bias, xb, weights)
             lse = torch.logsumexp(logits, dim=1)
             ce_sum += lse.sum(dtype=torch.float64) - logits.gather(1, yb[:, None]).sum(dtype=torch.float64)
@@ -296,20 +392,23 @@ class SoftmaxRegression:
         return weights.T.cpu().numpy(), bias.cpu().numpy()
 
 
-def scores(features: CentredFeatures, solution: Solution) -> "torch.Tensor":
+def scores(features: "CentredFeatures | StreamedFeatures", solution: Solution) -> "torch.Tensor":
     """Logits of every row for the solution's classes (columns in `solution.classes` order)."""
     return features.logits(solution.theta, len(solution.classes))
 
 
 def fit_logistic_regression(features: np.ndarray, labels: np.ndarray, c: float, *, device: str = "cpu",
-                            dtype: str = "float64", max_iter: int = 1000, tol: float = 1e-4
-                            ) -> tuple[np.ndarray, np.ndarray, Solution]:
+                            dtype: str = "float64", max_iter: int = 1000, tol: float = 1e-4,
+                            chunk_rows: int | None = None) -> tuple[np.ndarray, np.ndarray, Solution]:
     """One fit at one C, as scikit-learn's ``LogisticRegression(C=c).fit`` would do it; for tests and benchmarks.
 
-    Returns (coef (K, D), intercept (K,), solution), coefficients in raw-feature coordinates.
+    With `chunk_rows`, the features are streamed from `features` (a memory map, say) that many rows at a time
+    instead of being copied to the device whole (`StreamedFeatures`). Returns (coef (K, D), intercept (K,),
+    solution), coefficients in raw-feature coordinates.
     """
-    problem = SoftmaxRegression(CentredFeatures.from_array(features, device=device, dtype=dtype),
-                                np.asarray(labels))
+    x = (CentredFeatures.from_array(features, device=device, dtype=dtype) if chunk_rows is None else
+         StreamedFeatures.from_array(features, device=device, dtype=dtype, chunk_rows=chunk_rows))
+    problem = SoftmaxRegression(x, np.asarray(labels))
     solution = problem.fit(c, None, max_iter=max_iter, tol=tol)
     coef, intercept = problem.raw_coefficients(solution)
     return coef, intercept, solution
@@ -406,6 +505,17 @@ class LinearProbe(Evaluator):
     needs = ("train", "test")
     requires_labels = True
 
+    def __init__(self, *, memory_budget_mb: float | None = None, streaming: bool | None = None,
+                 **options: Any) -> None:
+        """`memory_budget_mb` (default: the device's) decides whether the features are held on the device or
+        streamed from the cache in chunks; `streaming=True/False` forces either. Execution settings, like the
+        device: the objective and the solver are the same, so they are not options (not part of the cell key)."""
+        super().__init__(**options)
+        if streaming not in (None, True, False):
+            raise HarnessError(f"linear probe streaming={streaming!r}: True, False or None (automatic)")
+        self.memory_budget_mb = memory_budget_mb
+        self.streaming = streaming
+
     @classmethod
     def default_options(cls) -> dict[str, Any]:
         return {
@@ -457,7 +567,15 @@ class LinearProbe(Evaluator):
 
         o = self.options
         grid = c_grid(o["log10_c_min"], o["log10_c_max"], o["num_c"])
-        x_train = CentredFeatures.from_array(train.features, device=device, dtype=o["dtype"], rows=labelled)
+        budget = budget_bytes(self.memory_budget_mb, device)
+        plan = streaming_plan(len(train_labels), train.features.shape[1], len(np.unique(train_labels)), o["dtype"],
+                              budget)
+        streamed = (not plan["fits"]) if self.streaming is None else self.streaming
+        if streamed:
+            x_train = StreamedFeatures.from_array(train.features, device=device, dtype=o["dtype"], rows=labelled,
+                                                  chunk_rows=plan["chunk_rows"])
+        else:
+            x_train = CentredFeatures.from_array(train.features, device=device, dtype=o["dtype"], rows=labelled)
         fit_rows, val_rows, split_how = validation_split(train_labels, o["val_fraction"], seed)
         fit_problem = SoftmaxRegression(x_train.subset(fit_rows), train_labels[fit_rows])
         x_val = x_train.subset(val_rows)
@@ -493,8 +611,11 @@ class LinearProbe(Evaluator):
         refit_problem = SoftmaxRegression(x_train, train_labels)
         final = refit_problem.fit(float(grid[chosen]), start_refit, max_iter=o["max_iter"], tol=o["tolerance"])
         final.data_term = None
-        x_test = CentredFeatures.from_array(test.features, device=device, dtype=o["dtype"],
-                                            shift=x_train.shift)
+        if streamed:
+            x_test = StreamedFeatures.from_array(test.features, device=device, dtype=o["dtype"],
+                                                 shift=x_train.shift, chunk_rows=plan["chunk_rows"])
+        else:
+            x_test = CentredFeatures.from_array(test.features, device=device, dtype=o["dtype"], shift=x_train.shift)
         del x_train, refit_problem
         logits = scores(x_test, final)
         top_k = min(5, logits.shape[1])
@@ -530,6 +651,10 @@ class LinearProbe(Evaluator):
             "search": o["search"],
             "dtype": o["dtype"],
             "classes_in_model": int(len(final.classes)),
+            # How it was computed (differs between machines, not the objective or the solver).
+            "runtime": {"streamed": bool(streamed), "chunk_rows": plan["chunk_rows"] if streamed else None,
+                        "memory_budget_bytes": budget, "in_memory_bytes": plan["in_memory_bytes"],
+                        "streamed_bytes": plan["streamed_bytes"]},
         })
         return EvaluationResult(
             metrics=metrics, main_score=metrics["top1"], main_metric="top1",

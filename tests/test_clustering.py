@@ -381,7 +381,8 @@ def test_registered_as_a_plugin_with_validated_options() -> None:
     assert isinstance(evaluator, ClusteringEvaluator)
     assert (evaluator.protocol, tuple(evaluator.needs), evaluator.requires_labels) == (
         "clustering/umap-v1", ("test",), False)
-    assert evaluator.options == {"reduce": "umap", "n_components": 50, "n_seeds": 3, "max_n_quadratic": 5000}
+    assert evaluator.options == {"reduce": "umap", "n_components": 50, "n_seeds": 3, "max_n_quadratic": 5000,
+                                 "subsample": None}
     with pytest.raises(HarnessError, match="reduce="):
         plugins.evaluator("clustering", reduce="tsne")
     with pytest.raises(HarnessError, match="no option"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.errors import HarnessError
 from harness.types import Embeddings
 from plugins.knn import KNN, nearest_neighbours
 
@@ -65,13 +66,75 @@ def test_knn_equals_reference_on_real_embeddings(cifar_embeddings):
     np.testing.assert_array_equal(result.predictions["ids"], test.ids)
 
 
-def test_blocked_top_k_equals_one_block():
+def reference_neighbours(train, queries, k):
+    """The k nearest train rows of each query in float64 numpy: cosine, ties to the lower train index."""
+    train_n = train / np.maximum(np.linalg.norm(train, axis=1, keepdims=True), 1e-12)
+    query_n = queries / np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    sims = query_n @ train_n.T
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sims, order, axis=1), order
+
+
+@pytest.mark.parametrize("train_block,query_block", [(64, 7), (1000, 77), (333, 1), (1, 77)])
+def test_streamed_top_k_equals_numpy_reference(train_block, query_block):
+    """Blocks smaller than N (many merges, a last block shorter than k, one row a block) give the reference."""
     rng = np.random.default_rng(3)
     train, queries = rng.normal(size=(1000, 16)).astype(np.float32), rng.normal(size=(77, 16)).astype(np.float32)
-    sims_one, idx_one = nearest_neighbours(train, queries, k=50)
-    sims_blocked, idx_blocked = nearest_neighbours(train, queries, k=50, block_elements=2048)  # 2 x 1024 blocks
-    np.testing.assert_allclose(sims_blocked.numpy(), sims_one.numpy(), rtol=0, atol=1e-6)
-    np.testing.assert_array_equal(idx_blocked.numpy(), idx_one.numpy())
+    ref_sims, ref_idx = reference_neighbours(train.astype(np.float64), queries.astype(np.float64), 50)
+    sims, idx = nearest_neighbours(train, queries, k=50, train_block=train_block, query_block=query_block)
+    np.testing.assert_array_equal(idx.numpy(), ref_idx)
+    np.testing.assert_allclose(sims.numpy(), ref_sims, rtol=0, atol=1e-5)
+
+
+def test_ties_go_to_the_lower_train_index_whatever_the_blocks():
+    """Duplicate train items (exactly equal similarities) straddling the k-th place and the block boundaries."""
+    dim = 6
+    basis = np.eye(dim, dtype=np.float32)
+    # Train: each basis vector 9 times, interleaved, so every block holds some copies of each; plus a few others.
+    train = np.concatenate([np.tile(basis, (9, 1)), 3 * basis[:2]])
+    queries = np.concatenate([basis, basis[:3] + basis[3:]]).astype(np.float32)
+    # On basis vectors the similarities are exact (one non-zero product), so ties are real ties in any order.
+    ref_sims, ref_idx = reference_neighbours(train.astype(np.float64), queries.astype(np.float64), 13)
+    for train_block, query_block in [(len(train), len(queries)), (4, 2), (7, 9), (13, 1)]:
+        sims, idx = nearest_neighbours(train, queries, k=13, train_block=train_block, query_block=query_block)
+        np.testing.assert_array_equal(idx.numpy(), ref_idx)
+        np.testing.assert_allclose(sims.numpy(), ref_sims, rtol=0, atol=1e-6)
+    # Every query has more train rows at its 13th similarity than places left for them: the tie is decided by k.
+    all_sims, _ = reference_neighbours(train.astype(np.float64), queries.astype(np.float64), len(train))
+    assert (all_sims[:, 13] == all_sims[:, 12]).all()
+
+
+def test_blocks_follow_the_budget():
+    from plugins.knn import blocks_for, plan_blocks
+
+    n, q, d, k = 200_000, 10_000, 768, 200
+    for budget_mb in (64, 256, 1024):
+        blocks = plan_blocks(n, q, d, k, budget_mb << 20)
+        assert blocks.working_bytes(q, d, k) <= budget_mb << 20
+        assert blocks.train_block < n  # streamed: the bank does not fit
+    assert plan_blocks(n, q, d, k, 64 << 20).train_block < plan_blocks(n, q, d, k, 256 << 20).train_block
+    small = blocks_for(100, 10, 8, 20, memory_budget_bytes=1 << 30)
+    assert small == plan_blocks(100, 10, 8, 20, 1 << 30) and small.train_block == 100 and small.queries_resident
+    with pytest.raises(HarnessError, match="memory budget.*--memory-budget-mb"):
+        plan_blocks(n, 1_000_000, d, k, 64 << 20)  # the 1e6 x 200 result alone is 2.4 GB
+    with pytest.raises(HarnessError, match="train_block"):
+        blocks_for(n, q, d, k, train_block=0)
+
+
+def test_knn_budget_is_not_an_option_and_does_not_change_the_numbers():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(5, 24))
+    train_y, test_y = rng.integers(0, 5, 700), rng.integers(0, 5, 90)
+    train = embeddings(centres[train_y] + rng.normal(size=(700, 24)), train_y, "train")
+    test = embeddings(centres[test_y] + rng.normal(size=(90, 24)), test_y, "test")
+    roomy = KNN().evaluate(train, test, seed=0, device="cpu")
+    tight = KNN(memory_budget_mb=0.3).evaluate(train, test, seed=0, device="cpu")
+    assert tight.metrics["runtime"]["train_block"] < 700 == roomy.metrics["runtime"]["train_block"]
+    assert tight.metrics["runtime"]["working_bytes"] <= 0.3 * 2**20
+    assert {k: v for k, v in tight.metrics.items() if k != "runtime"} == \
+        {k: v for k, v in roomy.metrics.items() if k != "runtime"}
+    np.testing.assert_array_equal(tight.predictions["top5"], roomy.predictions["top5"])
+    assert KNN(memory_budget_mb=0.3).options == KNN().options  # same cell, same column
 
 
 def test_k_larger_than_train_set_is_null_with_reason():
