@@ -56,7 +56,7 @@ class Sizes:
     warmup: int = 3
 
 
-FULL = Sizes(models=("vit_small_patch16_224", "resnet50"), batch=256, predecoded_images=4096, file_images=1500,
+FULL = Sizes(models=("vit_small_patch16_224", "resnet50"), batch=256, predecoded_images=4096, file_images=1000,
              bare_batches=20, knn_train=1_000_000, knn_queries=50_000, linear_train=200_000, linear_test=10_000,
              linear_classes=1000)
 SMOKE = Sizes(models=("test_vit", "test_efficientnet"), batch=2, predecoded_images=4, file_images=4, bare_batches=1,
@@ -341,13 +341,15 @@ def main(argv: list[str] | None = None) -> int:
     import timm
     import torch
 
+    import harness
     from harness.extract import resolve_device
 
     device = resolve_device(args.device or ("cpu" if args.smoke else "cuda"))
     sizes = SMOKE if args.smoke else FULL
     started = time.perf_counter()
     print(f"gpu_check{' --smoke' if args.smoke else ''}: device {device_name(device)}; torch {torch.__version__}, "
-          f"timm {timm.__version__}, Python {platform.python_version()}; harness from {source}", flush=True)
+          f"timm {timm.__version__}, Python {platform.python_version()}; harness {harness.__version__} from {source} "
+          f"({Path(harness.__file__).parent})", flush=True)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
         for section in sections:
