@@ -452,7 +452,8 @@ def print_table(rows: list[Row]) -> None:
 
     table = [[r.measurement, r.harness, r.reference, "-" if r.ratio is None else f"{r.ratio:.2f}", r.goal,
               {True: "yes", False: "NO", None: "-"}[r.met]] for r in rows]
-    print(tabulate(table, headers=["measurement", "harness", "reference", "ratio", "goal", "met?"]))
+    print(tabulate(table, headers=["measurement", "harness", "reference", "ratio", "goal", "met?"],
+                   disable_numparse=True))  # keep "1.00" as printed, not re-parsed as the number 1
     print()
     for r in rows:
         if r.note:
