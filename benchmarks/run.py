@@ -1,7 +1,7 @@
 """The benchmark command: every ratio of the scale issue, measured side by side in one run, as one table.
 
     python benchmarks/run.py            # full sizes (under 10 minutes on a quiet 2-core CPU)
-    python benchmarks/run.py --quick    # small sizes, to check the command itself (about 2 minutes)
+    python benchmarks/run.py --quick    # small sizes, to check the command itself (a few minutes)
     python benchmarks/run.py --only knn,memory
 
 Each timed comparison interleaves its two sides (the order alternates between repeats, so a drift in the
