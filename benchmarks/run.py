@@ -74,7 +74,8 @@ QUICK = Sizes(extract_images=64, extract_model="test_vit", batch_size=32, knn_tr
 #: Evaluator options of the memory children. The linear probe runs a short C grid and few iterations: its peak
 #: memory does not depend on how many iterations it makes, and the full sweep at 200,000 x 768 would take long.
 #: Memory-budget / block-size options of the evaluators belong here, so that the table names the block size.
-MEMORY_OPTIONS: dict[str, dict[str, Any]] = {"knn": {}, "linear": {"num_c": 2, "max_iter": 5}}
+MEMORY_OPTIONS: dict[str, dict[str, Any]] = {"knn": {"memory_budget_mb": 256},
+                                             "linear": {"num_c": 2, "max_iter": 5, "memory_budget_mb": 256}}
 MEMORY_DIM = 768
 MEMORY_CLASSES = 10
 
