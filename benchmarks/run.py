@@ -66,7 +66,7 @@ class Sizes:
     memory_queries: int
 
 
-FULL = Sizes(extract_images=256, extract_model="test_vit", batch_size=64, knn_train=50_000, knn_queries=10_000,
+FULL = Sizes(extract_images=256, extract_model="resnet18", batch_size=64, knn_train=50_000, knn_queries=10_000,
              knn_check_queries=500, linear=(4000, 1000, 512, 50), memory_n=200_000, memory_queries=1000)
 QUICK = Sizes(extract_images=64, extract_model="test_vit", batch_size=32, knn_train=10_000, knn_queries=2_000,
               knn_check_queries=200, linear=(600, 200, 64, 5), memory_n=40_000, memory_queries=200)

@@ -147,6 +147,9 @@ def nearest_neighbours(train: np.ndarray, queries: np.ndarray, k: int, device: s
             sims = q @ bank.T
             new_sims, new_idx = _top_k_of_block(sims, min(k, t_stop - t_start))
             del sims
+            if t_start == 0 and new_sims.shape[1] == k:  # nothing to merge with yet: the block's top-k is it
+                best_sims[q_start:q_stop], best_idx[q_start:q_stop] = new_sims, new_idx
+                continue
             # The running top-k holds only lower train indices than this block's, and both are ordered by
             # (similarity desc, index asc): a stable sort of the concatenation keeps that order.
             cat_sims = torch.cat([best_sims[q_start:q_stop], new_sims], dim=1)
