@@ -1,6 +1,6 @@
 """The benchmark command: every ratio of the scale issue, measured side by side in one run, as one table.
 
-    python benchmarks/run.py            # full sizes (sized for under 10 minutes on a quiet 2-core CPU; 1,122 s under load)
+    python benchmarks/run.py            # full sizes (339 s on a quiet 2-core CPU, 2026-11-28)
     python benchmarks/run.py --quick    # small sizes, to check the command itself (a few minutes)
     python benchmarks/run.py --only knn,memory
 
