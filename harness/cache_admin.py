@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness.errors import HarnessError
+from harness.files import stale_temp_target
 from harness.store import EmbeddingStore, meta_checksum
 
 DAY_SECONDS = 86400.0
@@ -119,7 +120,7 @@ def list_entries(store: EmbeddingStore) -> list[CacheEntry]:
     root = store.root / "entries"
     for path in sorted(root.iterdir()) if root.is_dir() else []:
         if not path.is_dir() or not _is_key(path.name):
-            continue  # .tmp-* and .trash-* are leftovers, not entries
+            continue  # hidden .<key>.tmp-<host>-<pid> and .trash- names are leftovers, not entries
         key = path.name
         size = tree_size(path) + (tree_size(store.derived_dir(key)) if store.derived_dir(key).exists() else 0)
         meta_path = path / "meta.json"
@@ -177,9 +178,9 @@ def _leftovers(store: EmbeddingStore, entries: list[CacheEntry], older_than: flo
             found.append(Removal(path.name, "derived", path, tree_size(path), "derived data of a removed entry"))
     entries_root = store.root / "entries"
     for path in sorted(entries_root.iterdir()) if entries_root.is_dir() else []:
-        match = re.fullmatch(r"\.(?:tmp|trash)-([0-9a-f]{32})-.*", path.name)
-        if match:
-            found.append(Removal(match.group(1), "leftover", path, tree_size(path),
+        key = stale_temp_target(path.name)  # a live writer's temporary directory is not a leftover
+        if key is not None and _is_key(key):
+            found.append(Removal(key, "leftover", path, tree_size(path),
                                  "temporary directory left by a killed process"))
     partial_root = store.root / "partial"
     if not (encoder_only and older_than is None):

@@ -49,6 +49,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def stale_temp_target(name: str) -> str | None:
+    """The name of what a temporary file or directory was for (`key` for `.key.tmp-host-pid`), when `name` is
+    one of ours left by a dead process of this host; None for anything else (a live writer's included)."""
+    match = _TEMP_NAME.match(name)
+    if not match or match["host"] != _HOST or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
+        return None
+    return name[1:].rsplit(".", 1)[0]
+
+
 def remove_stale_temps(directory: str | os.PathLike) -> int:
     """Remove temporary files and directories left in `directory` by dead processes of this host; their count."""
     removed = 0
@@ -57,8 +66,7 @@ def remove_stale_temps(directory: str | os.PathLike) -> int:
     except FileNotFoundError:
         return 0
     for name in names:
-        match = _TEMP_NAME.match(name)
-        if not match or match["host"] != _HOST or int(match["pid"]) == os.getpid() or _alive(int(match["pid"])):
+        if stale_temp_target(name) is None:
             continue
         path = Path(directory, name)
         if path.is_dir() and not path.is_symlink():

@@ -202,3 +202,24 @@ def test_export_of_an_ambiguous_name_lists_the_entries_and_how_to_pick(tmp_path,
                  str(tmp_path)]) == 0
     with np.load(tmp_path / "x.npz") as data:
         np.testing.assert_array_equal(data["features"], store.load(second.key).features)
+
+
+def test_prune_removes_a_killed_writers_temporary_entry_but_not_a_live_ones(tmp_path, capsys):
+    from harness.files import temp_path
+
+    keys = fill(tmp_path)
+    key = keys["other-pixels test"]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    # what a process killed while finishing an entry leaves: `.<key>.tmp-<host>-<pid>` with a dead pid
+    left = temp_path(tmp_path / "entries" / key).with_name(
+        temp_path(tmp_path / "entries" / key).name.rsplit("-", 1)[0] + f"-{dead.stdout.strip()}")
+    live = temp_path(tmp_path / "entries" / key)  # this very process: a writer still at work
+    for path in (left, live):
+        path.mkdir()
+        (path / "features.npy").write_bytes(b"x" * 1000)
+    assert main(["cache", "prune", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"removed leftover {key[:12]}" in out, out
+    assert not left.exists() and live.exists()
+    assert {e.key for e in list_entries(EmbeddingStore(tmp_path))} == set(keys.values())  # no entry touched
