@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -37,17 +38,20 @@ def column_name(record: dict[str, Any]) -> str:
     return name
 
 
-def _scores(record: dict[str, Any], metric: str | None) -> list[float]:
-    """The cell's values: one per seed. Evaluators that run several seeds inside one record (clustering) keep
-    each seed's metrics under `metrics["per_seed"]`, so their cell shows mean ± spread over those seeds."""
+def _scores(record: dict[str, Any], metric: str | None) -> dict[str, float]:
+    """The record's values by the seed that produced them. Evaluators that run several seeds inside one record
+    (clustering) keep each seed's metrics under `metrics["per_seed"]`, so their cell shows mean ± spread over
+    those seeds; two records whose seeds overlap (run seeds 0 and 1 cluster with seeds 0-2 and 1-3) count each
+    seed once, as `harness compare` does."""
     metrics = record["metrics"]
     key = metric or record["main_metric"]
     per_seed = metrics.get("per_seed")
     if isinstance(per_seed, dict) and per_seed and all(key in values for values in per_seed.values()):
-        values = [values[key] for values in per_seed.values()]
-        return [float(v) for v in values] if all(isinstance(v, (int, float)) for v in values) else []
+        values = {f"per-seed {seed}": values[key] for seed, values in per_seed.items()}
+        return ({k: float(v) for k, v in values.items()} if all(isinstance(v, (int, float))
+                                                              for v in values.values()) else {})
     if metric is None:
-        return [] if record["main_score"] is None else [float(record["main_score"])]
+        return {} if record["main_score"] is None else {f"seed {record['seed']}": float(record["main_score"])}
     if metric not in metrics:
         import difflib
 
@@ -56,7 +60,8 @@ def _scores(record: dict[str, Any], metric: str | None) -> list[float]:
                            + (f"; did you mean: {', '.join(close)}?" if close else
                               f"; it has {', '.join(k for k in metrics if k != 'null_reasons')}"))
     value = metrics[metric]
-    return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+    return ({f"seed {record['seed']}": float(value)} if isinstance(value, (int, float)) and not isinstance(value, bool)
+            else {})
 
 
 def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = None) -> Leaderboard:
@@ -66,6 +71,7 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
     rows: dict[str, dict[str, Any]] = {}
     columns: list[str] = []
     failed = []
+    by_seed: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for record in records:
         if record["status"] != "ok":
             failed.append(f"{record['encoder']['name']} / {column_name(record)} (seed {record['seed']}) failed")
@@ -76,9 +82,10 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
         row = rows.setdefault(record["encoder"]["name"], {"encoder": record["encoder"]["name"],
                                                            "baseline": bool(record["encoder"].get("baseline")),
                                                            "cells": {}})
-        values = _scores(record, metric)
+        by_seed[(row["encoder"], column)].update(_scores(record, metric))
+    for (encoder, column), values in by_seed.items():
         if values:
-            row["cells"].setdefault(column, []).extend(values)
+            rows[encoder]["cells"][column] = list(values.values())
     columns.sort()
     incomplete = []
     for row in rows.values():

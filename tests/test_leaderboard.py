@@ -111,3 +111,18 @@ def test_label_free_with_few_encoders_gives_a_caveat_and_no_correlation(tmp_path
     write_record(tmp_path, clustering_record("random:lite0", 0.6, 0.05, pretraining="random"))
     text = render_label_free(load_records(tmp_path))
     assert "Caveat: only 1 pretrained encoder" in text and "Spearman" not in text
+
+
+def test_overlapping_clustering_seeds_count_once_as_in_compare(tmp_path):
+    """Run seeds 0 and 1 cluster with seeds 0-2 and 1-3: the cell holds seeds 0, 1, 2, 3 once each."""
+    from leaderboard.compare import _per_seed_values
+
+    ami = {0: 0.30, 1: 0.34, 2: 0.38, 3: 0.42}
+    for run_seed in (0, 1):
+        per_seed = {str(s): {"top1_k20": ami[s]} for s in range(run_seed, run_seed + 3)}
+        write_record(tmp_path, make_record("enc", "set1", "clustering", 0.0, seed=run_seed,
+                                           metrics={"per_seed": per_seed}))
+    records = load_records(tmp_path)
+    board = build_leaderboard(records)
+    assert sorted(board.rows[0]["cells"]["set1 clustering"]) == sorted(ami.values())
+    assert sorted(_per_seed_values(records, "top1_k20").values()) == sorted(ami.values())  # the same four values
