@@ -178,8 +178,9 @@ def plan_cells(config: RunConfig, plugins: Plugins | None = None) -> list[str]:
     anything: to compare two ways of asking for a run, e.g. a suite file and command-line flags."""
     plugins = plugins or get_plugins()
     evaluators = [plugins.evaluator(name, **config.evaluator_options.get(name, {})) for name in config.evaluators]
-    return [cell_key(planned.label, _build_dataset(spec, config, plugins).name, e.name, e.protocol, e.options, seed)
-            for planned in _build_encoders(config, plugins) for spec in config.datasets
+    dataset_names = [_build_dataset(spec, config, plugins).name for spec in config.datasets]
+    return [cell_key(planned.label, name, e.name, e.protocol, e.options, seed)
+            for planned in _build_encoders(config, plugins) for name in dataset_names
             for e in evaluators for seed in run_seeds(config)]
 
 
@@ -301,12 +302,12 @@ def _extract_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], 
         log.error("%s on %s: %s", label, dataset.name, error)
         report.failures.append(CellFailure(label, dataset.name, None, str(error)))
         return partial(_write_extraction_failures, label, encoder, dataset, info, evaluators, str(error), options,
-                       config, command)
+                       config, command, planned.baseline)
     except Exception as error:  # noqa: BLE001 - a broken encoder plugin must not stop the other encoders
         log.error("%s on %s: extraction failed:\n%s", label, dataset.name, traceback.format_exc())
         report.failures.append(CellFailure(label, dataset.name, None, f"{type(error).__name__}: {error}"))
         return partial(_write_extraction_failures, label, encoder, dataset, info, evaluators, traceback.format_exc(),
-                       options, config, command)
+                       options, config, command, planned.baseline)
     return partial(_evaluate_pair, planned, dataset, info, embeddings, timings, todo, options, config, command,
                    report)
 
@@ -359,15 +360,17 @@ def _evaluate_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any],
 
 def _write_extraction_failures(label: str, encoder: Encoder, dataset: Any, info: dict[str, Any],
                                evaluators: list[Evaluator], error: str, options: ExtractionOptions,
-                               config: RunConfig, command: str) -> None:
-    """A failed marker per cell of an encoder whose extraction failed, so the results say what happened."""
+                               config: RunConfig, command: str, baseline: bool | None = None) -> None:
+    """A failed marker per cell of an encoder whose extraction failed, so the results say what happened.
+    `baseline`: the suite's word on it (None: from the pretraining kind, as for finished records)."""
     try:
         encoder_info = {"architecture": "unknown", "weights": {}, **encoder.info()}
         encoder_info.setdefault("pretraining", getattr(encoder, "pretraining", "unknown"))
         encoder_record = {"name": label, "fingerprint": encoder.fingerprint(), "info": encoder_info,
-                          "baseline": encoder_info["pretraining"] in BASELINE_PRETRAINING}
+                          "baseline": encoder_info["pretraining"] in BASELINE_PRETRAINING if baseline is None
+                          else baseline}
     except Exception:  # noqa: BLE001 - an encoder too broken to describe itself still fails only its own cells
-        encoder_record = {"name": label, "fingerprint": {}, "baseline": False,
+        encoder_record = {"name": label, "fingerprint": {}, "baseline": bool(baseline),
                           "info": {"architecture": "unknown", "weights": {}, "pretraining": "unknown"}}
     dataset_record = {"name": dataset.name, "fingerprint": {}, "split_sizes": dict(info.get("split_sizes", {})),
                       "class_names": list(info.get("class_names", [])), "source": info.get("source"),
