@@ -42,7 +42,8 @@ def _ago(seconds: float) -> str:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from harness.cache_admin import human_size, list_entries, lock_is_held, parse_size, prune, tree_size
+    from harness.cache_admin import list_entries, lock_is_held, parse_size, prune, tree_size
+    from harness.memory import format_bytes
     from harness.errors import HarnessError
     from harness.store import EmbeddingStore
 
@@ -55,7 +56,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
         now = time.time()
         entries = list_entries(store)
         table = [[e.key[:12], e.encoder or "?", e.dataset or "?", e.split or "?", e.n if e.n is not None else "?",
-                  e.dim if e.dim is not None else "?", human_size(e.size),
+                  e.dim if e.dim is not None else "?", format_bytes(e.size),
                   time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_use)) + f" ({_ago(now - e.last_use)})"
                   + (f"  DAMAGED: {e.damaged}" if e.damaged else "")] for e in entries]
         print(tabulate(table, headers=["key", "encoder", "dataset", "split", "items", "dim", "size", "last use"],
@@ -64,8 +65,8 @@ def cmd_cache(args: argparse.Namespace) -> int:
         for path in sorted(partial.iterdir()) if partial.is_dir() else []:
             state = "extracting now" if lock_is_held(store, path.name) else "interrupted; a rerun resumes it"
             print(f"partial {path.name[:12]}: {len(list(path.glob('shard-*.npz')))} shard(s), "
-                  f"{human_size(tree_size(path))}, {state}")
-        print(f"{len(entries)} entries, {human_size(tree_size(store.root))} in {store.root}")
+                  f"{format_bytes(tree_size(path))}, {state}")
+        print(f"{len(entries)} entries, {format_bytes(tree_size(store.root))} in {store.root}")
         return 0
     if args.older_than is None and args.max_size is None and args.encoder is None:
         print("no --older-than, --max-size or --encoder: removing only leftovers (interrupted extractions, "
@@ -74,12 +75,12 @@ def cmd_cache(args: argparse.Namespace) -> int:
                    max_size=parse_size(args.max_size) if args.max_size is not None else None)
     verb = "would remove" if args.dry_run else "removed"
     for item in report.removed:
-        print(f"{verb} {item.what} {item.key[:12]}: {item.description} ({human_size(item.size)})")
+        print(f"{verb} {item.what} {item.key[:12]}: {item.description} ({format_bytes(item.size)})")
     for item, why in report.skipped:
         print(f"skipped {item.what} {item.key[:12]}: {item.description}: {why}")
     freed = report.size_before - report.size_after
-    print(f"{verb} {len(report.removed)} item(s), {human_size(freed)}; the cache "
-          f"{'would hold' if args.dry_run else 'holds'} {human_size(report.size_after)}"
+    print(f"{verb} {len(report.removed)} item(s), {format_bytes(freed)}; the cache "
+          f"{'would hold' if args.dry_run else 'holds'} {format_bytes(report.size_after)}"
           + (f"; {len(report.skipped)} skipped" if report.skipped else ""))
     if args.max_size is not None and report.size_after > parse_size(args.max_size):
         print(f"note: the cache is still above {args.max_size} (entries in use by a running extraction, or of "

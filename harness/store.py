@@ -129,11 +129,6 @@ class EmbeddingStore:
 
     # -- writing -------------------------------------------------------------------------------------------------
 
-    def finish(self, key: str, features: np.ndarray, labels: np.ndarray, ids: np.ndarray,
-               meta: dict[str, Any]) -> Embeddings:
-        """Write a complete entry from in-memory arrays (see `finish_chunks`)."""
-        return self.finish_chunks(key, features.shape, [features], labels, ids, meta, dtype=features.dtype)
-
     def finish_chunks(self, key: str, shape: tuple[int, int], chunks: Iterable[np.ndarray], labels: np.ndarray,
                       ids: np.ndarray, meta: dict[str, Any], dtype: Any = np.float32) -> Embeddings:
         """Write a complete entry next to its final place, then rename it into place atomically.

@@ -39,11 +39,10 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.records import load_predictions
-from leaderboard.table import FORMATS, TABULATE_FORMATS, column_name
+from leaderboard.table import FORMATS, MISSING, TABULATE_FORMATS, column_name
 
 DEFAULT_N_BOOT = 2000
 CONFIDENCE = 0.95
-MISSING = "—"
 
 
 @dataclass
