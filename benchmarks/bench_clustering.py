@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.types import Embeddings  # noqa: E402
-from plugins import umap_cache  # noqa: E402
-from plugins.clustering import ClusteringEvaluator  # noqa: E402
+from harness.plugins import umap_cache  # noqa: E402
+from harness.plugins.clustering import ClusteringEvaluator  # noqa: E402
 
 
 def synthetic(n: int, dim: int, classes: int, noise: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

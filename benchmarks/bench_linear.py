@@ -35,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from harness.types import Embeddings  # noqa: E402
-from plugins.linear_probe import (LinearProbe, c_grid, fit_logistic_regression,  # noqa: E402
+from harness.plugins.linear_probe import (LinearProbe, c_grid, fit_logistic_regression,  # noqa: E402
                                   validation_split)
 
 
@@ -131,7 +131,7 @@ def exact_validation_curve(train: Embeddings, seed: int, indices: list[int], dev
     """
     import torch
 
-    from plugins.linear_probe import CentredFeatures, SoftmaxRegression, scores
+    from harness.plugins.linear_probe import CentredFeatures, SoftmaxRegression, scores
 
     grid = c_grid()
     y = np.asarray(train.labels)

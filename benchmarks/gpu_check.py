@@ -129,8 +129,8 @@ def bench_extract(sizes: Sizes, device: str, work: Path) -> list[Row]:
 
     from harness.extract import ExtractionOptions, default_workers, extract
     from harness.store import EmbeddingStore
-    from plugins.cifar10_mini import cifar10_mini
-    from plugins.timm_encoders import TimmEncoder
+    from harness.plugins.cifar10_mini import cifar10_mini
+    from harness.plugins.timm_encoders import TimmEncoder
     from predecoded import PreDecoded, PreDecodedTimmEncoder
 
     files = cifar10_mini()
@@ -232,7 +232,7 @@ def bench_knn(sizes: Sizes, device: str, work: Path) -> list[Row]:
     import torch
 
     from harness.types import Embeddings
-    from plugins.knn import KNN
+    from harness.plugins.knn import KNN
 
     rng = np.random.default_rng(0)
     centres = class_centres(100, sizes.dim, rng)
@@ -281,7 +281,7 @@ def bench_knn(sizes: Sizes, device: str, work: Path) -> list[Row]:
 
 def bench_linear(sizes: Sizes, device: str) -> list[Row]:
     from harness.types import Embeddings
-    from plugins.linear_probe import LinearProbe
+    from harness.plugins.linear_probe import LinearProbe
 
     rng = np.random.default_rng(1)
     centres = class_centres(sizes.linear_classes, sizes.dim, rng)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from harness.types import Dataset, DatasetSplit
-from plugins.timm_encoders import TimmEncoder
+from harness.plugins.timm_encoders import TimmEncoder
 
 
 def identity(item: Any) -> Any:

@@ -118,7 +118,7 @@ def median(values: list[float]) -> float:
 def image_folder_copy(root: Path, n: int) -> Path:
     """`n` cifar10-mini JPEGs (classes in turn) copied to `root/train/<class>/` (and `test/`, which the layout
     requires), so both sides read the same files."""
-    from plugins.cifar10_mini import ROOT
+    from harness.plugins.cifar10_mini import ROOT
 
     classes = sorted(p.name for p in (ROOT / "train").iterdir() if p.is_dir())
     files = {c: sorted((ROOT / "train" / c).iterdir()) for c in classes}
@@ -140,8 +140,8 @@ def bench_extract(sizes: Sizes, repeats: int, workers: int) -> list[Row]:
 
     from harness.extract import ExtractionOptions, extract
     from harness.store import EmbeddingStore
-    from plugins.imagefolder import ImageFolder
-    from plugins.timm_encoders import TimmEncoder
+    from harness.plugins.imagefolder import ImageFolder
+    from harness.plugins.timm_encoders import TimmEncoder
 
     work = Path(tempfile.mkdtemp(prefix="bench-extract-"))
     try:
@@ -231,7 +231,7 @@ def knn_agreement(train: Embeddings, test: Embeddings, n_check: int, k: int) -> 
     import torch
     from sklearn.neighbors import KNeighborsClassifier
 
-    from plugins.knn import nearest_neighbours
+    from harness.plugins.knn import nearest_neighbours
 
     x, y = np.asarray(train.features), np.asarray(train.labels)
     queries = np.asarray(test.features[:n_check])
@@ -257,7 +257,7 @@ def bench_knn(sizes: Sizes, repeats: int) -> list[Row]:
     import torch
     from sklearn.neighbors import KNeighborsClassifier
 
-    from plugins.knn import KNN
+    from harness.plugins.knn import KNN
 
     train, test = make_data(sizes.knn_train, sizes.knn_queries, 768, 100, seed=1)
     k = 200
@@ -293,7 +293,7 @@ def bench_knn(sizes: Sizes, repeats: int) -> list[Row]:
 
 
 def bench_linear_probe(sizes: Sizes, repeats: int) -> list[Row]:
-    from plugins.linear_probe import c_grid
+    from harness.plugins.linear_probe import c_grid
 
     n_train, n_test, dim, classes = sizes.linear
     train, test = make_data(n_train, n_test, dim, classes, seed=0)
@@ -325,7 +325,7 @@ def bench_linear_probe(sizes: Sizes, repeats: int) -> list[Row]:
 
 
 def bench_passes(sizes: Sizes) -> list[Row]:
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
     from harness.runner import RunConfig, run
     from tests.helpers import CountingPixels
 
@@ -371,8 +371,8 @@ def memory_child(evaluator_name: str, directory: str, n: int) -> None:
     """Run one evaluator on the first `n` rows of the memory-mapped features; print JSON with the baseline."""
     import torch  # noqa: F401 - imported before the baseline is taken, as the evaluator needs it anyway
 
-    from plugins.knn import KNN
-    from plugins.linear_probe import LinearProbe
+    from harness.plugins.knn import KNN
+    from harness.plugins.linear_probe import LinearProbe
 
     root = Path(directory)
     features = np.load(root / "features.npy", mmap_mode="r")[:n]

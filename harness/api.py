@@ -10,6 +10,7 @@ checkpoint of the same model is a new cache entry, and the same weights are neve
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from harness.runner import RunConfig, run
@@ -62,6 +63,23 @@ class ModuleEncoder(Encoder):
 
     def parameter_count(self) -> int | None:
         return sum(p.numel() for p in self.module.parameters())
+
+
+def dataset_path(name: str, **options: Any) -> Path:
+    """The folder on disk that holds dataset `name` (e.g. the shipped `cifar10-mini`), for tools outside the harness.
+
+    Datasets that keep their files in one folder say so with a `root` attribute (see `harness.types.Dataset`);
+    nothing is scanned or downloaded to answer. A dataset without one is an error naming it.
+    """
+    from harness.errors import HarnessError
+    from harness.plugin_manager import get_plugins
+
+    dataset = get_plugins().dataset(name, **options)
+    root = getattr(dataset, "root", None)
+    if root is None:
+        raise HarnessError(f"dataset {name!r} has no single folder on disk (it does not set `root`); its `info()` "
+                           f"says where its data comes from")
+    return Path(root).resolve()
 
 
 def evaluate_model(module: Any, transform: Callable[[Any], Any], *, name: str,

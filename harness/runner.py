@@ -25,7 +25,7 @@ from harness.distributed import Ranks, together
 from harness.errors import HarnessError
 from harness.extract import (STORAGE_DTYPES, ExtractionOptions, ExtractionReport, extract, precision_for,
                              resolve_device, split_cache_key)
-from harness.plugins import Plugins, get_plugins
+from harness.plugin_manager import Plugins, get_plugins
 from harness.records import (SCHEMA_VERSION, cell_key, library_versions, load_record, record_path,
                              write_record)
 from harness.store import EmbeddingStore

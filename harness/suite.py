@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.plugins import Plugins
+from harness.plugin_manager import Plugins
 from harness.runner import DatasetSpec, EncoderSpec, RunConfig, options_for, spec_label
 
 SUITE_KEYS = {"name": str, "description": str, "seeds": list, "results_dir": str, "cache_dir": str,

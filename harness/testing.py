@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from harness.plugins import BUILTIN_PLUGINS, Plugins
+from harness.plugin_manager import BUILTIN_PLUGINS, Plugins
 
 
 @pytest.fixture

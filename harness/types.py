@@ -85,6 +85,9 @@ class Dataset(abc.ABC):
     """A named collection of splits. Construction is cheap; nothing is read until `split()` is called."""
 
     name: str
+    #: Optional: the one folder holding the dataset's files, when there is one (`harness datasets --path NAME`
+    #: and `harness.dataset_path(NAME)` print it). Datasets spread over several places leave it None.
+    root: Any = None
 
     @abc.abstractmethod
     def info(self) -> dict[str, Any]:

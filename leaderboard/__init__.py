@@ -1,5 +1,5 @@
-"""Result records -> leaderboard tables and a static site (`leaderboard.site`). Reads records only."""
+"""Result records -> leaderboard tables and a static site (`harness.leaderboard.site`). Reads records only."""
 
-from leaderboard.table import FORMATS, Leaderboard, build_leaderboard, render, sort_board
+from harness.leaderboard.table import FORMATS, Leaderboard, build_leaderboard, render, sort_board
 
 __all__ = ["FORMATS", "Leaderboard", "build_leaderboard", "render", "sort_board"]

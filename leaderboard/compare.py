@@ -39,7 +39,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.records import load_predictions
-from leaderboard.table import FORMATS, MISSING, TABULATE_FORMATS, column_name
+from harness.leaderboard.table import FORMATS, MISSING, TABULATE_FORMATS, column_name
 
 DEFAULT_N_BOOT = 2000
 CONFIDENCE = 0.95

@@ -77,7 +77,7 @@ def label_free_rows(records: Iterable[dict[str, Any]], dataset: str) -> list[Lab
 def render_label_free(records: list[dict[str, Any]], fmt: str = "plain") -> str:
     from tabulate import tabulate
 
-    from leaderboard.table import TABULATE_FORMATS
+    from harness.leaderboard.table import TABULATE_FORMATS
 
     datasets = sorted({r["dataset"]["name"] for r in records if r["evaluator"]["protocol"] == "clustering/umap-v1"})
     if not datasets:

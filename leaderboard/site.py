@@ -33,7 +33,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.files import atomic_file
 from harness.records import load_predictions, safe_part
-from leaderboard.table import Leaderboard, build_leaderboard, column_name, format_cell
+from harness.leaderboard.table import Leaderboard, build_leaderboard, column_name, format_cell
 
 ASSETS = "assets"
 #: Files in `assets/` that a publish writes; others there are left alone, stale ones of ours are removed.
@@ -102,7 +102,7 @@ def publish(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike, *, re
 def comparison_html(records: Sequence[dict[str, Any]], board: Leaderboard, compare: Sequence[str] | None,
                     against: Sequence[str] | None) -> str:
     """`harness compare` for each chosen encoder: differences with 95 % intervals, within-noise ones marked."""
-    from leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
+    from harness.leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
 
     new = list(compare or [row["encoder"] for row in board.rows if not row["baseline"]])
     baselines = list(against or [row["encoder"] for row in board.rows if row["baseline"]])
@@ -235,7 +235,7 @@ def _tooltip(entry: dict[str, Any]) -> str:
 
 def charts_html(board: Leaderboard, cells: dict[tuple[str, str], list[dict[str, Any]]], assets: Path,
                 written: set[str]) -> str:
-    from leaderboard.plots import Bar, score_bars_png
+    from harness.leaderboard.plots import Bar, score_bars_png
 
     datasets: dict[str, list[Bar]] = {}
     for row in board.rows:
@@ -258,7 +258,7 @@ def charts_html(board: Leaderboard, cells: dict[tuple[str, str], list[dict[str, 
 
 
 def umap_html(records: Sequence[dict[str, Any]], assets: Path, written: set[str]) -> str:
-    from leaderboard.plots import umap_scatter_png
+    from harness.leaderboard.plots import umap_scatter_png
 
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
     for record in records:

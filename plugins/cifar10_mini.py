@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import hookimpl
-from plugins.imagefolder import ImageFolder
+from harness.plugins.imagefolder import ImageFolder
 
 ROOT = Path(__file__).parent / "data" / "cifar10-mini"
 

@@ -8,7 +8,7 @@ Protocol, per seed s (seeds `seed, seed+1, ...`, option `n_seeds`, 3 by default;
 is as large as real differences between encoders):
 
 - reduction: UMAP(n_neighbors=30, n_components=50, min_dist=0, metric="euclidean", random_state=s) of the test
-  features, computed once per (features, seed) and shared by every clusterer (`plugins.umap_cache`, in memory
+  features, computed once per (features, seed) and shared by every clusterer (`harness.plugins.umap_cache`, in memory
   and in `test.meta["derived_dir"]` when the harness gives one). Options `reduce` ("umap", "pca", "none") and
   `n_components` change it, and make another cell. UMAP with a fixed random_state runs single-threaded.
 - K = the number of distinct labels among the test items (as Lowe et al.: classes absent from the test split are
@@ -498,7 +498,7 @@ class ClusteringEvaluator(Evaluator):
     # -- evaluate ------------------------------------------------------------------------------------------------
 
     def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int, device: str) -> EvaluationResult:
-        from plugins import umap_cache
+        from harness.plugins import umap_cache
 
         features = test.features
         n = int(features.shape[0])

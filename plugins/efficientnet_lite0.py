@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from harness import hookimpl
 from harness.errors import HarnessError
-from plugins.timm_encoders import TimmEncoder
-from plugins.checkpoints import load_into, read_weights_file
+from harness.plugins.timm_encoders import TimmEncoder
+from harness.plugins.checkpoints import load_into, read_weights_file
 
 ARCHITECTURE = "tf_efficientnet_lite0"
 

@@ -57,7 +57,7 @@ from harness.errors import HarnessError
 from harness.memory import budget_bytes
 from harness.types import Embeddings, EvaluationResult, Evaluator
 
-if TYPE_CHECKING:  # torch is imported where it is used, so `import plugins.linear_probe` stays cheap
+if TYPE_CHECKING:  # torch is imported where it is used, so `import harness.plugins.linear_probe` stays cheap
     import torch
 
 PROTOCOL = "linear/logreg-v1"

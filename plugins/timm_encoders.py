@@ -15,7 +15,7 @@ from harness import hookimpl
 from harness.errors import HarnessError
 from harness.types import Encoder
 from harness.files import sha256_file
-from plugins.checkpoints import load_into, read_weights_file
+from harness.plugins.checkpoints import load_into, read_weights_file
 
 POOLINGS = ("default", "cls", "mean")
 

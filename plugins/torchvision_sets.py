@@ -197,7 +197,7 @@ SETS: dict[str, SetSpec] = {spec.name: spec for spec in (
             f"{EUROSAT_SPLIT_SEED}", lambda c: [EUROSAT_URL], subset=_eurosat_subset,
             extra_info={"split_method": {"version": EUROSAT_SPLIT_VERSION, "seed": EUROSAT_SPLIT_SEED,
                                          "test_fraction": EUROSAT_TEST_FRACTION, "stratified": True,
-                                         "function": "plugins.torchvision_sets.eurosat_split"}}),
+                                         "function": "harness.plugins.torchvision_sets.eurosat_split"}}),
 )}
 
 

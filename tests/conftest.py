@@ -18,7 +18,7 @@ pytest_plugins = ["harness.testing"]
 @pytest.fixture(scope="session")
 def default_run(tmp_path_factory: pytest.TempPathFactory):
     """`harness run --eval knn` on the offline default, through the runner API; (report, results, cache)."""
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
     from harness.runner import RunConfig, run
 
     root = tmp_path_factory.mktemp("default-run")
@@ -39,7 +39,7 @@ def full_default_run(default_run, tmp_path_factory):
     layout to plot. The pixels linear probe is left out on purpose: on 3,072 raw-pixel features it costs one to
     three minutes of CPU here and tests nothing the other two cells do not; its cell is shown as missing.
     """
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
     from harness.runner import RunConfig, run
 
     _, knn_results, cache = default_run

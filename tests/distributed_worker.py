@@ -24,7 +24,7 @@ from helpers import CountingPixels  # noqa: E402
 from harness import distributed  # noqa: E402
 from harness.extract import ExtractionOptions, extract, split_cache_key  # noqa: E402
 from harness.store import EmbeddingStore  # noqa: E402
-from plugins.synthetic import Synthetic  # noqa: E402
+from harness.plugins.synthetic import Synthetic  # noqa: E402
 
 #: 96 items per split in shards of 16: six shards, three per rank; batches of 8, two per shard.
 ITEMS, SHARD_SIZE, BATCH_SIZE = 96, 16, 8

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from helpers import EncoderPlugin
-from plugins.pixels import Pixels
+from harness.plugins.pixels import Pixels
 
 PREDICTION_ITEMS = 1_500_000  # big enough that writing one record's predictions takes a visible moment
 
@@ -38,10 +38,10 @@ def expected_predictions(seed: int) -> dict[str, np.ndarray]:
 
 
 def run(argv: list[str]) -> int:
-    from harness import plugins
+    from harness import plugin_manager
     from harness.cli import main
 
-    plugins._default = plugins.Plugins(extra=[("paced-pixels", EncoderPlugin("paced-pixels", PacedPixels))])
+    plugin_manager._default = plugin_manager.Plugins(extra=[("paced-pixels", EncoderPlugin("paced-pixels", PacedPixels))])
     return main(["run", *argv])
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from harness import hookimpl
-from plugins.pixels import Pixels
+from harness.plugins.pixels import Pixels
 
 
 class CountingPixels(Pixels):

@@ -18,7 +18,7 @@ from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, extract
 from harness.store import EmbeddingStore
 from helpers import CountingPixels
-from plugins.synthetic import Synthetic
+from harness.plugins.synthetic import Synthetic
 
 DAY = 86400
 

@@ -16,10 +16,10 @@ import pytest
 from sklearn import metrics as skm
 
 from harness.errors import HarnessError
-from harness.plugins import Plugins
+from harness.plugin_manager import Plugins
 from harness.types import Embeddings
-from plugins import clustering, umap_cache
-from plugins.clustering import ClusteringEvaluator
+from harness.plugins import clustering, umap_cache
+from harness.plugins.clustering import ClusteringEvaluator
 
 pytestmark = [
     # umap and numba warn about their own deprecations when imported; the evaluator records the warnings of the
@@ -375,7 +375,7 @@ def test_silhouettes_are_sampled_above_the_limit(separated: dict[str, Any], monk
 
 
 def test_registered_as_a_plugin_with_validated_options() -> None:
-    plugins = Plugins(builtins=("plugins.clustering",), entry_points=False)
+    plugins = Plugins(builtins=("harness.plugins.clustering",), entry_points=False)
     assert plugins.problems == []
     evaluator = plugins.evaluator("clustering")
     assert isinstance(evaluator, ClusteringEvaluator)

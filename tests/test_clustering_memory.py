@@ -11,7 +11,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.types import Embeddings
-from plugins.clustering import ClusteringEvaluator, largest_fitting_n, quadratic_memory_bytes
+from harness.plugins.clustering import ClusteringEvaluator, largest_fitting_n, quadratic_memory_bytes
 
 FAST = {"reduce": "none", "n_seeds": 1}  # no UMAP: these tests are about sizes, not about the reduction
 

@@ -18,8 +18,8 @@ from scipy import stats
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
-from leaderboard.compare import compare_encoders, render_comparison
-from plugins.efficientnet_lite0 import EfficientNetLite0
+from harness.leaderboard.compare import compare_encoders, render_comparison
+from harness.plugins.efficientnet_lite0 import EfficientNetLite0
 from test_leaderboard import make_record
 
 IMAGENET_NORM = "efficientnet_lite0[imagenet-mean-std]"
@@ -39,7 +39,7 @@ class Lite0ImageNetNorm(EfficientNetLite0):
 @pytest.fixture(scope="session")
 def compare_results(default_run, tmp_path_factory):
     """kNN and linear records of efficientnet_lite0 and its ImageNet-normalised twin, kNN of pixels; one dir."""
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
     from harness.runner import RunConfig, run
 
     _, _, cache = default_run

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from harness.errors import BadItemError, HarnessError
-from plugins.imagefolder import ImageFolder
+from harness.plugins.imagefolder import ImageFolder
 
 
 def save(path, mode="RGB", size=(12, 10), colour=None):
@@ -99,7 +99,7 @@ def test_unknown_split_lists_the_available_ones(tmp_path):
 
 
 def test_cifar10_mini_ships_with_the_package():
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
 
     data = Plugins(entry_points=False).dataset("cifar10-mini")
     info = data.info()

@@ -149,7 +149,7 @@ def test_linear_solver_matches_scikit_learn_on_real_features(cifar_embeddings, c
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
-    from plugins.linear_probe import fit_logistic_regression
+    from harness.plugins.linear_probe import fit_logistic_regression
 
     train, test = cifar_embeddings
     x, y = np.asarray(train.features, dtype=np.float64), np.asarray(train.labels)

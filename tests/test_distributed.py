@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.extract import ExtractionOptions, extract
-from harness.plugins import Plugins
+from harness.plugin_manager import Plugins
 from harness.store import EmbeddingStore
 from helpers import CountingPixels
 
@@ -38,7 +38,7 @@ def rank_output(log_dir: Path, rank: int, stream: str) -> str:
 def single_process(encoder, split: str, store: EmbeddingStore, **options):
     import torch
 
-    from plugins.synthetic import Synthetic
+    from harness.plugins.synthetic import Synthetic
 
     data = Synthetic(classes=4, per_class=ITEMS // 4)
     data.name = "synthetic"

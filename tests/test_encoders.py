@@ -13,8 +13,8 @@ import torch
 from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, extract
 from harness.store import EmbeddingStore
-from plugins.synthetic import Synthetic
-from plugins.timm_encoders import TimmEncoder, random_encoder, timm_encoder
+from harness.plugins.synthetic import Synthetic
+from harness.plugins.timm_encoders import TimmEncoder, random_encoder, timm_encoder
 
 
 def run_encoder(encoder, tmp_path, split="test", per_class=3):
@@ -46,7 +46,7 @@ def test_efficientnet_lite0_equals_a_plain_timm_loop(cifar_embeddings):
         transforms.Resize(math.floor(size / cfg["crop_pct"]), interpolation=transforms.InterpolationMode.BICUBIC),
         transforms.CenterCrop(size), transforms.ToTensor(), transforms.Normalize(cfg["mean"], cfg["std"])])
     assert cfg["mean"] == (0.5, 0.5, 0.5) and math.floor(size / cfg["crop_pct"]) == 256
-    from plugins.cifar10_mini import ROOT
+    from harness.plugins.cifar10_mini import ROOT
 
     picks = list(range(0, 500, 25))  # 20 images across all classes
     batch = torch.stack([preprocess(Image.open(ROOT / test.ids[i]).convert("RGB")) for i in picks])
@@ -154,7 +154,7 @@ def test_random_encoder_is_seeded(tmp_path):
 
 
 def test_pixels_are_the_resized_image(tmp_path):
-    from plugins.pixels import Pixels
+    from harness.plugins.pixels import Pixels
 
     features, images = run_encoder(Pixels(), tmp_path)
     expected = np.stack([np.asarray(im.resize((32, 32), resample=2), dtype=np.float32) / 255.0 for im in images])
@@ -173,7 +173,7 @@ def test_open_clip_image_tower_from_a_local_file(tmp_path):
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms("harness-test-tiny")
     torch.save(model.state_dict(), tmp_path / "tiny.pt")
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
 
     encoder = Plugins(entry_points=False).encoder(f"open_clip:harness-test-tiny@{tmp_path / 'tiny.pt'}")
     features, images = run_encoder(encoder, tmp_path)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from harness import hookimpl
-from harness.plugins import Plugins
+from harness.plugin_manager import Plugins
 from harness.records import load_predictions, load_records
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore

@@ -27,14 +27,14 @@ import pytest
 from harness import hookimpl
 from harness.errors import HarnessError, NonFiniteEmbeddingError
 from harness.extract import ExtractionOptions, extract
-from harness.plugins import Plugins
+from harness.plugin_manager import Plugins
 from harness.records import load_predictions, load_record, load_records, write_record
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
 from harness.types import Evaluator
 from helpers import CountingPixels, EncoderPlugin
-from plugins.pixels import Pixels
-from plugins.synthetic import Synthetic
+from harness.plugins.pixels import Pixels
+from harness.plugins.synthetic import Synthetic
 
 WORKER = Path(__file__).with_name("fault_worker.py")
 TEMP_NAME = re.compile(r"\.(tmp|trash)-")

@@ -7,7 +7,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.types import Embeddings
-from plugins.knn import KNN, nearest_neighbours
+from harness.plugins.knn import KNN, nearest_neighbours
 
 
 def reference_knn(train_x, train_y, test_x, test_y, k, temperature=0.07, num_classes=None):
@@ -105,7 +105,7 @@ def test_ties_go_to_the_lower_train_index_whatever_the_blocks():
 
 
 def test_blocks_follow_the_budget():
-    from plugins.knn import blocks_for, plan_blocks
+    from harness.plugins.knn import blocks_for, plan_blocks
 
     n, q, d, k = 200_000, 10_000, 768, 200
     for budget_mb in (64, 256, 1024):

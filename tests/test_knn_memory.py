@@ -25,7 +25,7 @@ import json, sys
 import numpy as np
 import torch
 from harness.memory import AnonymousMemoryPeak
-from plugins.knn import blocks_for, nearest_neighbours
+from harness.plugins.knn import blocks_for, nearest_neighbours
 
 path, n_queries, k, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 train = np.load(path, mmap_mode="r")

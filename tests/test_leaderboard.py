@@ -9,8 +9,8 @@ from scipy.stats import spearmanr
 
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
-from leaderboard import build_leaderboard, render
-from leaderboard.label_free import label_free_rows, render_label_free
+from harness.leaderboard import build_leaderboard, render
+from harness.leaderboard.label_free import label_free_rows, render_label_free
 
 
 def make_record(encoder, dataset, evaluator, score, seed=0, pretraining="supervised", options=None, metrics=None,
@@ -115,7 +115,7 @@ def test_label_free_with_few_encoders_gives_a_caveat_and_no_correlation(tmp_path
 
 def test_overlapping_clustering_seeds_count_once_as_in_compare(tmp_path):
     """Run seeds 0 and 1 cluster with seeds 0-2 and 1-3: the cell holds seeds 0, 1, 2, 3 once each."""
-    from leaderboard.compare import _per_seed_values
+    from harness.leaderboard.compare import _per_seed_values
 
     ami = {0: 0.30, 1: 0.34, 2: 0.38, 3: 0.42}
     for run_seed in (0, 1):

@@ -9,7 +9,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
-from leaderboard import build_leaderboard, sort_board
+from harness.leaderboard import build_leaderboard, sort_board
 from test_leaderboard import make_record
 
 SCORES = {"enc-a": {"set1": 0.5, "set2": 0.9}, "enc-b": {"set1": 0.7}, "enc-c": {"set1": 0.6, "set2": 0.2},

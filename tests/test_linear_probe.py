@@ -19,7 +19,7 @@ from scipy.special import logsumexp
 
 from harness.errors import HarnessError
 from harness.types import Embeddings
-from plugins.linear_probe import (LinearProbe, c_grid, coarse_indices, fit_logistic_regression, select_c_index,
+from harness.plugins.linear_probe import (LinearProbe, c_grid, coarse_indices, fit_logistic_regression, select_c_index,
                                   warm_start_index)
 
 PARITY_CS = (1e-3, 1e-2, 1e-1, 1.0)
@@ -116,7 +116,7 @@ def test_objective_and_accuracy_match_scikit_learn(c, parity_data, sklearn_fits)
 
 def test_a_fit_that_starts_converged_is_returned_unchanged_without_evaluating():
     """The shortcut in `fit` repeats L-BFGS's first convergence test exactly; so with and without it, same result."""
-    from plugins.linear_probe import CentredFeatures, SoftmaxRegression
+    from harness.plugins.linear_probe import CentredFeatures, SoftmaxRegression
 
     x, y = synthetic(400, seed=3, k=5, d=32, spread=0.5)
     problem = SoftmaxRegression(CentredFeatures.from_array(x, device="cpu", dtype="float32"), y)
@@ -289,12 +289,12 @@ def test_options_are_checked():
 def test_registers_as_a_plugin():
     import pluggy
 
-    import plugins.linear_probe
+    import harness.plugins.linear_probe
     from harness import hookspecs
 
     pm = pluggy.PluginManager("harness")
     pm.add_hookspecs(hookspecs)
-    pm.register(plugins.linear_probe, name="plugins.linear_probe")
+    pm.register(harness.plugins.linear_probe, name="harness.plugins.linear_probe")
     pm.check_pending()
     registered = []
     pm.hook.register_evaluators(register=lambda *args, **kwargs: registered.append(args))

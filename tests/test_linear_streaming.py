@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from harness.types import Embeddings
-from plugins.linear_probe import LinearProbe, fit_logistic_regression, streaming_plan
+from harness.plugins.linear_probe import LinearProbe, fit_logistic_regression, streaming_plan
 
 
 def memmapped(path, array):

@@ -10,7 +10,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
-from leaderboard import build_leaderboard
+from harness.leaderboard import build_leaderboard
 from test_leaderboard import make_record
 
 

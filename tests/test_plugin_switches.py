@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from harness.plugins import BLOCK_PLUGINS_ENV, LOAD_PLUGINS_ENV, Plugins
+from harness.plugin_manager import BLOCK_PLUGINS_ENV, LOAD_PLUGINS_ENV, Plugins
 from plugin_packages import env_with_path, harness_cli, module_package, pip_install_target, plugin_block
 
 HEALTHY = '''
 from harness import hookimpl
-from plugins.pixels import Pixels
+from harness.plugins.pixels import Pixels
 
 
 class SwitchPixels(Pixels):
@@ -27,7 +27,7 @@ def register_encoders(register):
 
 MISSPELLED_HOOK = '''
 from harness import hookimpl
-from plugins.synthetic import Synthetic
+from harness.plugins.synthetic import Synthetic
 
 
 @hookimpl
@@ -65,7 +65,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_unknown_names_in_the_switches_warn_with_close_matches(monkeypatch):
     monkeypatch.setenv(BLOCK_PLUGINS_ENV, "harness-example-plugn")
-    monkeypatch.setenv(LOAD_PLUGINS_ENV, "example,plugins.knn,nothing-like-it")
+    monkeypatch.setenv(LOAD_PLUGINS_ENV, "example,harness.plugins.knn,nothing-like-it")
     plugins = Plugins()
     assert "example" in plugins.infos  # the misspelled block had no effect, and the warning says so
     assert plugins.warnings == [
@@ -77,7 +77,7 @@ def test_unknown_names_in_the_switches_warn_with_close_matches(monkeypatch):
 
 
 def test_switches_over_known_names_do_not_warn(monkeypatch, harness_plugins):
-    monkeypatch.setenv(BLOCK_PLUGINS_ENV, "plugins.pixels")
+    monkeypatch.setenv(BLOCK_PLUGINS_ENV, "harness.plugins.pixels")
     monkeypatch.setenv(LOAD_PLUGINS_ENV, "")  # set and empty: no third-party plugin at all
     plugins = Plugins()
     assert plugins.warnings == [] and not [i for i in plugins.infos.values() if not i.builtin]
@@ -101,13 +101,13 @@ def test_load_and_block_switches_through_the_cli(sites):
 
     by_entry_point = harness_cli("plugins", env=env_with_path(site, HARNESS_LOAD_PLUGINS="switch"))
     assert third_party(by_entry_point.stdout) == {"switch"}
-    assert "plugins.knn  (encoder-harness" in by_entry_point.stdout  # built-ins always load
+    assert "harness.plugins.knn  (encoder-harness" in by_entry_point.stdout  # built-ins always load
     by_distribution = harness_cli("plugins", env=env_with_path(site, HARNESS_LOAD_PLUGINS="harness-example-plugin"))
     assert third_party(by_distribution.stdout) == {"example"}
     none = harness_cli("plugins", env=env_with_path(site, HARNESS_LOAD_PLUGINS=""))
     assert third_party(none.stdout) == set() and none.returncode == 0 and "warning" not in none.stderr
 
-    blocked = harness_cli("encoders", env=env_with_path(site, HARNESS_BLOCK_PLUGINS="switch,plugins.pixels"))
+    blocked = harness_cli("encoders", env=env_with_path(site, HARNESS_BLOCK_PLUGINS="switch,harness.plugins.pixels"))
     names = {line.split()[0] for line in blocked.stdout.splitlines()}
     assert "colour-histogram" in names and "efficientnet_lite0" in names
     assert not names & {"switch-pixels", "pixels"}

@@ -10,8 +10,8 @@ import pytest
 
 from harness import hookimpl
 from harness.errors import DuplicateNameError, HarnessError, UnknownNameError
-from harness.plugins import BLOCK_PLUGINS_ENV, LOAD_PLUGINS_ENV, Plugins
-from plugins.pixels import Pixels
+from harness.plugin_manager import BLOCK_PLUGINS_ENV, LOAD_PLUGINS_ENV, Plugins
+from harness.plugins.pixels import Pixels
 
 
 def make_plugin(name: str, **hooks) -> types.ModuleType:
@@ -39,7 +39,7 @@ def test_two_plugins_registering_one_name_fail_naming_both(harness_plugins):
         register("pixels-too", Pixels, "an unrelated name")
 
     plugins = harness_plugins(make_plugin("rival", register_encoders=register_encoders))
-    with pytest.raises(DuplicateNameError, match=r"'plugins.pixels' and 'rival'"):
+    with pytest.raises(DuplicateNameError, match=r"'harness.plugins.pixels' and 'rival'"):
         plugins.encoder("pixels")
     assert any("pixels" in str(p) and "rival" in str(p) for p in plugins.problems)
     assert plugins.encoder("pixels-too").name == "pixels-too"  # the rest of the plugin still works
@@ -60,7 +60,7 @@ def test_plugin_raising_in_registration_is_reported_and_others_work(harness_plug
 def test_plugin_failing_on_import_is_reported_and_others_work(tmp_path, monkeypatch):
     (tmp_path / "explodes_on_import.py").write_text("raise ImportError('missing dependency xyz')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    plugins = Plugins(builtins=("explodes_on_import", "plugins.pixels", "plugins.knn"), entry_points=False)
+    plugins = Plugins(builtins=("explodes_on_import", "harness.plugins.pixels", "harness.plugins.knn"), entry_points=False)
     assert [p.plugin for p in plugins.problems] == ["explodes_on_import"]
     assert "missing dependency xyz" in plugins.problems[0].error
     assert plugins.encoder("pixels") is not None and plugins.evaluator("knn") is not None
@@ -82,7 +82,7 @@ def test_example_plugin_is_discovered_through_its_entry_point():
 
 
 def test_block_and_load_only_environment_variables(monkeypatch):
-    monkeypatch.setenv(BLOCK_PLUGINS_ENV, "harness-example-plugin,plugins.pixels")
+    monkeypatch.setenv(BLOCK_PLUGINS_ENV, "harness-example-plugin,harness.plugins.pixels")
     plugins = Plugins()
     assert "example" not in plugins.infos and "colour-histogram" not in plugins.encoders
     assert "pixels" not in plugins.encoders and "efficientnet_lite0" in plugins.encoders
@@ -97,7 +97,7 @@ def test_cli_plugins_lists_distribution_version_and_names():
     result = subprocess.run([sys.executable, "-m", "harness", "plugins"], capture_output=True, text=True, check=True)
     assert "example  (harness-example-plugin 0.3.0, entry point)" in result.stdout
     assert "encoders: colour-histogram" in result.stdout
-    assert "plugins.knn  (encoder-harness 0.1.0, built-in)" in result.stdout
+    assert "harness.plugins.knn  (encoder-harness 0.1.0, built-in)" in result.stdout
 
 
 def test_cli_unknown_encoder_exits_2_with_close_matches(tmp_path):

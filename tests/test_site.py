@@ -15,8 +15,8 @@ from PIL import Image
 from browser import open_page  # noqa: F401 - the fixture
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
-from leaderboard.compare import compare_encoders
-from leaderboard.site import Section, json_for_script, publish
+from harness.leaderboard.compare import compare_encoders
+from harness.leaderboard.site import Section, json_for_script, publish
 from test_leaderboard import make_record
 
 SCREENSHOT = Path(__file__).parent / "artifacts" / "screenshots" / "site.png"

@@ -7,12 +7,12 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.extract import _narrowed
-from harness.plugins import Plugins
+from harness.plugin_manager import Plugins
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
 from harness.types import Embeddings
-from plugins.knn import KNN
-from plugins.linear_probe import LinearProbe
+from harness.plugins.knn import KNN
+from harness.plugins.linear_probe import LinearProbe
 
 #: The most float16 rounding may move a top-1 accuracy on cifar10-mini (fraction: 0.005 = half a point).
 MAX_EFFECT = 0.005

@@ -13,9 +13,9 @@ from harness.errors import BadItemError
 from harness.extract import ExtractionOptions, extract
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
-from plugins.imagefolder import ImageFolder
+from harness.plugins.imagefolder import ImageFolder
 from helpers import CountingPixels, EncoderPlugin
-from plugins.synthetic import Synthetic
+from harness.plugins.synthetic import Synthetic
 
 
 def options(**kw):

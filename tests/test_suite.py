@@ -18,7 +18,7 @@ from harness.records import load_records
 from harness.runner import plan_cells, run
 from harness.suite import load_suite
 from helpers import CountingPixels, EncoderPlugin
-from plugins.knn import KNN
+from harness.plugins.knn import KNN
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "suites"
 SYNTHETIC = '''
@@ -120,7 +120,7 @@ name = "counting-knn"
 
     # pooling=cls reached the ViT: its cached test features are the class token of the weights in the file
     from harness.store import EmbeddingStore
-    from plugins.synthetic import Synthetic
+    from harness.plugins.synthetic import Synthetic
 
     cached = EmbeddingStore(folder / "cache").load(rows[vit, 0]["cache_keys"]["test"])
     model = timm.create_model("test_vit", num_classes=0)
@@ -132,7 +132,7 @@ name = "counting-knn"
     np.testing.assert_allclose(np.asarray(cached.features[:4]), expected.numpy(), rtol=1e-4, atol=1e-5)
 
     # two seed records make one leaderboard cell: mean ± spread over the seeds
-    from leaderboard import build_leaderboard, render
+    from harness.leaderboard import build_leaderboard, render
 
     board = build_leaderboard(load_records(folder / "results"))
     cells = {row["encoder"]: row["cells"]["synthetic[classes=3,per_class=8] counting-knn"] for row in board.rows}
@@ -203,7 +203,7 @@ def test_plain_run_resume_through_the_cli_says_how_many_cells_it_skipped(tmp_pat
 
 
 def test_default_suite_measures_the_cells_of_a_plain_harness_run(default_run):
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
 
     plugins = Plugins(entry_points=False)
     plain = run_config(build_parser().parse_args(["run"]), plugins)
@@ -220,7 +220,7 @@ def test_default_suite_measures_the_cells_of_a_plain_harness_run(default_run):
 
 
 def test_user_checkpoint_example_validates_and_points_at_a_missing_weights_file(tmp_path):
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
 
     plugins = Plugins(entry_points=False)
     example = shutil.copy(EXAMPLES / "my-checkpoint.toml", tmp_path / "my-checkpoint.toml")
@@ -268,7 +268,7 @@ def test_user_checkpoint_example_validates_and_points_at_a_missing_weights_file(
     ('[[encoders]]\nname = "pixels"\n[[encoders]]\nname = "pixels"\n', "encoders", "same row 'pixels'"),
 ])
 def test_bad_suites_are_refused_before_any_work_naming_file_and_key(tmp_path, text, where, expected):
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
 
     base = '[[encoders]]\nname = "pixels"\n' if "[[encoders]]" not in text else ""
     if "[[datasets]]" not in text:
@@ -296,7 +296,7 @@ def test_flags_that_choose_what_is_measured_conflict_with_a_suite(tmp_path, caps
     path = write_suite(tmp_path, '[[encoders]]\nname = "pixels"\n' + SYNTHETIC)
     assert main(["run", "--suite", str(path), "-e", "pixels", "--seed", "1"]) == 2
     assert "--encoder, --seed cannot be combined with --suite" in capsys.readouterr().err
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
 
     args = build_parser().parse_args(["run", "--suite", str(path), "--results-dir", str(tmp_path / "elsewhere"),
                                       "--batch-size", "7", "--no-resume"])

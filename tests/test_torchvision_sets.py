@@ -22,8 +22,8 @@ import pytest
 from PIL import Image
 
 from harness.errors import BadItemError, HarnessError
-from harness.plugins import Plugins
-from plugins import torchvision_sets as tvs
+from harness.plugin_manager import Plugins
+from harness.plugins import torchvision_sets as tvs
 
 REQUIRED_NAMES = {"cifar10", "cifar100", "stl10", "mnist", "fashion-mnist", "svhn", "flowers102", "dtd", "pets",
                   "eurosat"}
@@ -98,7 +98,7 @@ def fabricate_eurosat(root: Path) -> dict[str, tuple[int, tuple[int, int, int]]]
 # -- registration and construction ---------------------------------------------------------------------------------
 
 def test_every_registered_name_constructs_without_touching_disk_or_network(tmp_path, network):
-    plugins = Plugins(builtins=("plugins.torchvision_sets",), entry_points=False)
+    plugins = Plugins(builtins=("harness.plugins.torchvision_sets",), entry_points=False)
     assert plugins.problems == []
     names = {entry.name for entry in plugins.datasets}
     assert REQUIRED_NAMES <= names

@@ -8,11 +8,11 @@ import os
 import sys
 from typing import TYPE_CHECKING, Sequence
 
-from harness.cache_cli import add_cache_parsers, cmd_cache, cmd_export
+from harness.cli.cache import add_cache_parsers, cmd_cache, cmd_export
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.plugins import Plugins
+    from harness.plugin_manager import Plugins
     from harness.runner import RunConfig
 
 log = logging.getLogger("harness")
@@ -25,7 +25,7 @@ def _csv_list(values: list[str] | None) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     from harness import __version__
     from harness.runner import DEFAULT_DATASETS, DEFAULT_ENCODERS
-    from leaderboard import FORMATS
+    from harness.leaderboard import FORMATS
 
     parser = argparse.ArgumentParser(prog="harness", description="Evaluate frozen encoders: kNN, linear probe and "
                                      "clustering from one extraction, as leaderboard rows.")
@@ -113,7 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = sub.add_parser("plugins", help="list plugins, where they came from and what they registered")
     plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed to load or register")
     for kind in ("encoders", "datasets", "evaluators"):
-        sub.add_parser(kind, help=f"list installed {kind}")
+        lister = sub.add_parser(kind, help=f"list installed {kind}")
+        if kind == "datasets":
+            lister.add_argument("--path", metavar="NAME", default=None,
+                                help="print the folder that holds dataset NAME (e.g. the shipped cifar10-mini)")
     return parser
 
 
@@ -202,10 +205,10 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.distributed import join, leave
-    from harness.plugins import get_plugins
+    from harness.plugin_manager import get_plugins
     from harness.records import load_records
     from harness.runner import run
-    from leaderboard import build_leaderboard, render
+    from harness.leaderboard import build_leaderboard, render
 
     plugins = get_plugins()
     _warn_problems(plugins)
@@ -246,10 +249,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from harness.records import load_records
-    from leaderboard import build_leaderboard, render, sort_board
+    from harness.leaderboard import build_leaderboard, render, sort_board
 
     if args.label_free:
-        from leaderboard.label_free import render_label_free
+        from harness.leaderboard.label_free import render_label_free
 
         print(render_label_free(load_records(args.results_dir), args.format))
         return 0
@@ -262,7 +265,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     from harness.records import load_records
-    from leaderboard.site import publish
+    from harness.leaderboard.site import publish
 
     page = publish(load_records(args.results_dir), args.out, results_dir=args.results_dir, title=args.title,
                    compare=args.compare, against=args.against)
@@ -272,7 +275,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from harness.records import load_records
-    from leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
+    from harness.leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
 
     n_boot = args.n_boot or DEFAULT_N_BOOT
     rows = compare_encoders(load_records(args.results_dir), args.new, args.against, datasets=args.dataset,
@@ -291,7 +294,7 @@ def _warn_problems(plugins: object) -> None:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    from harness.plugins import get_plugins
+    from harness.plugin_manager import get_plugins
 
     plugins = get_plugins()
     for message in plugins.warnings:
@@ -314,7 +317,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _list(kind: str) -> int:
-    from harness.plugins import get_plugins
+    from harness.plugin_manager import get_plugins
 
     plugins = get_plugins()
     _warn_problems(plugins)
@@ -322,6 +325,13 @@ def _list(kind: str) -> int:
     width = max((len(e.display_name) for e in registry), default=0)
     for entry in registry:
         print(f"{entry.display_name:<{width}}  {entry.description}  [{entry.plugin}]")
+    return 0
+
+
+def _print_dataset_path(name: str) -> int:
+    from harness.api import dataset_path
+
+    print(dataset_path(name))
     return 0
 
 
@@ -335,6 +345,6 @@ COMMANDS = {
     "export": cmd_export,
     "plugins": cmd_plugins,
     "encoders": lambda args: _list("encoders"),
-    "datasets": lambda args: _list("datasets"),
+    "datasets": lambda args: _print_dataset_path(args.path) if args.path else _list("datasets"),
     "evaluators": lambda args: _list("evaluators"),
 }

@@ -31,18 +31,22 @@ BLOCK_PLUGINS_ENV = "HARNESS_BLOCK_PLUGINS"
 
 #: Built-in plugins: modules registered exactly as a third-party entry point would be.
 BUILTIN_PLUGINS: tuple[str, ...] = (
-    "plugins.efficientnet_lite0",
-    "plugins.timm_encoders",
-    "plugins.open_clip_encoders",
-    "plugins.pixels",
-    "plugins.cifar10_mini",
-    "plugins.imagefolder",
-    "plugins.torchvision_sets",
-    "plugins.synthetic",
-    "plugins.knn",
-    "plugins.linear_probe",
-    "plugins.clustering",
+    "harness.plugins.efficientnet_lite0",
+    "harness.plugins.timm_encoders",
+    "harness.plugins.open_clip_encoders",
+    "harness.plugins.pixels",
+    "harness.plugins.cifar10_mini",
+    "harness.plugins.imagefolder",
+    "harness.plugins.torchvision_sets",
+    "harness.plugins.synthetic",
+    "harness.plugins.knn",
+    "harness.plugins.linear_probe",
+    "harness.plugins.clustering",
 )
+
+#: Before 0.2 the built-ins were the top-level package `plugins`; their old module names still work in the two
+#: environment variables, with a deprecation warning, until 0.4.
+LEGACY_BUILTIN_PREFIX, BUILTIN_PREFIX = "plugins.", "harness.plugins."
 
 HOOKS = ("register_encoders", "register_datasets", "register_evaluators")
 DISTRIBUTION = "encoder-harness"
@@ -110,10 +114,12 @@ class Plugins:
 
     def _load(self, builtins: Iterable[str], entry_points: bool,
               extra: Iterable[tuple[str, ModuleType | object]]) -> None:
-        blocked = _names_from_env(BLOCK_PLUGINS_ENV) or set()
-        only = _names_from_env(LOAD_PLUGINS_ENV)
-        version = _own_version()
         builtins, extra = tuple(builtins), tuple(extra)
+        blocked = self._resolve_legacy_names(BLOCK_PLUGINS_ENV, _names_from_env(BLOCK_PLUGINS_ENV) or set(), builtins)
+        only = _names_from_env(LOAD_PLUGINS_ENV)
+        if only is not None:
+            only = self._resolve_legacy_names(LOAD_PLUGINS_ENV, only, builtins)
+        version = _own_version()
         entry_points_found = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)) if entry_points else []
         if entry_points:  # without entry points we cannot tell a misspelling from a plugin left out on purpose
             known = {*builtins, *(name for name, _ in extra), *(ep.name for ep in entry_points_found),
@@ -140,11 +146,24 @@ class Plugins:
         self._validate()
         self._call_register_hooks()
 
+    def _resolve_legacy_names(self, variable: str, names: set[str], builtins: tuple[str, ...]) -> set[str]:
+        """`plugins.pixels` (the pre-0.2 module name of a built-in) means `harness.plugins.pixels`, with a warning."""
+        resolved = set()
+        for name in names:
+            modern = BUILTIN_PREFIX + name[len(LEGACY_BUILTIN_PREFIX):]
+            if name.startswith(LEGACY_BUILTIN_PREFIX) and modern in builtins:
+                self.warnings.append(f"{variable} names {name!r}: built-in plugins are now called {modern!r}; "
+                                     f"the old name still works but is deprecated and will stop working in 0.4")
+                name = modern
+            resolved.add(name)
+        return resolved
+
     def _warn_unknown_env_names(self, known: set[str], only: set[str] | None, blocked: set[str]) -> None:
         """A misspelled name in HARNESS_LOAD_PLUGINS / HARNESS_BLOCK_PLUGINS would otherwise be silently ignored."""
         for variable, names in ((LOAD_PLUGINS_ENV, only or set()), (BLOCK_PLUGINS_ENV, blocked)):
             for name in sorted(names - known):
-                close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.6)
+                # 0.75: every built-in shares the long prefix "harness.plugins.", which alone would look close at 0.6
+                close = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.75)
                 hint = f" Did you mean: {', '.join(close)}?" if close else ""
                 self.warnings.append(f"{variable} names {name!r}, which is not an installed plugin (entry-point, "
                                      f"distribution or built-in module name); it has no effect.{hint}")
