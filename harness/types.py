@@ -143,6 +143,26 @@ class EvaluationResult:
     artifacts: dict[str, np.ndarray] | None = None  # other arrays for plots (e.g. a 2-D layout)
 
 
+@dataclass(frozen=True)
+class ExecutionSettings:
+    """How an evaluation runs, never what it measures: the same for built-in and third-party evaluators.
+
+    None of these is part of a cell key or an options hash, so records made on another device or under another
+    memory budget are the same measurement. An evaluator sizes its work from `memory_budget_bytes()`; it reports
+    what it used under `metrics["runtime"]`, not as an option.
+    """
+
+    device: str = "cpu"  # a torch device string: "cpu", "cuda", "cuda:1"
+    memory_budget_mb: float | None = None  # None: the device's default (`harness.memory.default_budget_bytes`)
+    workers: int | None = None  # CPU worker processes or threads an evaluator may start (None: its own choice)
+
+    def memory_budget_bytes(self) -> int:
+        """The working-memory budget in bytes: `memory_budget_mb`, else the device's default."""
+        from harness.memory import budget_bytes
+
+        return budget_bytes(self.memory_budget_mb, self.device)
+
+
 class Evaluator(abc.ABC):
     """Arrays in, numbers out. Evaluators never see models or images, so any encoder's cache feeds them."""
 
@@ -174,5 +194,9 @@ class Evaluator(abc.ABC):
         return {k: v for k, v in self.options.items() if defaults.get(k) != v}
 
     @abc.abstractmethod
-    def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int, device: str) -> EvaluationResult:
-        """Compute the metrics. `train` is None when `needs` does not include it."""
+    def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int,
+                 settings: ExecutionSettings) -> EvaluationResult:
+        """Compute the metrics. `train` is None when `needs` does not include it. Every random step uses `seed`;
+        `settings` says where and within how much memory to compute (`harness.types.ExecutionSettings`).
+
+        Evaluators written before 0.2 take `device: str` instead of `settings`; the runner still calls them so."""
