@@ -29,7 +29,7 @@ from harness.plugin_manager import Plugins, get_plugins
 from harness.records import (SCHEMA_VERSION, cell_key, library_versions, load_record, record_path,
                              write_record)
 from harness.store import EmbeddingStore
-from harness.types import Embeddings, Encoder, Evaluator
+from harness.types import EvaluationResult, Embeddings, Encoder, Evaluator, ExecutionSettings
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class RunConfig:
     progress: bool = True
     command: str | None = None
     storage_dtype: str = "float32"  # how features are cached: float16 halves the cache (another row, another key)
+    memory_budget_mb: float | None = None  # evaluators' working memory (ExecutionSettings); None: from the device
 
 
 @dataclass
@@ -338,8 +339,9 @@ def _evaluate_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any],
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
         }
         try:
-            result = evaluator.evaluate(embeddings.get("train"), embeddings["test"], seed=seed,
-                                        device=options.device)
+            settings = ExecutionSettings(device=options.device, memory_budget_mb=config.memory_budget_mb,
+                                         workers=config.workers)
+            result = call_evaluate(evaluator, embeddings.get("train"), embeddings["test"], seed, settings)
         except Exception as error:  # noqa: BLE001 - one failing cell must not stop the others
             log.error("%s on %s, evaluator %s failed:\n%s", label, dataset.name, evaluator.name,
                       traceback.format_exc())
@@ -356,6 +358,23 @@ def _evaluate_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any],
         path = write_record(config.results_dir, record, result.predictions, result.artifacts)
         report.records.append(load_record(path))  # exactly what is on disk, file names of its arrays included
         report.record_paths.append(path)
+
+
+def call_evaluate(evaluator: Evaluator, train: Embeddings | None, test: Embeddings, seed: int,
+                  settings: ExecutionSettings) -> EvaluationResult:
+    """`evaluator.evaluate(...)` with the execution settings; an evaluator written before 0.2, whose `evaluate` takes
+    `device` instead of `settings`, gets the device alone (and a deprecation warning once per evaluator class)."""
+    parameters = inspect.signature(evaluator.evaluate).parameters
+    if "settings" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return evaluator.evaluate(train, test, seed=seed, settings=settings)
+    if type(evaluator) not in _LEGACY_WARNED:
+        _LEGACY_WARNED.add(type(evaluator))
+        log.warning("evaluator %r takes evaluate(..., device=) (the pre-0.2 contract): it gets the device but not "
+                    "the memory budget; take `settings: ExecutionSettings` instead (docs/plugins.md)", evaluator.name)
+    return evaluator.evaluate(train, test, seed=seed, device=settings.device)
+
+
+_LEGACY_WARNED: set[type] = set()
 
 
 def _write_extraction_failures(label: str, encoder: Encoder, dataset: Any, info: dict[str, Any],

@@ -41,7 +41,10 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as the `tomli` backport (a dependency there)
+    import tomli as tomllib  # type: ignore[no-redef]
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

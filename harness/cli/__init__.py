@@ -62,18 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-bad-images", action="store_true",
                      help="skip unreadable images (counted in the record) instead of stopping")
     run.add_argument("--shard-size", type=int, default=None, help=argparse.SUPPRESS)
-    run.add_argument("--reduce", choices=("umap", "pca", "none"), default=None,
-                     help="clustering: reduction before clustering (default umap; another choice is another column)")
-    run.add_argument("--n-components", type=int, default=None,
-                     help="clustering: components of the reduction (default 50)")
+    run.add_argument("--eval-option", action="append", metavar="EVALUATOR.OPTION=VALUE", default=None,
+                     help="an option of one evaluator, repeatable, e.g. clustering.reduce=pca or knn.main_k=10; "
+                          "VALUE is a TOML scalar (a bare word is a string); non-default options make another "
+                          "column")
+    # Before 0.2 clustering had flags of its own; they still work, as --eval-option clustering.<option>=VALUE.
+    for flag, kind in (("--reduce", str), ("--n-components", int), ("--cluster-subsample", int)):
+        run.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
     run.add_argument("--storage-dtype", choices=("float32", "float16"), default=None,
                      help="how features are cached (float16: half the disk; evaluators compute in float32; "
                           "another cache key and another leaderboard row)")
     run.add_argument("--memory-budget-mb", type=float, default=None,
-                     help="memory the evaluators may use for their blocks (default: from the device); sets kNN's "
-                          "blocks, whether the linear probe streams, and which O(N^2) clusterers may run")
-    run.add_argument("--cluster-subsample", type=int, default=None, metavar="N",
-                     help="clustering: a seeded random N of the test items when there are more (another column)")
+                     help="working memory every evaluator may use (default: from the device); an execution "
+                          "setting, like the device: it changes how results are computed, never which cell they are")
     run.add_argument("--format", choices=FORMATS, default="plain", help="format of the printed leaderboard")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -151,16 +152,51 @@ def _configure_logging(verbose: bool) -> None:
 
 #: `harness run` flags that choose *what* is measured: with --suite, the file says that.
 SUITE_CONFLICTS = (("encoder", "--encoder"), ("dataset", "--dataset"), ("evaluators", "--eval"), ("seed", "--seed"),
-                   ("pooling", "--pooling"), ("reduce", "--reduce"), ("n_components", "--n-components"),
-                   ("cluster_subsample", "--cluster-subsample"), ("storage_dtype", "--storage-dtype"))
+                   ("pooling", "--pooling"), ("eval_option", "--eval-option"), ("reduce", "--reduce"),
+                   ("n_components", "--n-components"), ("cluster_subsample", "--cluster-subsample"),
+                   ("storage_dtype", "--storage-dtype"))
+#: The pre-0.2 clustering flags and the clustering option each one sets.
+LEGACY_CLUSTERING_FLAGS = (("reduce", "--reduce", "reduce"), ("n_components", "--n-components", "n_components"),
+                           ("cluster_subsample", "--cluster-subsample", "subsample"))
 
 
-def _with_memory_budget(evaluator_options: dict, memory_budget_mb: float | None) -> dict:
-    """`--memory-budget-mb` for the built-in evaluators: an execution setting (like the device), not an option."""
-    if memory_budget_mb is not None:
-        for name in ("knn", "linear", "clustering"):
-            evaluator_options.setdefault(name, {})["memory_budget_mb"] = memory_budget_mb
-    return evaluator_options
+def _parse_option_value(text: str) -> object:
+    """A TOML scalar (`10`, `0.5`, `true`, `"pca"`); anything TOML does not read as a scalar is the string itself,
+    so `reduce=pca` needs no quotes."""
+    from harness.suite import tomllib
+
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+    return text if isinstance(value, (dict, list)) else value
+
+
+def eval_options(args: argparse.Namespace, evaluators: list[str], plugins: Plugins) -> dict[str, dict[str, object]]:
+    """`--eval-option EVALUATOR.OPTION=VALUE` (and the legacy clustering flags) as per-evaluator options, each one
+    checked by the evaluator itself before any work, as a suite's `[[evaluators]] options` are."""
+    options: dict[str, dict[str, object]] = {}
+    for attribute, flag, option in LEGACY_CLUSTERING_FLAGS:
+        value = getattr(args, attribute)
+        if value is not None:
+            log.warning("%s is deprecated: use --eval-option clustering.%s=%s", flag, option, value)
+            options.setdefault("clustering", {})[option] = value
+    for text in args.eval_option or []:
+        target, equals, raw = text.partition("=")
+        name, dot, option = target.strip().partition(".")
+        if not (equals and dot and name and option.strip()):
+            raise HarnessError(f"--eval-option {text!r}: write EVALUATOR.OPTION=VALUE, e.g. clustering.reduce=pca")
+        options.setdefault(name, {})[option.strip()] = _parse_option_value(raw.strip())
+    for name, given in options.items():
+        plugins.evaluators.resolve(name)  # an unknown name: the registry's error, with close matches
+        if name not in evaluators:
+            raise HarnessError(f"--eval-option names evaluator {name!r}, which this run does not use (it runs "
+                               f"{', '.join(evaluators)}); add it to --eval or drop the option")
+        try:
+            plugins.evaluator(name, **given)
+        except HarnessError as error:
+            raise HarnessError(f"--eval-option for {name!r}: {error}") from error
+    return options
 
 
 def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
@@ -183,24 +219,24 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
         if args.data_root:
             config.dataset_options = {"data_root": args.data_root}
         config.skip_bad_images = config.skip_bad_images or args.skip_bad_images
-        config.evaluator_options = _with_memory_budget(dict(config.evaluator_options), args.memory_budget_mb)
+        if args.memory_budget_mb is not None:
+            config.memory_budget_mb = args.memory_budget_mb
         config.progress = not args.no_progress
         return config
     seed = args.seed or 0
     encoder_options = {"init_seed": seed} if seed else {}
     if args.pooling:
         encoder_options["pooling"] = args.pooling
-    clustering = {k: v for k, v in (("reduce", args.reduce), ("n_components", args.n_components),
-                                    ("subsample", args.cluster_subsample)) if v is not None}
-    evaluator_options = _with_memory_budget({"clustering": clustering} if clustering else {}, args.memory_budget_mb)
+    evaluators = _csv_list(args.evaluators) or default_evaluators
     return RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
-                     evaluators=_csv_list(args.evaluators) or default_evaluators,
+                     evaluators=evaluators, memory_budget_mb=args.memory_budget_mb,
                      results_dir=args.results_dir or "results", cache_dir=args.cache_dir or ".harness-cache",
                      device=args.device or "auto", batch_size=args.batch_size or 64, workers=args.workers,
                      seed=seed, skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
                      encoder_options=encoder_options, progress=not args.no_progress, resume=bool(args.resume),
                      dataset_options={"data_root": args.data_root} if args.data_root else {},
-                     evaluator_options=evaluator_options, storage_dtype=args.storage_dtype or "float32")
+                     evaluator_options=eval_options(args, evaluators, plugins),
+                     storage_dtype=args.storage_dtype or "float32")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
