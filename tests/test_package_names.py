@@ -1,5 +1,6 @@
-"""Names from before 0.2, when the built-ins were the top-level package `plugins` and `harness.plugins` was the
-plugin manager: each still works, with a deprecation message naming its replacement."""
+"""Names users type or import: the pre-0.2 names (the built-ins were the top-level package `plugins`, and
+`harness.plugins` was the plugin manager) still work with a deprecation message naming the replacement; the shipped
+dataset's folder has a supported way to be found."""
 
 from __future__ import annotations
 
@@ -30,3 +31,20 @@ def test_old_builtin_module_names_in_the_switches_are_aliases(monkeypatch, varia
         assert "harness.plugins.knn" in plugins.infos
     else:  # built-ins always load; the load list only filters third-party plugins
         assert "pixels" in plugins.encoders
+
+
+def test_the_shipped_dataset_folder_is_found_by_the_api_and_the_cli(capsys):
+    import harness
+    from harness.cli import main
+    from harness.errors import HarnessError
+
+    folder = harness.dataset_path("cifar10-mini")
+    # 10 classes x (100 train + 50 test) JPEG files, as the dataset's README says
+    assert sorted(p.name for p in (folder / "train").iterdir()) == sorted(p.name for p in (folder / "test").iterdir())
+    assert len(list(folder.glob("train/*/*.jpg"))) == 1000 and len(list(folder.glob("test/*/*.jpg"))) == 500
+    assert main(["datasets", "--path", "cifar10-mini"]) == 0
+    assert capsys.readouterr().out.strip() == str(folder)
+    with pytest.raises(HarnessError, match="'synthetic' has no single folder"):
+        harness.dataset_path("synthetic")
+    assert main(["datasets", "--path", "no-such-set"]) == 2
+    assert "unknown dataset 'no-such-set'" in capsys.readouterr().err
