@@ -95,3 +95,13 @@ def test_the_check_itself_sees_a_forbidden_import(tmp_path):
     names = imported("harness.sneaky", source)
     assert "harness.leaderboard.table" in names and "harness.records" in names
     assert layer("harness.sneaky") == "core"
+
+
+def test_every_package_folder_is_installed():
+    """pyproject.toml lists the packages by hand (package-dir maps plugins/ and leaderboard/ under `harness`), so a
+    new subpackage left out of the list would be missing from every install but the editable one."""
+    from harness.suite import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["packages"])
+    on_disk = {m for m, path in ALL.items() if path.name == "__init__.py"}
+    assert listed == on_disk
