@@ -29,7 +29,7 @@ from harness.plugin_manager import Plugins, get_plugins
 from harness.records import (SCHEMA_VERSION, cell_key, library_versions, load_record, record_path,
                              write_record)
 from harness.store import EmbeddingStore
-from harness.types import Embeddings, Encoder, Evaluator
+from harness.types import Embeddings, Encoder, Evaluator, ExecutionSettings
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ def _evaluate_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any],
         }
         try:
             result = evaluator.evaluate(embeddings.get("train"), embeddings["test"], seed=seed,
-                                        device=options.device)
+                                        settings=ExecutionSettings(device=options.device))
         except Exception as error:  # noqa: BLE001 - one failing cell must not stop the others
             log.error("%s on %s, evaluator %s failed:\n%s", label, dataset.name, evaluator.name,
                       traceback.format_exc())
