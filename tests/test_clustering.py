@@ -19,7 +19,7 @@ from harness.errors import HarnessError
 from harness.plugin_manager import Plugins
 from harness.types import Embeddings, ExecutionSettings
 from harness.plugins import clustering, umap_cache
-from harness.plugins.clustering import ClusteringEvaluator
+from harness.plugins.clustering import ClusteringEvaluator, clustering_seeds
 
 CPU = ExecutionSettings(device="cpu")
 
@@ -398,3 +398,30 @@ def test_too_few_items_is_a_harness_error() -> None:
     with pytest.raises(HarnessError, match="at least 10 test items"):
         ClusteringEvaluator().evaluate(None, embeddings(features, labels), seed=0, settings=CPU)
 
+
+# -- run seeds and clustering seeds ----------------------------------------------------------------------------------
+
+
+def test_each_run_seed_owns_its_own_clustering_seeds() -> None:
+    assert clustering_seeds(0, 3) == [0, 1, 2]  # the default run seed: the protocol's seeds, as before
+    assert clustering_seeds(1, 3) == [3, 4, 5] and clustering_seeds(2, 3) == [6, 7, 8]
+    assert clustering_seeds(4, 1) == [4]  # one clustering seed: the run seed itself
+
+    features, labels = blobs(n_clusters=3, per_cluster=20, dim=8)
+    data = embeddings(features, labels)
+    evaluator = ClusteringEvaluator(n_seeds=2, reduce="pca", n_components=4)
+    first = evaluator.evaluate(None, data, seed=0, settings=CPU)
+    second = evaluator.evaluate(None, data, seed=1, settings=CPU)
+    assert first.metrics["seeds"] == [0, 1] and second.metrics["seeds"] == [2, 3]
+    assert set(first.metrics["per_seed"]) == {"0", "1"} and set(second.metrics["per_seed"]) == {"2", "3"}
+    assert "kmeans.seed0" in first.predictions and "kmeans.seed2" in second.predictions
+
+    # The seed reaches the clusterers: K-means of the (seed-independent) PCA with random_state = clustering seed.
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    reduced = PCA(n_components=4, svd_solver="full").fit_transform(features).astype(np.float32)
+    for result, seed in ((first, 0), (first, 1), (second, 2), (second, 3)):
+        expected = KMeans(n_clusters=3, init="k-means++", n_init=10, random_state=seed).fit_predict(reduced)
+        assert skm.adjusted_mutual_info_score(expected, result.predictions[f"kmeans.seed{seed}"]) == \
+            pytest.approx(1.0), seed

@@ -4,7 +4,7 @@
 reduced with UMAP (50 components, once per clustering seed, shared by every clusterer), clustered by K-means,
 agglomerative ward, HDBSCAN, spectral clustering and affinity propagation, and scored by AMI against the classes;
 the silhouette of the clusters in UMAP space is a label-free proxy. Main score: ward's AMI, mean over the
-clustering seeds (0, 1, 2 for run seed 0). The modules: `evaluator` (the
+clustering seeds (0, 1, 2 for run seed 0; run seed s uses 3s, 3s+1, 3s+2). The modules: `evaluator` (the
 Evaluator), `clusterers`, `silhouette` (the silhouette maths), `ward_threshold` (unlabelled ward's threshold
 search), `label_metrics`, `summary` (mean and spread over seeds), `protocol` (constants, seeds) and `metrics` (the
 record's metric names). Every parameter, metric key and difference from Lowe et al.'s zs-ssl-clustering:

@@ -1,4 +1,4 @@
-"""The constants of `clustering/umap-v1` and the rule that turns a run seed into clustering seeds.
+"""The constants of `clustering/umap-v1` and the one rule that turns a run seed into clustering seeds.
 
 What each constant means, and where the protocol differs from Lowe et al.'s code: docs/protocols.md#clusteringumap-v1.
 A change to any of them changes the numbers, and so needs a new protocol id.
@@ -27,5 +27,9 @@ QUADRATIC_CLUSTERERS = ("spectral", "affinity")
 
 
 def clustering_seeds(run_seed: int, n_seeds: int) -> list[int]:
-    """The clustering seeds (UMAP's and the clusterers' random_state) of the record made with `run_seed`."""
-    return [int(run_seed) + i for i in range(int(n_seeds))]
+    """The clustering seeds (UMAP's and the clusterers' random_state) of the record made with `run_seed`.
+
+    Run seed s owns the block n_seeds*s .. n_seeds*s + n_seeds - 1: run seed 0 gives the protocol's 0, 1, 2, and
+    two run seeds of one suite never repeat a clustering seed (run seeds [0, 1] give 0-2 and 3-5).
+    """
+    return [int(n_seeds) * int(run_seed) + i for i in range(int(n_seeds))]
