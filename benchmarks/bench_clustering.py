@@ -27,9 +27,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.types import Embeddings  # noqa: E402
+from harness.types import Embeddings, ExecutionSettings  # noqa: E402
 from harness.plugins import umap_cache  # noqa: E402
 from harness.plugins.clustering import ClusteringEvaluator  # noqa: E402
+
+CPU = ExecutionSettings(device="cpu")
 
 
 def synthetic(n: int, dim: int, classes: int, noise: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     warm_x, warm_y = synthetic(200, 16, 4, 0.5, seed=1)
     start = time.perf_counter()
     ClusteringEvaluator(n_seeds=1).evaluate(None, Embeddings(warm_x, warm_y, np.arange(200).astype(str)),
-                                            seed=0, device="cpu")
+                                            seed=0, settings=CPU)
     print(f"warm-up (imports, numba compilation, tiny set): {time.perf_counter() - start:.1f} s")
     fits.clear()
 
@@ -75,13 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as derived:
         test = Embeddings(features, labels, ids, meta={"derived_dir": derived})
         start = time.perf_counter()
-        result = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=0, device="cpu")
+        result = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=0, settings=CPU)
         first = time.perf_counter() - start
         cold_fits = list(fits)
         fits.clear()
         umap_cache.clear_memory()
         start = time.perf_counter()
-        again = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=0, device="cpu")
+        again = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=0, settings=CPU)
         second = time.perf_counter() - start
 
     seconds = result.metrics["runtime"]["seconds"]

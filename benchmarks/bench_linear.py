@@ -34,7 +34,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.types import Embeddings  # noqa: E402
+from harness.types import Embeddings, ExecutionSettings  # noqa: E402
 from harness.plugins.linear_probe import (LinearProbe, c_grid, fit_logistic_regression,  # noqa: E402
                                   validation_split)
 
@@ -95,7 +95,7 @@ def naive_protocol(train: Embeddings, test: Embeddings, seed: int, measured: lis
 
 def our_protocol(train: Embeddings, test: Embeddings, seed: int, device: str) -> dict:
     start = time.perf_counter()
-    result = LinearProbe().evaluate(train, test, seed=seed, device=device)
+    result = LinearProbe().evaluate(train, test, seed=seed, settings=ExecutionSettings(device=device))
     wall = time.perf_counter() - start
     m = result.metrics
     return {"wall": wall, "chosen": m["chosen_C_index"], "top1": m["top1"], "fitted": m["Cs_fitted"],

@@ -231,7 +231,7 @@ def gaussian_classes(n: int, dim: int, classes: int, rng: np.random.Generator, c
 def bench_knn(sizes: Sizes, device: str, work: Path) -> list[Row]:
     import torch
 
-    from harness.types import Embeddings
+    from harness.types import Embeddings, ExecutionSettings
     from harness.plugins.knn import KNN
 
     rng = np.random.default_rng(0)
@@ -248,10 +248,11 @@ def bench_knn(sizes: Sizes, device: str, work: Path) -> list[Row]:
     evaluator = KNN()
     # Warm-up, untimed, on a slice: CUDA context, kernels, allocator.
     evaluator.evaluate(Embeddings(features[:1000], labels[:1000], train.ids[:1000], {}),
-                       Embeddings(queries[:100], query_labels[:100], test.ids[:100], {}), seed=0, device=device)
+                       Embeddings(queries[:100], query_labels[:100], test.ids[:100], {}), seed=0,
+                       settings=ExecutionSettings(device=device))
     synchronize(device)
     start = time.perf_counter()
-    result = evaluator.evaluate(train, test, seed=0, device=device)
+    result = evaluator.evaluate(train, test, seed=0, settings=ExecutionSettings(device=device))
     synchronize(device)
     ours = time.perf_counter() - start
 
@@ -280,7 +281,7 @@ def bench_knn(sizes: Sizes, device: str, work: Path) -> list[Row]:
 
 
 def bench_linear(sizes: Sizes, device: str) -> list[Row]:
-    from harness.types import Embeddings
+    from harness.types import Embeddings, ExecutionSettings
     from harness.plugins.linear_probe import LinearProbe
 
     rng = np.random.default_rng(1)
@@ -291,7 +292,7 @@ def bench_linear(sizes: Sizes, device: str) -> list[Row]:
     test = Embeddings(xt, yt, np.arange(len(yt)).astype(str), {})
     synchronize(device)
     start = time.perf_counter()
-    result = LinearProbe().evaluate(train, test, seed=0, device=device)
+    result = LinearProbe().evaluate(train, test, seed=0, settings=ExecutionSettings(device=device))
     synchronize(device)
     seconds = time.perf_counter() - start
     m = result.metrics

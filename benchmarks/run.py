@@ -47,7 +47,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from bench_linear import make_data, naive_protocol, our_protocol, single_fit  # noqa: E402
-from harness.types import Embeddings  # noqa: E402
+from harness.types import Embeddings, ExecutionSettings  # noqa: E402
 from predecoded import PreDecoded, PreDecodedTimmEncoder  # noqa: E402
 
 SECTIONS = ("extract", "knn", "linear", "passes", "memory")
@@ -73,9 +73,10 @@ QUICK = Sizes(extract_images=64, extract_model="test_vit", batch_size=32, knn_tr
 
 #: Evaluator options of the memory children. The linear probe runs a short C grid and few iterations: its peak
 #: memory does not depend on how many iterations it makes, and the full sweep at 200,000 x 768 would take long.
-#: Memory-budget / block-size options of the evaluators belong here, so that the table names the block size.
-MEMORY_OPTIONS: dict[str, dict[str, Any]] = {"knn": {"memory_budget_mb": 256},
-                                             "linear": {"num_c": 2, "max_iter": 5, "memory_budget_mb": 256}}
+#: Block-size options of the evaluators belong here, so that the table names them; the memory budget is an
+#: execution setting (`ExecutionSettings.memory_budget_mb`), the same for both.
+MEMORY_OPTIONS: dict[str, dict[str, Any]] = {"knn": {}, "linear": {"num_c": 2, "max_iter": 5}}
+MEMORY_BUDGET_MB = 256
 MEMORY_DIM = 768
 MEMORY_CLASSES = 10
 
@@ -274,7 +275,8 @@ def bench_knn(sizes: Sizes, repeats: int) -> list[Row]:
         for chunk in qn.split(1024):
             torch.mm(chunk, xn.T)
 
-    sides = {"harness": lambda: evaluator.evaluate(train, test, seed=0, device="cpu"),
+    cpu = ExecutionSettings(device="cpu")
+    sides = {"harness": lambda: evaluator.evaluate(train, test, seed=0, settings=cpu),
              "scikit-learn": lambda: KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
              .fit(x, y).predict(q),
              "torch.mm": floor}
@@ -387,7 +389,8 @@ def memory_child(evaluator_name: str, directory: str, n: int) -> None:
     if baseline is None:
         raise SystemExit("no RssAnon in /proc/self/status: the memory rows need Linux")
     start = time.perf_counter()
-    result = evaluator.evaluate(train, test, seed=0, device="cpu")
+    result = evaluator.evaluate(train, test, seed=0,
+                                settings=ExecutionSettings(device="cpu", memory_budget_mb=MEMORY_BUDGET_MB))
     print(json.dumps({"baseline_kib": baseline, "seconds": time.perf_counter() - start,
                       "main_score": result.main_score}), flush=True)
 
@@ -436,7 +439,7 @@ def bench_memory(sizes: Sizes) -> list[Row]:
                 at[count] = peak_of_child(name, root, count)
                 log(f"    peak +{at[count]['peak_mib']:.0f} MiB anonymous, {at[count]['seconds']:.1f} s")
             ratio = at[n]["peak_mib"] / max(at[quarter]["peak_mib"], 1.0)
-            options = MEMORY_OPTIONS[name] or "default options"
+            options = f"{MEMORY_OPTIONS[name] or 'default options'}, memory budget {MEMORY_BUDGET_MB} MB"
             rows.append(Row(f"{name} peak anonymous memory, N = {n:,} vs N / 4 (MiB above baseline)",
                             f"{at[n]['peak_mib']:.0f} MiB", f"{at[quarter]['peak_mib']:.0f} MiB", ratio,
                             "<= 1.25 (∝ N: 4)", ratio <= 1.25,

@@ -2,8 +2,8 @@
 
 Evaluators that stream large embedding sets (kNN's train bank, the linear probe's features) or that refuse a
 method too large for the machine (clustering's O(N^2) algorithms) size their work from one number: a budget in
-bytes. The default depends on the device; `--memory-budget-mb` (the evaluators' `memory_budget_mb` argument)
-sets it. A budget is an execution setting, like the device: it changes how the numbers are computed (block
+bytes. The default depends on the device; `--memory-budget-mb` (`ExecutionSettings.memory_budget_mb`, which every
+evaluator gets) sets it. A budget is an execution setting, like the device: it changes how the numbers are computed (block
 sizes), never what they are, so it is not an evaluator option and not part of the cell key.
 
 `AnonymousMemoryPeak` measures what such a budget is meant to bound. It samples `RssAnon` of /proc/self/status:

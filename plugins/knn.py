@@ -1,16 +1,9 @@
-"""kNN `knn/dino-v1`: the weighted k-nearest-neighbour classifier of DINO (Caron et al., 2021).
+"""kNN `knn/dino-v1`: DINO's weighted k-nearest-neighbour classifier (Caron et al., 2021), streamed in torch.
 
-Features are L2-normalised; similarity is the cosine; the k nearest train items vote for their class with weight
-exp(sim / T), T = 0.07. One top-k of the largest k serves every k in {10, 20, 100, 200}. Reported: top-1 and
-top-5 for each k; the main score is top-1 at k = 20. Ties between classes go to the lower class index; ties
-between train items of equal similarity go to the lower train index (the order of a stable sort).
-
-Computed in torch, streaming: the train bank is read from its memory map one block of rows at a time (each
-block normalised on the device), every query chunk's top-k from that block is merged into a running top-k, and
-the block is dropped. The train bank is read once, whatever the number of queries; the queries stay on the device
-when they fit a quarter of the budget, else they are read chunk by chunk for every train block. So memory is
-bounded by the block sizes (`KnnBlocks.working_bytes`), not by N, and the block sizes come from a memory budget
-(`memory_budget_mb`, default: `harness.memory.default_budget_bytes` of the device).
+Cosine similarity of L2-normalised features; the k nearest train items vote exp(sim / 0.07) for their class; one
+top-k of the largest k serves k in {10, 20, 100, 200}; main score top-1 at k = 20. The train bank is read from
+its memory map in blocks sized from the execution settings' memory budget (`plan_blocks`), so memory does not grow
+with N. Every parameter, tie rule and difference from DINO's eval_knn.py: docs/protocols.md#knndino-v1.
 """
 
 from __future__ import annotations
@@ -23,7 +16,7 @@ import numpy as np
 from harness import hookimpl
 from harness.errors import HarnessError
 from harness.memory import budget_bytes, format_bytes
-from harness.types import Embeddings, EvaluationResult, Evaluator
+from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings
 
 #: Caps on the automatic block sizes: larger blocks make the matrix products no faster, only the memory larger.
 MAX_TRAIN_BLOCK = 65_536
@@ -199,17 +192,16 @@ class KNN(Evaluator):
     protocol = "knn/dino-v1"
     needs = ("train", "test")
 
-    def __init__(self, *, memory_budget_mb: float | None = None, **options: Any) -> None:
-        # The budget sets block sizes, not results: an execution setting beside the options, like the device.
-        super().__init__(**options)
-        self.memory_budget_mb = memory_budget_mb
-
     @classmethod
     def default_options(cls) -> dict[str, Any]:
         return {"ks": [10, 20, 100, 200], "temperature": 0.07, "main_k": 20}
 
-    def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int, device: str) -> EvaluationResult:
+    def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int,
+                 settings: ExecutionSettings) -> EvaluationResult:
+        """The memory budget of `settings` sets the block sizes, never the results (see `metrics["runtime"]`)."""
         import torch
+
+        device = settings.device
 
         assert train is not None
         ks = sorted(int(k) for k in self.options["ks"])
@@ -222,7 +214,7 @@ class KNN(Evaluator):
                                f"{test.features.shape[1]}")
         num_classes = max(train.num_classes, int(test.labels.max()) + 1)
         k_max = min(max(ks), train.features.shape[0])
-        budget = budget_bytes(self.memory_budget_mb, device)
+        budget = settings.memory_budget_bytes()
         blocks = blocks_for(train.features.shape[0], test.features.shape[0], train.features.shape[1], k_max,
                             device, memory_budget_bytes=budget)
         sims, idx = nearest_neighbours(train.features, test.features, k=k_max, device=device, blocks=blocks)

@@ -6,9 +6,9 @@ and every clusterer of `clustering/umap-v1` reads the same reduction; the 2-D la
 
 - in memory, for the life of the process (a small LRU bounded in bytes), and
 - on disk, when the caller gives a directory: the harness passes `Embeddings.meta["derived_dir"]`, a directory
-  keyed by the embedding cache key. Files are written to a temporary name and moved into place with
-  `os.replace`, so a reader never sees half a file; a file that does not load, or whose shape or values are
-  wrong, is recomputed and replaced, never used.
+  keyed by the embedding cache key. Files are written through `harness.files` (a temporary name, flushed, then
+  renamed), so a reader never sees half a file and a killed writer's leftover is recognised as stale like any
+  other; a file that does not load, or whose shape or values are wrong, is recomputed and replaced, never used.
 
 Both caches are keyed by the reduction's parameters, the library version (whose change alters the numbers) and a
 hash of the feature bytes. The hash costs a few seconds per GB, little beside a UMAP of as many vectors (0.1 s
@@ -26,13 +26,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from harness.files import AtomicWrites, remove_stale_temps
 
 #: Bump when the on-disk format or the meaning of a cached file changes.
 CACHE_FORMAT = 1
@@ -140,19 +141,15 @@ def _load(path: Path, params: dict[str, Any]) -> np.ndarray | None:
 
 
 def _save_atomic(path: Path, array: np.ndarray, params: dict[str, Any]) -> None:
+    """The reduction and its parameters, through the files module: temporary names that the stale-file cleanup
+    (`harness.files.stale_temp_target`, used by `harness cache prune`) recognises, flushed, then renamed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in ((path, lambda f: np.save(f, array, allow_pickle=False)),
-                          (path.with_suffix(".json"),
-                           lambda f: f.write(json.dumps({**params, "format": CACHE_FORMAT}, indent=1,
-                                                        sort_keys=True).encode()))):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    remove_stale_temps(path.parent)  # what a killed process was writing here
+    with AtomicWrites() as writes:
+        with writes.file(path) as handle:
+            np.save(handle, array, allow_pickle=False)
+        with writes.file(path.with_suffix(".json")) as handle:
+            handle.write(json.dumps({**params, "format": CACHE_FORMAT}, indent=1, sort_keys=True).encode())
 
 
 def _remember(key: str, array: np.ndarray) -> None:

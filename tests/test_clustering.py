@@ -17,9 +17,11 @@ from sklearn import metrics as skm
 
 from harness.errors import HarnessError
 from harness.plugin_manager import Plugins
-from harness.types import Embeddings
+from harness.types import Embeddings, ExecutionSettings
 from harness.plugins import clustering, umap_cache
-from harness.plugins.clustering import ClusteringEvaluator
+from harness.plugins.clustering import ClusteringEvaluator, clustering_seeds
+
+CPU = ExecutionSettings(device="cpu")
 
 pytestmark = [
     # umap and numba warn about their own deprecations when imported; the evaluator records the warnings of the
@@ -86,7 +88,7 @@ def separated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         counter = CountingUMAP(mp)
         result = ClusteringEvaluator(n_seeds=2).evaluate(None, embeddings(features, labels, derived), seed=0,
-                                                         device="cpu")
+                                                         settings=CPU)
     return {"features": features, "labels": labels, "derived": derived, "result": result, "fits": counter.fits}
 
 
@@ -116,7 +118,7 @@ def test_umap_is_computed_once_per_seed_and_shared_by_every_clusterer(separated:
     assert sorted(separated["fits"]) == [2, 50, 50]
     files = sorted(p.name for p in (separated["derived"] / "reductions").glob("*.npy"))
     assert len(files) == 3 and sum(name.startswith("umap-50d-seed") for name in files) == 2
-    assert not list((separated["derived"] / "reductions").glob("*.tmp"))
+    assert not [p for p in (separated["derived"] / "reductions").iterdir() if p.name.startswith(".")]  # no temps
     assert separated["result"].metrics["runtime"]["reduction_source"] == ["computed", "computed"]
     seed0, seed1 = (np.load(next((separated["derived"] / "reductions").glob(f"umap-50d-seed{s}-*.npy")))
                     for s in (0, 1))
@@ -168,7 +170,7 @@ def test_shuffled_labels_give_ami_near_zero(separated: dict[str, Any], monkeypat
     labels = np.random.default_rng(1).permutation(separated["labels"])
     counter = CountingUMAP(monkeypatch)
     result = ClusteringEvaluator(n_seeds=1).evaluate(
-        None, embeddings(separated["features"], labels, separated["derived"]), seed=0, device="cpu")
+        None, embeddings(separated["features"], labels, separated["derived"]), seed=0, settings=CPU)
     assert counter.fits == []  # the same vectors: the cached reductions serve
     for c in ALL:
         assert abs(result.metrics["mean"][f"{c}.ami"]) < 0.05, c
@@ -184,7 +186,7 @@ def test_disk_cache_serves_a_new_process_and_a_damaged_file_is_recomputed(
     test = embeddings(separated["features"], separated["labels"], separated["derived"])
     umap_cache.clear_memory()  # as if in a new process
     counter = CountingUMAP(monkeypatch)
-    result = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=0, device="cpu")
+    result = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=0, settings=CPU)
     assert counter.fits == []
     assert result.metrics["runtime"]["reduction_source"] == ["disk"]
     assert result.metrics["per_seed"]["0"] == separated["result"].metrics["per_seed"]["0"]
@@ -192,7 +194,7 @@ def test_disk_cache_serves_a_new_process_and_a_damaged_file_is_recomputed(
     damaged = next((separated["derived"] / "reductions").glob("umap-50d-seed1-*.npy"))
     damaged.write_bytes(b"not a numpy file")
     umap_cache.clear_memory()
-    result = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=1, device="cpu")
+    result = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=1, settings=CPU)
     assert sorted(counter.fits) == [2, 50]  # the damaged seed-1 UMAP, and seed 1's 2-D layout (new)
     assert result.metrics["runtime"]["reduction_source"] == ["computed"]
     assert result.metrics["per_seed"]["1"] == separated["result"].metrics["per_seed"]["1"]
@@ -201,7 +203,7 @@ def test_disk_cache_serves_a_new_process_and_a_damaged_file_is_recomputed(
 
 def test_quadratic_clusterers_are_skipped_above_the_limit(separated: dict[str, Any]) -> None:
     result = ClusteringEvaluator(n_seeds=1, max_n_quadratic=100).evaluate(
-        None, embeddings(separated["features"], separated["labels"], separated["derived"]), seed=0, device="cpu")
+        None, embeddings(separated["features"], separated["labels"], separated["derived"]), seed=0, settings=CPU)
     metrics = result.metrics
     assert set(metrics["skipped"]) == {"spectral", "affinity"}
     for c in ("spectral", "affinity"):
@@ -216,7 +218,7 @@ def test_quadratic_clusterers_are_skipped_above_the_limit(separated: dict[str, A
 
 def test_unlabelled_data_uses_the_silhouette_rule(separated: dict[str, Any]) -> None:
     test = embeddings(separated["features"], np.full(360, -1, dtype=np.int64), separated["derived"])
-    result = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=0, device="cpu")
+    result = ClusteringEvaluator(n_seeds=1).evaluate(None, test, seed=0, settings=CPU)
     metrics = result.metrics
     assert metrics["labelled"] is False and metrics["n_classes"] is None
     assert metrics["clusterers"] == ["ward", "hdbscan"]
@@ -251,7 +253,7 @@ def test_same_seed_gives_identical_numbers() -> None:
     results = []
     for _ in range(2):
         umap_cache.clear_memory()  # recompute the UMAPs: their seeding is under test too
-        result = ClusteringEvaluator(n_seeds=1).evaluate(None, embeddings(features, labels), seed=7, device="cpu")
+        result = ClusteringEvaluator(n_seeds=1).evaluate(None, embeddings(features, labels), seed=7, settings=CPU)
         assert result.metrics["runtime"]["reduction_source"] == ["computed"]
         results.append(result)
     first, second = ({k: v for k, v in r.metrics.items() if k != "runtime"} for r in results)
@@ -273,7 +275,7 @@ def test_hdbscan_noise_is_one_label_with_noise_fraction_and_clustered_ami() -> N
     features = np.concatenate([features, outliers])
     labels = np.concatenate([labels, rng.integers(0, 5, size=30)])
     result = ClusteringEvaluator(n_seeds=1, reduce="none").evaluate(None, embeddings(features, labels), seed=0,
-                                                                    device="cpu")
+                                                                    settings=CPU)
     values = result.metrics["per_seed"]["0"]
     predicted = result.predictions["hdbscan.seed0"]
     noise = predicted == -1
@@ -313,7 +315,7 @@ def test_one_cluster_gives_none_with_a_reason_never_nan() -> None:
     labels = np.zeros(100, dtype=np.int64)  # one class: K = 1
     evaluator = ClusteringEvaluator(n_seeds=2, reduce="pca", n_components=5)
     assert evaluator.non_default_options == {"n_seeds": 2, "reduce": "pca", "n_components": 5}
-    result = evaluator.evaluate(None, embeddings(features, labels), seed=0, device="cpu")
+    result = evaluator.evaluate(None, embeddings(features, labels), seed=0, settings=CPU)
     metrics = result.metrics
     assert metrics["n_classes"] == 1 and metrics["reduction"]["method"] == "pca"
     assert metrics["reduction"]["n_components"] == 5
@@ -338,8 +340,8 @@ def test_silhouettes_match_sklearn_with_noise_singletons_and_small_blocks(monkey
     labelings = [rng.integers(0, 4, size=150), rng.integers(-1, 12, size=150), np.arange(150) % 60]
     labelings[1][:3] = [40, 41, 42]  # three singletons, which score 0
     labelings.append(np.zeros(150, dtype=np.int64))  # one cluster: undefined
-    monkeypatch.setattr(clustering, "_DISTANCE_BLOCK_ELEMENTS", 150 * 7)  # 7 rows a block
-    monkeypatch.setattr(clustering, "_ONEHOT_ELEMENTS", 150 * 20)  # at most 20 one-hot columns a pass
+    monkeypatch.setattr(clustering.silhouette, "_DISTANCE_BLOCK_ELEMENTS", 150 * 7)  # 7 rows a block
+    monkeypatch.setattr(clustering.silhouette, "_ONEHOT_ELEMENTS", 150 * 20)  # at most 20 one-hot columns a pass
     values = clustering.silhouettes(points, labelings)
     for labels, (value, reason) in zip(labelings[:3], values[:3]):
         keep = labels >= 0
@@ -365,9 +367,9 @@ def test_ward_threshold_search_finds_the_best_cut_on_a_sample() -> None:
 
 
 def test_silhouettes_are_sampled_above_the_limit(separated: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(clustering, "SILHOUETTE_MAX_N", 100)
+    monkeypatch.setattr(clustering.evaluator, "SILHOUETTE_MAX_N", 100)
     result = ClusteringEvaluator(n_seeds=1, max_n_quadratic=0).evaluate(
-        None, embeddings(separated["features"], separated["labels"], separated["derived"]), seed=0, device="cpu")
+        None, embeddings(separated["features"], separated["labels"], separated["derived"]), seed=0, settings=CPU)
     sample = np.sort(np.random.default_rng(0).choice(360, 100, replace=False))
     predicted = result.predictions["kmeans.seed0"]
     assert result.metrics["per_seed"]["0"]["kmeans.silhouette_orig"] == pytest.approx(
@@ -394,4 +396,32 @@ def test_registered_as_a_plugin_with_validated_options() -> None:
 def test_too_few_items_is_a_harness_error() -> None:
     features, labels = blobs(n_clusters=2, per_cluster=3, dim=4)
     with pytest.raises(HarnessError, match="at least 10 test items"):
-        ClusteringEvaluator().evaluate(None, embeddings(features, labels), seed=0, device="cpu")
+        ClusteringEvaluator().evaluate(None, embeddings(features, labels), seed=0, settings=CPU)
+
+
+# -- run seeds and clustering seeds ----------------------------------------------------------------------------------
+
+
+def test_each_run_seed_owns_its_own_clustering_seeds() -> None:
+    assert clustering_seeds(0, 3) == [0, 1, 2]  # the default run seed: the protocol's seeds, as before
+    assert clustering_seeds(1, 3) == [3, 4, 5] and clustering_seeds(2, 3) == [6, 7, 8]
+    assert clustering_seeds(4, 1) == [4]  # one clustering seed: the run seed itself
+
+    features, labels = blobs(n_clusters=3, per_cluster=20, dim=8)
+    data = embeddings(features, labels)
+    evaluator = ClusteringEvaluator(n_seeds=2, reduce="pca", n_components=4)
+    first = evaluator.evaluate(None, data, seed=0, settings=CPU)
+    second = evaluator.evaluate(None, data, seed=1, settings=CPU)
+    assert first.metrics["seeds"] == [0, 1] and second.metrics["seeds"] == [2, 3]
+    assert set(first.metrics["per_seed"]) == {"0", "1"} and set(second.metrics["per_seed"]) == {"2", "3"}
+    assert "kmeans.seed0" in first.predictions and "kmeans.seed2" in second.predictions
+
+    # The seed reaches the clusterers: K-means of the (seed-independent) PCA with random_state = clustering seed.
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    reduced = PCA(n_components=4, svd_solver="full").fit_transform(features).astype(np.float32)
+    for result, seed in ((first, 0), (first, 1), (second, 2), (second, 3)):
+        expected = KMeans(n_clusters=3, init="k-means++", n_init=10, random_state=seed).fit_predict(reduced)
+        assert skm.adjusted_mutual_info_score(expected, result.predictions[f"kmeans.seed{seed}"]) == \
+            pytest.approx(1.0), seed

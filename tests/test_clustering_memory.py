@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError
-from harness.types import Embeddings
+from harness.types import Embeddings, ExecutionSettings
 from harness.plugins.clustering import ClusteringEvaluator, largest_fitting_n, quadratic_memory_bytes
+
+CPU = ExecutionSettings(device="cpu")
+
+
+def budget(megabytes: float) -> ExecutionSettings:
+    return ExecutionSettings(device="cpu", memory_budget_mb=megabytes)
 
 FAST = {"reduce": "none", "n_seeds": 1}  # no UMAP: these tests are about sizes, not about the reduction
 
@@ -26,7 +32,7 @@ def blobs(n: int = 300, k: int = 5, dim: int = 8, seed: int = 0) -> Embeddings:
 def test_quadratic_clusterers_over_the_budget_are_skipped_with_the_memory_they_need():
     data = blobs(300)
     # ward needs 8 x 300^2 = 703 KiB and fits; spectral (879 KiB) and affinity propagation (2.7 MiB) do not.
-    result = ClusteringEvaluator(memory_budget_mb=0.8, **FAST).evaluate(None, data, seed=0, device="cpu")
+    result = ClusteringEvaluator(**FAST).evaluate(None, data, seed=0, settings=budget(0.8))
     skipped = result.metrics["skipped"]
     assert set(skipped) == {"spectral", "affinity"}
     assert "affinity needs about 2.7 MiB for N=300" in skipped["affinity"]
@@ -35,7 +41,7 @@ def test_quadratic_clusterers_over_the_budget_are_skipped_with_the_memory_they_n
     assert result.metrics["null_reasons"]["affinity.ami"] == skipped["affinity"]
     assert result.main_score is not None and result.main_score > 0.9  # ward, kmeans, hdbscan kept their results
     assert result.metrics["mean"]["kmeans.ami"] > 0.9
-    roomy = ClusteringEvaluator(**FAST).evaluate(None, data, seed=0, device="cpu")
+    roomy = ClusteringEvaluator(**FAST).evaluate(None, data, seed=0, settings=CPU)
     assert roomy.metrics["skipped"] == {} and roomy.metrics["mean"]["affinity.ami"] is not None
     assert "subsampled" not in roomy.metrics and roomy.metrics["n_items"] == 300  # never subsampled unasked
 
@@ -43,22 +49,22 @@ def test_quadratic_clusterers_over_the_budget_are_skipped_with_the_memory_they_n
 def test_ward_over_the_budget_refuses_the_record_and_names_the_subsample_option():
     data = blobs(300)
     with pytest.raises(HarnessError) as error:
-        ClusteringEvaluator(memory_budget_mb=0.5, **FAST).evaluate(None, data, seed=0, device="cpu")
+        ClusteringEvaluator(**FAST).evaluate(None, data, seed=0, settings=budget(0.5))
     message = str(error.value)
     assert "ward" in message and "N=300" in message and "703.1 KiB" in message and "512.0 KiB" in message
-    assert "subsample=256" in message and "--cluster-subsample" in message and "--memory-budget-mb" in message
+    assert "subsample=256" in message and "--eval-option clustering.subsample=N" in message and "--memory-budget-mb" in message
     assert 8 * 256**2 <= 0.5 * 2**20 < 8 * 257**2  # 256 is the largest N that fits, as the message says
 
-    evaluator = ClusteringEvaluator(memory_budget_mb=0.5, subsample=256, **FAST)
+    evaluator = ClusteringEvaluator(subsample=256, **FAST)
     assert evaluator.non_default_options == {"subsample": 256, **FAST}  # another column, shown as such
-    result = evaluator.evaluate(None, data, seed=0, device="cpu")
+    result = evaluator.evaluate(None, data, seed=0, settings=budget(0.5))
     assert result.metrics["subsampled"] == {"n_items": 256, "of": 300, "seed": 0}
     assert result.metrics["n_items"] == 256 and len(result.predictions["ids"]) == 256
     chosen = np.sort(np.random.default_rng(0).choice(300, 256, replace=False))  # seeded, as documented
     np.testing.assert_array_equal(result.predictions["ids"], data.ids[chosen])
     np.testing.assert_array_equal(result.predictions["label"], data.labels[chosen])
     assert result.main_score > 0.9
-    again = ClusteringEvaluator(subsample=256, **FAST).evaluate(None, data, seed=0, device="cpu")
+    again = ClusteringEvaluator(subsample=256, **FAST).evaluate(None, data, seed=0, settings=CPU)
     np.testing.assert_array_equal(again.predictions["ids"], result.predictions["ids"])
     with pytest.raises(HarnessError, match="subsample"):
         ClusteringEvaluator(subsample=3)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from harness.errors import HarnessError
-from harness.types import Embeddings
+from harness.types import Embeddings, ExecutionSettings
 from harness.plugins.knn import KNN, nearest_neighbours
+
+CPU = ExecutionSettings(device="cpu")
 
 
 def reference_knn(train_x, train_y, test_x, test_y, k, temperature=0.07, num_classes=None):
@@ -42,7 +44,7 @@ def test_knn_equals_reference_on_random_embeddings(seed):
     train_x = centres[train_y] + 1.5 * rng.normal(size=(400, 32))
     test_x = centres[test_y] + 1.5 * rng.normal(size=(150, 32))
     result = KNN().evaluate(embeddings(train_x, train_y, "train"), embeddings(test_x, test_y, "test"), seed=0,
-                            device="cpu")
+                            settings=CPU)
     for k in (10, 20, 100, 200):
         top1, top5, predictions = reference_knn(train_x, train_y, test_x, test_y, k)
         assert result.metrics[f"top1_k{k}"] == pytest.approx(top1, abs=1e-12)
@@ -56,7 +58,7 @@ def test_knn_equals_reference_on_random_embeddings(seed):
 
 def test_knn_equals_reference_on_real_embeddings(cifar_embeddings):
     train, test = cifar_embeddings
-    result = KNN().evaluate(train, test, seed=0, device="cpu")
+    result = KNN().evaluate(train, test, seed=0, settings=CPU)
     top1, top5, predictions = reference_knn(np.asarray(train.features, dtype=np.float64), train.labels,
                                             np.asarray(test.features, dtype=np.float64), test.labels, 20)
     assert result.main_score == pytest.approx(top1, abs=1e-12)
@@ -127,20 +129,22 @@ def test_knn_budget_is_not_an_option_and_does_not_change_the_numbers():
     train_y, test_y = rng.integers(0, 5, 700), rng.integers(0, 5, 90)
     train = embeddings(centres[train_y] + rng.normal(size=(700, 24)), train_y, "train")
     test = embeddings(centres[test_y] + rng.normal(size=(90, 24)), test_y, "test")
-    roomy = KNN().evaluate(train, test, seed=0, device="cpu")
-    tight = KNN(memory_budget_mb=0.3).evaluate(train, test, seed=0, device="cpu")
+    roomy = KNN().evaluate(train, test, seed=0, settings=CPU)
+    tight = KNN().evaluate(train, test, seed=0, settings=ExecutionSettings(device="cpu", memory_budget_mb=0.3))
     assert tight.metrics["runtime"]["train_block"] < 700 == roomy.metrics["runtime"]["train_block"]
     assert tight.metrics["runtime"]["working_bytes"] <= 0.3 * 2**20
     assert {k: v for k, v in tight.metrics.items() if k != "runtime"} == \
         {k: v for k, v in roomy.metrics.items() if k != "runtime"}
     np.testing.assert_array_equal(tight.predictions["top5"], roomy.predictions["top5"])
-    assert KNN(memory_budget_mb=0.3).options == KNN().options  # same cell, same column
+    assert "memory_budget_mb" not in KNN().options  # an execution setting: same cell, same column
+    with pytest.raises(HarnessError, match="no option"):
+        KNN(memory_budget_mb=0.3)
 
 
 def test_k_larger_than_train_set_is_null_with_reason():
     rng = np.random.default_rng(0)
     train_y, test_y = np.arange(60) % 3, np.arange(30) % 3
     result = KNN().evaluate(embeddings(rng.normal(size=(60, 8)), train_y, "a"),
-                            embeddings(rng.normal(size=(30, 8)), test_y, "b"), seed=0, device="cpu")
+                            embeddings(rng.normal(size=(30, 8)), test_y, "b"), seed=0, settings=CPU)
     assert result.metrics["top1_k100"] is None and "exceeds" in result.metrics["null_reasons"]["top1_k100"]
     assert result.metrics["top1_k20"] is not None

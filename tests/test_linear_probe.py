@@ -18,9 +18,11 @@ import torch
 from scipy.special import logsumexp
 
 from harness.errors import HarnessError
-from harness.types import Embeddings
+from harness.types import Embeddings, ExecutionSettings
 from harness.plugins.linear_probe import (LinearProbe, c_grid, coarse_indices, fit_logistic_regression, select_c_index,
                                   warm_start_index)
+
+CPU = ExecutionSettings(device="cpu")
 
 PARITY_CS = (1e-3, 1e-2, 1e-1, 1.0)
 
@@ -159,7 +161,7 @@ def test_ties_go_to_the_smaller_c_end_to_end():
     y = np.repeat(np.arange(4), 60)
     x = centres[y] + rng.normal(size=(len(y), 16))
     train, test = embeddings(x, y, "train"), embeddings(x[::2], y[::2], "test")
-    metrics = LinearProbe(search="full").evaluate(train, test, seed=0, device="cpu").metrics
+    metrics = LinearProbe(search="full").evaluate(train, test, seed=0, settings=CPU).metrics
     curve = metrics["val_accuracy_per_C"]
     best = max(point["val_top1"] for point in curve)
     assert best == 1.0
@@ -181,8 +183,8 @@ def test_coarse_to_fine_refines_around_a_peak_between_coarse_points():
 @pytest.mark.parametrize("seed, random_features", [(0, 0), (2, 0), (1, 512)])
 def test_coarse_to_fine_picks_the_full_sweeps_c_on_real_data(seed, random_features):
     train, test = digits_split(seed, random_features)
-    full = LinearProbe(search="full").evaluate(train, test, seed=seed, device="cpu").metrics
-    fast = LinearProbe().evaluate(train, test, seed=seed, device="cpu").metrics
+    full = LinearProbe(search="full").evaluate(train, test, seed=seed, settings=CPU).metrics
+    fast = LinearProbe().evaluate(train, test, seed=seed, settings=CPU).metrics
     assert fast["search"] == "coarse-to-fine"
     assert fast["chosen_C"] == full["chosen_C"]
     assert fast["top1"] == full["top1"]
@@ -201,12 +203,12 @@ def test_same_seed_same_metrics():
     x, y = synthetic(600, seed=5, k=6, d=64, spread=0.4, offset=1.0)
     x_test, y_test = synthetic(300, seed=6, k=6, d=64, spread=0.4, offset=1.0)
     train, test = embeddings(x, y, "train"), embeddings(x_test, y_test, "test")
-    first = LinearProbe().evaluate(train, test, seed=7, device="cpu")
-    again = LinearProbe().evaluate(train, test, seed=7, device="cpu")
+    first = LinearProbe().evaluate(train, test, seed=7, settings=CPU)
+    again = LinearProbe().evaluate(train, test, seed=7, settings=CPU)
     assert first.metrics == again.metrics
     for key in first.predictions:
         assert np.array_equal(first.predictions[key], again.predictions[key])
-    other = LinearProbe().evaluate(train, test, seed=8, device="cpu")
+    other = LinearProbe().evaluate(train, test, seed=8, settings=CPU)
     assert other.metrics["val_accuracy_per_C"] != first.metrics["val_accuracy_per_C"]  # another split
 
 
@@ -229,7 +231,7 @@ def test_end_to_end_on_memory_mapped_embeddings(tmp_path):
     probe = LinearProbe()
     torch.set_float32_matmul_precision("high")  # as an extractor might; the probe computes in full float32
     try:
-        result = probe.evaluate(train, test, seed=0, device="cpu")
+        result = probe.evaluate(train, test, seed=0, settings=CPU)
         assert torch.get_float32_matmul_precision() == "high"  # and puts the setting back
     finally:
         torch.set_float32_matmul_precision("highest")
@@ -264,7 +266,7 @@ def test_three_classes_have_no_top5():
     x, y = synthetic(300, seed=12, k=3, d=16, spread=1.0, offset=0.0)
     x_test, y_test = synthetic(150, seed=13, k=3, d=16, spread=1.0, offset=0.0)
     result = LinearProbe().evaluate(embeddings(x, y, "train"), embeddings(x_test, y_test, "test"), seed=0,
-                                    device="cpu")
+                                    settings=CPU)
     assert result.metrics["top5"] is None and "top5" in result.metrics["null_reasons"]
     assert set(result.metrics["per_class_accuracy"]) == {"0", "1", "2"}
     assert (result.predictions["top5"][:, 3:] == -1).all()
@@ -277,9 +279,9 @@ def test_options_are_checked():
         LinearProbe(C=1.0)
     train, test = digits_split(0)
     with pytest.raises(HarnessError):
-        LinearProbe(dtype="float16").evaluate(train, test, seed=0, device="cpu")
+        LinearProbe(dtype="float16").evaluate(train, test, seed=0, settings=CPU)
     with pytest.raises(HarnessError):
-        LinearProbe(search="random").evaluate(train, test, seed=0, device="cpu")
+        LinearProbe(search="random").evaluate(train, test, seed=0, settings=CPU)
     assert LinearProbe(max_iter=50).non_default_options == {"max_iter": 50}
     defaults = LinearProbe.default_options()
     assert (defaults["num_c"], defaults["val_fraction"], defaults["max_iter"]) == (45, 0.1, 1000)
@@ -305,7 +307,7 @@ def test_registers_as_a_plugin():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_agrees_with_cpu():
     train, test = digits_split(0, 512)
-    cpu = LinearProbe().evaluate(train, test, seed=0, device="cpu").metrics
-    cuda = LinearProbe().evaluate(train, test, seed=0, device="cuda").metrics
+    cpu = LinearProbe().evaluate(train, test, seed=0, settings=CPU).metrics
+    cuda = LinearProbe().evaluate(train, test, seed=0, settings=ExecutionSettings(device="cuda")).metrics
     assert cuda["chosen_C"] == cpu["chosen_C"]
     assert abs(cuda["top1"] - cpu["top1"]) <= 0.005

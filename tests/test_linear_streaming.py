@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.types import Embeddings
+from harness.errors import HarnessError
+from harness.types import Embeddings, ExecutionSettings
 from harness.plugins.linear_probe import LinearProbe, fit_logistic_regression, streaming_plan
+
+CPU = ExecutionSettings(device="cpu")
 
 
 def memmapped(path, array):
@@ -56,9 +59,10 @@ def test_probe_streams_under_a_small_budget_with_the_same_result(tmp_path):
     plan = streaming_plan(560, 20, 4, "float64", int(budget_mb * 2**20))
     assert not plan["fits"] and 1 < plan["chunk_rows"] < 560 // 4  # several chunks per pass
 
-    in_memory = LinearProbe(**options).evaluate(train, test, seed=0, device="cpu")
-    streamed = LinearProbe(memory_budget_mb=budget_mb, **options).evaluate(train, test, seed=0, device="cpu")
-    forced = LinearProbe(streaming=True, **options).evaluate(train, test, seed=0, device="cpu")
+    in_memory = LinearProbe(**options).evaluate(train, test, seed=0, settings=CPU)
+    streamed = LinearProbe(**options).evaluate(train, test, seed=0,
+                                               settings=ExecutionSettings(device="cpu", memory_budget_mb=budget_mb))
+    forced = LinearProbe(streaming=True, **options).evaluate(train, test, seed=0, settings=CPU)
     assert in_memory.metrics["runtime"]["streamed"] is False
     assert streamed.metrics["runtime"]["streamed"] is True
     assert streamed.metrics["runtime"]["chunk_rows"] == plan["chunk_rows"]
@@ -71,4 +75,6 @@ def test_probe_streams_under_a_small_budget_with_the_same_result(tmp_path):
         assert [p["val_top1"] for p in result.metrics["val_accuracy_per_C"]] == \
             [p["val_top1"] for p in in_memory.metrics["val_accuracy_per_C"]]
     assert in_memory.metrics["top1"] > 0.6  # informative data (chance is 0.25)
-    assert LinearProbe(memory_budget_mb=budget_mb, **options).options == LinearProbe(**options).options
+    assert "memory_budget_mb" not in LinearProbe(**options).options  # an execution setting, not part of the cell
+    with pytest.raises(HarnessError, match="no option"):
+        LinearProbe(memory_budget_mb=budget_mb, **options)

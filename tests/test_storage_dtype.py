@@ -10,9 +10,11 @@ from harness.extract import _narrowed
 from harness.plugin_manager import Plugins
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
-from harness.types import Embeddings
+from harness.types import Embeddings, ExecutionSettings
 from harness.plugins.knn import KNN
 from harness.plugins.linear_probe import LinearProbe
+
+CPU = ExecutionSettings(device="cpu")
 
 #: The most float16 rounding may move a top-1 accuracy on cifar10-mini (fraction: 0.005 = half a point).
 MAX_EFFECT = 0.005
@@ -33,8 +35,8 @@ def test_float16_storage_moves_knn_and_linear_top1_by_less_than_half_a_point(cif
     assert 0 < relative < 1e-3  # rounded, not truncated to nothing
     effects = {}
     for name, evaluator in (("knn", KNN()), ("linear", LinearProbe())):
-        full = evaluator.evaluate(train, test, seed=0, device="cpu")
-        half = evaluator.evaluate(train16, test16, seed=0, device="cpu")
+        full = evaluator.evaluate(train, test, seed=0, settings=CPU)
+        half = evaluator.evaluate(train16, test16, seed=0, settings=CPU)
         changed = int((full.predictions["prediction"] != half.predictions["prediction"]).sum())
         effects[name] = (full.main_score, half.main_score, changed)
         assert abs(half.main_score - full.main_score) <= MAX_EFFECT, effects

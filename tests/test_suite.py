@@ -36,11 +36,11 @@ class CountingKNN(KNN):
         self.calls = 0
         self.fail_first = fail_first
 
-    def evaluate(self, train, test, *, seed, device):
+    def evaluate(self, train, test, *, seed, settings):
         self.calls += 1
         if self.calls <= self.fail_first:
             raise RuntimeError("evaluator failed on purpose")
-        return super().evaluate(train, test, seed=seed, device=device)
+        return super().evaluate(train, test, seed=seed, settings=settings)
 
 
 class EvaluatorPlugin:
