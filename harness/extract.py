@@ -7,15 +7,12 @@ already on disk. When every shard is there, the store finishes the entry with on
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import shutil
 import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -23,9 +20,15 @@ import numpy as np
 from harness import distributed
 from harness.distributed import Ranks, together
 from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
-from harness.files import atomic_file, remove_stale_temps, write_json_atomic, writes_into
+from harness.device import default_workers, precision_for, resolve_device
+from harness.files import writes_into
+from harness.shards import ShardedExtraction
 from harness.store import EmbeddingStore, cache_key
 from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
+
+__all__ = ["DEFAULT_SHARD_SIZE", "LOCK_POLL_S", "STORAGE_DTYPES", "ExtractionOptions", "ExtractionReport",
+           "ShardedExtraction", "dataset_fingerprint", "default_workers", "encoder_fingerprint", "extract",
+           "precision_for", "resolve_device", "split_cache_key"]
 
 log = logging.getLogger(__name__)
 
@@ -59,32 +62,6 @@ class ExtractionReport:
     forward_passes: int = 0
     seconds: float = 0.0
     skipped: list[dict[str, str]] = field(default_factory=list)
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HarnessError(f"device {device!r} asked for, but torch sees no CUDA device "
-                           f"(torch {torch.__version__}); use --device cpu or auto")
-    if device not in ("cpu",) and not device.startswith(("cuda", "mps")):
-        raise HarnessError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
-    return device
-
-
-def default_workers(device: str) -> int:
-    """0 on a small CPU-only machine (the model needs every core; worker processes only add copies), else
-    enough workers to keep the accelerator fed."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if device == "cpu":
-        return 0 if cpus <= 2 else min(4, cpus // 4)
-    return min(8, max(cpus - 1, 0))
-
-
-def precision_for(device: str) -> str:
-    return "bf16-autocast" if device.startswith("cuda") else "fp32"
 
 
 def dataset_fingerprint(dataset: Dataset, split_name: str, split: DatasetSplit, skip_bad_images: bool) -> dict:
@@ -124,93 +101,6 @@ def _collate(samples: list[tuple[int, Any, int, str | None]]) -> tuple[list[int]
     bad = [(s[0], s[3]) for s in samples if s[1] is None]
     batch = torch.stack([s[1] for s in good]) if good else None
     return [s[0] for s in good], batch, [s[2] for s in good], bad
-
-
-class ShardedExtraction:
-    """The partial directory of one key: which shards exist, and writing new ones atomically.
-
-    The layout depends only on (n, shard_size), never on the number of ranks, so shards written by a run of any
-    world size (one process included) are reused by a rerun of any other."""
-
-    def __init__(self, directory: Path, n: int, shard_size: int, create: bool = True) -> None:
-        self.directory = directory
-        self.n = n
-        self.shard_size = shard_size
-        plan = {"n": n, "shard_size": shard_size}
-        plan_path = directory / "plan.json"
-        if not create:  # a rank other than 0: rank 0 wrote the plan; this rank must agree with it
-            try:
-                written = json.loads(plan_path.read_text())
-            except (OSError, ValueError) as error:
-                raise HarnessError(f"cannot read the extraction plan {plan_path} that rank 0 wrote ({error}); "
-                                   f"--cache-dir must be one directory shared by every node") from error
-            if written != plan:
-                raise HarnessError(f"the extraction plan {plan_path} says {written}, this rank computed {plan}; "
-                                   f"every rank must run the same command on the same data")
-            return
-        if directory.exists():
-            try:
-                same_plan = json.loads(plan_path.read_text()) == plan
-            except (OSError, ValueError):
-                same_plan = False
-            if not same_plan:  # shards of another layout cannot be reused
-                shutil.rmtree(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(directory)  # a shard a killed process was writing
-        if not plan_path.exists():
-            write_json_atomic(plan_path, plan)
-
-    @property
-    def count(self) -> int:
-        return (self.n + self.shard_size - 1) // self.shard_size
-
-    def bounds(self, shard: int) -> tuple[int, int]:
-        return shard * self.shard_size, min(self.n, (shard + 1) * self.shard_size)
-
-    def path(self, shard: int) -> Path:
-        return self.directory / f"shard-{shard:05d}.npz"
-
-    def read(self, shard: int, features: bool = True) -> dict[str, np.ndarray] | None:
-        """A finished shard, or None when it is absent or unreadable (then it is simply redone).
-
-        `features=False` reads everything but the vectors (and their shape from the array header only): a cheap
-        check that a shard is there, so a resume never holds every shard's vectors in memory."""
-        path = self.path(shard)
-        if not path.exists():
-            return None
-        try:
-            # Opened here, not by np.load: numpy leaks its own handle when the zip inside is torn.
-            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in ("labels", "indices", "skipped", "skip_reasons")}
-                if features:
-                    arrays["features"] = data["features"]
-                    arrays["shape"] = np.array(arrays["features"].shape)
-                else:
-                    arrays["shape"] = np.array(_npz_member_shape(data, "features"))
-        except Exception:  # noqa: BLE001 - a torn shard is redone, whatever numpy says about it
-            path.unlink(missing_ok=True)
-            return None
-        start, stop = self.bounds(shard)
-        if len(arrays["indices"]) + len(arrays["skipped"]) != stop - start:
-            path.unlink(missing_ok=True)
-            return None
-        return arrays
-
-    def write(self, shard: int, features: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-              skipped: list[tuple[int, str]]) -> None:
-        with atomic_file(self.path(shard)) as handle:
-            np.savez(handle, features=features, labels=labels, indices=indices,
-                     skipped=np.array([i for i, _ in skipped], dtype=np.int64),
-                     skip_reasons=np.array([r for _, r in skipped], dtype=str))
-
-
-def _npz_member_shape(data: Any, name: str) -> tuple[int, ...]:
-    """The shape of one array of an open `.npz`, from its header, without reading the array."""
-    with data.zip.open(f"{name}.npy") as member:
-        version = np.lib.format.read_magic(member)
-        header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
-                  np.lib.format.read_array_header_2_0)
-        return tuple(header(member)[0])
 
 
 def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) -> Iterator[list[int]]:
