@@ -7,10 +7,12 @@ already on disk. When every shard is there, the store finishes the entry with on
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import sys
 import time
+from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -23,7 +25,8 @@ from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
 from harness.device import default_workers, precision_for, resolve_device
 from harness.files import writes_into
 from harness.shards import ShardedExtraction
-from harness.store import EmbeddingStore, cache_key
+from harness.store import EmbeddingStore
+from harness.store import cache_key as store_key  # `cache_key` is extract()'s argument
 from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
 
 __all__ = ["DEFAULT_SHARD_SIZE", "LOCK_POLL_S", "STORAGE_DTYPES", "ExtractionOptions", "ExtractionReport",
@@ -74,14 +77,15 @@ def check_storage_dtype(dtype: str) -> None:
 class SplitJob:
     """One (encoder, dataset, split) being extracted into `store` under `key`, by this process among `ranks`.
 
-    `fingerprints` are what the key hashes (recorded in the entry's meta)."""
+    `fingerprints` are what the key hashes (recorded in the entry's meta); None when a key was given whose
+    fingerprints this process does not remember, until `entry_fingerprints` computes them."""
 
     encoder: Encoder
     dataset: Dataset
     split_name: str
     split: DatasetSplit
     key: str
-    fingerprints: dict[str, Any]
+    fingerprints: dict[str, Any] | None
     store: EmbeddingStore
     options: ExtractionOptions
     ranks: Ranks
@@ -102,6 +106,12 @@ def encoder_fingerprint(encoder: Encoder, device: str) -> dict:
     return {**encoder.fingerprint(), "precision": precision_for(device)}
 
 
+#: The fingerprints of the keys `split_cache_key` computed lately in this process, by key, so that `extract`
+#: given such a key (`cache_key=`) records them in the entry without fingerprinting the split again.
+_RECENT_FINGERPRINTS: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_RECENT_LIMIT = 256
+
+
 def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
                     options: ExtractionOptions) -> tuple[str, dict[str, Any]]:
     """The store key of one (encoder, dataset, split) and the fingerprints it hashes, without loading the model or
@@ -112,23 +122,63 @@ def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: 
     check_storage_dtype(options.storage_dtype)
     if options.storage_dtype != "float32":  # only when asked, so that float32 entries keep their keys
         fingerprints["encoder_fingerprint"]["storage_dtype"] = options.storage_dtype
-    return cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"]), fingerprints
+    key = store_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"])
+    _RECENT_FINGERPRINTS[key] = copy.deepcopy(fingerprints)
+    _RECENT_FINGERPRINTS.move_to_end(key)
+    while len(_RECENT_FINGERPRINTS) > _RECENT_LIMIT:
+        _RECENT_FINGERPRINTS.popitem(last=False)
+    return key, fingerprints
+
+
+def _remembered_fingerprints(job: SplitJob) -> dict[str, Any] | None:
+    """The fingerprints `split_cache_key` gave `job.key` in this process, if it did; a HarnessError when what can
+    be checked without fingerprinting the split again (dataset, split, size, options) says they are another's."""
+    remembered = _RECENT_FINGERPRINTS.get(job.key)
+    if remembered is None:
+        return None
+    dataset, encoder = remembered["dataset_fingerprint"], remembered["encoder_fingerprint"]
+    expected = {"name": job.dataset.name, "split": job.split_name, "n": len(job.split),
+                "skip_bad_images": job.options.skip_bad_images}
+    if {k: dataset.get(k) for k in expected} != expected or \
+            encoder.get("precision") != precision_for(job.options.device) or \
+            encoder.get("storage_dtype", "float32") != job.options.storage_dtype:
+        raise HarnessError(f"{job.what}: the cache key given ({job.key}) was computed for other arguments "
+                           f"(dataset {dataset.get('name')}/{dataset.get('split')})")
+    return copy.deepcopy(remembered)
+
+
+def entry_fingerprints(job: SplitJob) -> dict[str, Any]:
+    """The fingerprints `job.key` hashes, for the entry's meta: remembered from `split_cache_key` in this process,
+    else computed (once, and then they must give that key)."""
+    if job.fingerprints is None:
+        key, job.fingerprints = split_cache_key(job.encoder, job.dataset, job.split_name, job.split, job.options)
+        if key != job.key:
+            raise HarnessError(f"{job.what}: the cache key given ({job.key}) is not the one its fingerprints give "
+                               f"now ({key}); the data or the encoder changed since it was computed")
+    return job.fingerprints
 
 
 def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
-            options: ExtractionOptions, ranks: Ranks | None = None) -> tuple[Embeddings, ExtractionReport]:
+            options: ExtractionOptions, ranks: Ranks | None = None, *,
+            cache_key: str | None = None) -> tuple[Embeddings, ExtractionReport]:
     """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached.
 
     Under torchrun every rank calls this with the same arguments: each encodes its own shards, rank 0 finishes
-    the entry, and every rank returns it. `ranks` defaults to the process group this process belongs to."""
+    the entry, and every rank returns it. `ranks` defaults to the process group this process belongs to.
+    `cache_key` is the key `split_cache_key` already gave for these arguments: the split is then not
+    fingerprinted again (that may hash every file)."""
     ranks = ranks or distributed.current()
     what = f"{encoder.name} on {dataset.name}/{split_name}"
 
     def fingerprint() -> SplitJob:
         split = dataset.split(split_name)
         check_storage_dtype(options.storage_dtype)
-        return SplitJob(encoder, dataset, split_name, split, *split_cache_key(
-            encoder, dataset, split_name, split, options), store=store, options=options, ranks=ranks)
+        if cache_key is None:
+            return SplitJob(encoder, dataset, split_name, split, *split_cache_key(
+                encoder, dataset, split_name, split, options), store=store, options=options, ranks=ranks)
+        job = SplitJob(encoder, dataset, split_name, split, cache_key, None, store, options, ranks)
+        job.fingerprints = _remembered_fingerprints(job)  # else computed if the entry must be written
+        return job
 
     job = together(ranks, f"fingerprinting {what}", fingerprint)
     if ranks.distributed:
@@ -468,7 +518,7 @@ def _stored_rows(job: SplitJob, extraction: ShardedExtraction, shards: list[int]
 
 def _entry_meta(job: SplitJob, report: ExtractionReport, ranks_meta: dict[str, Any]) -> dict[str, Any]:
     encoder, options = job.encoder, job.options
-    return {"encoder": encoder.name, **job.fingerprints, "dataset": job.dataset.name,
+    return {"encoder": encoder.name, **entry_fingerprints(job), "dataset": job.dataset.name,
             "split": job.split_name, "class_names": job.dataset.info().get("class_names", []),
             "skipped": report.skipped, "device": options.device, "precision": precision_for(options.device),
             "extract_seconds": round(report.seconds, 3), "items_encoded_this_run": report.items_encoded,
