@@ -7,15 +7,14 @@ already on disk. When every shard is there, the store finishes the entry with on
 
 from __future__ import annotations
 
-import json
+import copy
 import logging
-import os
 import shutil
 import sys
 import time
+from collections import OrderedDict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -23,9 +22,16 @@ import numpy as np
 from harness import distributed
 from harness.distributed import Ranks, together
 from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
-from harness.files import atomic_file, remove_stale_temps, write_json_atomic, writes_into
-from harness.store import EmbeddingStore, cache_key
+from harness.device import default_workers, precision_for, resolve_device
+from harness.files import writes_into
+from harness.shards import ShardedExtraction
+from harness.store import EmbeddingStore
+from harness.store import cache_key as store_key  # `cache_key` is extract()'s argument
 from harness.types import Dataset, DatasetSplit, Embeddings, Encoder
+
+__all__ = ["DEFAULT_SHARD_SIZE", "LOCK_POLL_S", "STORAGE_DTYPES", "ExtractionOptions", "ExtractionReport",
+           "ShardedExtraction", "SplitJob", "check_storage_dtype", "dataset_fingerprint", "default_workers",
+           "encoder_fingerprint", "extract", "precision_for", "resolve_device", "split_cache_key"]
 
 log = logging.getLogger(__name__)
 
@@ -61,30 +67,32 @@ class ExtractionReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HarnessError(f"device {device!r} asked for, but torch sees no CUDA device "
-                           f"(torch {torch.__version__}); use --device cpu or auto")
-    if device not in ("cpu",) and not device.startswith(("cuda", "mps")):
-        raise HarnessError(f"unknown device {device!r}; use auto, cpu or cuda[:N]")
-    return device
+def check_storage_dtype(dtype: str) -> None:
+    """Raise a HarnessError unless `dtype` is one of STORAGE_DTYPES."""
+    if dtype not in STORAGE_DTYPES:
+        raise HarnessError(f"storage dtype {dtype!r}: use one of {', '.join(STORAGE_DTYPES)}")
 
 
-def default_workers(device: str) -> int:
-    """0 on a small CPU-only machine (the model needs every core; worker processes only add copies), else
-    enough workers to keep the accelerator fed."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if device == "cpu":
-        return 0 if cpus <= 2 else min(4, cpus // 4)
-    return min(8, max(cpus - 1, 0))
+@dataclass
+class SplitJob:
+    """One (encoder, dataset, split) being extracted into `store` under `key`, by this process among `ranks`.
 
+    `fingerprints` are what the key hashes (recorded in the entry's meta); None when a key was given whose
+    fingerprints this process does not remember, until `entry_fingerprints` computes them."""
 
-def precision_for(device: str) -> str:
-    return "bf16-autocast" if device.startswith("cuda") else "fp32"
+    encoder: Encoder
+    dataset: Dataset
+    split_name: str
+    split: DatasetSplit
+    key: str
+    fingerprints: dict[str, Any] | None
+    store: EmbeddingStore
+    options: ExtractionOptions
+    ranks: Ranks
+
+    @property
+    def what(self) -> str:
+        return f"{self.encoder.name} on {self.dataset.name}/{self.split_name}"
 
 
 def dataset_fingerprint(dataset: Dataset, split_name: str, split: DatasetSplit, skip_bad_images: bool) -> dict:
@@ -96,6 +104,108 @@ def dataset_fingerprint(dataset: Dataset, split_name: str, split: DatasetSplit, 
 def encoder_fingerprint(encoder: Encoder, device: str) -> dict:
     # bf16 autocast changes the vectors slightly, so precision is part of the key.
     return {**encoder.fingerprint(), "precision": precision_for(device)}
+
+
+#: The fingerprints of the keys `split_cache_key` computed lately in this process, by key, so that `extract`
+#: given such a key (`cache_key=`) records them in the entry without fingerprinting the split again.
+_RECENT_FINGERPRINTS: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_RECENT_LIMIT = 256
+
+
+def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
+                    options: ExtractionOptions) -> tuple[str, dict[str, Any]]:
+    """The store key of one (encoder, dataset, split) and the fingerprints it hashes, without loading the model or
+    running it: what `extract` looks up, and what a resumed run compares with the keys in existing records."""
+    # Computed once per extraction: the dataset's may hash every file, the encoder's its weights.
+    fingerprints = {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
+                    "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split, options.skip_bad_images)}
+    check_storage_dtype(options.storage_dtype)
+    if options.storage_dtype != "float32":  # only when asked, so that float32 entries keep their keys
+        fingerprints["encoder_fingerprint"]["storage_dtype"] = options.storage_dtype
+    key = store_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"])
+    _RECENT_FINGERPRINTS[key] = copy.deepcopy(fingerprints)
+    _RECENT_FINGERPRINTS.move_to_end(key)
+    while len(_RECENT_FINGERPRINTS) > _RECENT_LIMIT:
+        _RECENT_FINGERPRINTS.popitem(last=False)
+    return key, fingerprints
+
+
+def _remembered_fingerprints(job: SplitJob) -> dict[str, Any] | None:
+    """The fingerprints `split_cache_key` gave `job.key` in this process, if it did; a HarnessError when what can
+    be checked without fingerprinting the split again (dataset, split, size, options) says they are another's."""
+    remembered = _RECENT_FINGERPRINTS.get(job.key)
+    if remembered is None:
+        return None
+    dataset, encoder = remembered["dataset_fingerprint"], remembered["encoder_fingerprint"]
+    expected = {"name": job.dataset.name, "split": job.split_name, "n": len(job.split),
+                "skip_bad_images": job.options.skip_bad_images}
+    if {k: dataset.get(k) for k in expected} != expected or \
+            encoder.get("precision") != precision_for(job.options.device) or \
+            encoder.get("storage_dtype", "float32") != job.options.storage_dtype:
+        raise HarnessError(f"{job.what}: the cache key given ({job.key}) was computed for other arguments "
+                           f"(dataset {dataset.get('name')}/{dataset.get('split')})")
+    return copy.deepcopy(remembered)
+
+
+def entry_fingerprints(job: SplitJob) -> dict[str, Any]:
+    """The fingerprints `job.key` hashes, for the entry's meta: remembered from `split_cache_key` in this process,
+    else computed (once, and then they must give that key)."""
+    if job.fingerprints is None:
+        key, job.fingerprints = split_cache_key(job.encoder, job.dataset, job.split_name, job.split, job.options)
+        if key != job.key:
+            raise HarnessError(f"{job.what}: the cache key given ({job.key}) is not the one its fingerprints give "
+                               f"now ({key}); the data or the encoder changed since it was computed")
+    return job.fingerprints
+
+
+def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
+            options: ExtractionOptions, ranks: Ranks | None = None, *,
+            cache_key: str | None = None) -> tuple[Embeddings, ExtractionReport]:
+    """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached.
+
+    Under torchrun every rank calls this with the same arguments: each encodes its own shards, rank 0 finishes
+    the entry, and every rank returns it. `ranks` defaults to the process group this process belongs to.
+    `cache_key` is the key `split_cache_key` already gave for these arguments: the split is then not
+    fingerprinted again (that may hash every file)."""
+    ranks = ranks or distributed.current()
+    what = f"{encoder.name} on {dataset.name}/{split_name}"
+
+    def fingerprint() -> SplitJob:
+        split = dataset.split(split_name)
+        check_storage_dtype(options.storage_dtype)
+        if cache_key is None:
+            return SplitJob(encoder, dataset, split_name, split, *split_cache_key(
+                encoder, dataset, split_name, split, options), store=store, options=options, ranks=ranks)
+        job = SplitJob(encoder, dataset, split_name, split, cache_key, None, store, options, ranks)
+        job.fingerprints = _remembered_fingerprints(job)  # else computed if the entry must be written
+        return job
+
+    job = together(ranks, f"fingerprinting {what}", fingerprint)
+    if ranks.distributed:
+        keys = ranks.gather(job.key)
+        if len(set(keys)) > 1:  # another model version, device type or file mtimes on some node
+            raise HarnessError(f"the ranks disagree on what {what} is (cache keys by rank: {keys}); every node "
+                               f"needs the same data (same files, sizes and mtimes), the same library versions "
+                               f"and the same kind of device")
+    # A full disk or a refused write anywhere in the cache is one clear error, not a numpy traceback.
+    with writes_into(store.root, "embedding cache", "--cache-dir"):
+        return _cached_or_extracted(job)
+
+
+def _cached_or_extracted(job: SplitJob) -> tuple[Embeddings, ExtractionReport]:
+    cached = _load_everywhere(job.store, job.key, job.ranks)
+    if cached is not None:
+        return cached, ExtractionReport(job.key, cache_hit=True)
+    # One run extracts a key at a time; another one waiting for the lock then finds the finished entry.
+    lock = _acquire(job.store, job.key, job.ranks, job.what)
+    try:
+        cached = _load_everywhere(job.store, job.key, job.ranks)
+        if cached is not None:
+            return cached, ExtractionReport(job.key, cache_hit=True)
+        return _extract_locked(job)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 class _Items:
@@ -124,93 +234,6 @@ def _collate(samples: list[tuple[int, Any, int, str | None]]) -> tuple[list[int]
     bad = [(s[0], s[3]) for s in samples if s[1] is None]
     batch = torch.stack([s[1] for s in good]) if good else None
     return [s[0] for s in good], batch, [s[2] for s in good], bad
-
-
-class ShardedExtraction:
-    """The partial directory of one key: which shards exist, and writing new ones atomically.
-
-    The layout depends only on (n, shard_size), never on the number of ranks, so shards written by a run of any
-    world size (one process included) are reused by a rerun of any other."""
-
-    def __init__(self, directory: Path, n: int, shard_size: int, create: bool = True) -> None:
-        self.directory = directory
-        self.n = n
-        self.shard_size = shard_size
-        plan = {"n": n, "shard_size": shard_size}
-        plan_path = directory / "plan.json"
-        if not create:  # a rank other than 0: rank 0 wrote the plan; this rank must agree with it
-            try:
-                written = json.loads(plan_path.read_text())
-            except (OSError, ValueError) as error:
-                raise HarnessError(f"cannot read the extraction plan {plan_path} that rank 0 wrote ({error}); "
-                                   f"--cache-dir must be one directory shared by every node") from error
-            if written != plan:
-                raise HarnessError(f"the extraction plan {plan_path} says {written}, this rank computed {plan}; "
-                                   f"every rank must run the same command on the same data")
-            return
-        if directory.exists():
-            try:
-                same_plan = json.loads(plan_path.read_text()) == plan
-            except (OSError, ValueError):
-                same_plan = False
-            if not same_plan:  # shards of another layout cannot be reused
-                shutil.rmtree(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(directory)  # a shard a killed process was writing
-        if not plan_path.exists():
-            write_json_atomic(plan_path, plan)
-
-    @property
-    def count(self) -> int:
-        return (self.n + self.shard_size - 1) // self.shard_size
-
-    def bounds(self, shard: int) -> tuple[int, int]:
-        return shard * self.shard_size, min(self.n, (shard + 1) * self.shard_size)
-
-    def path(self, shard: int) -> Path:
-        return self.directory / f"shard-{shard:05d}.npz"
-
-    def read(self, shard: int, features: bool = True) -> dict[str, np.ndarray] | None:
-        """A finished shard, or None when it is absent or unreadable (then it is simply redone).
-
-        `features=False` reads everything but the vectors (and their shape from the array header only): a cheap
-        check that a shard is there, so a resume never holds every shard's vectors in memory."""
-        path = self.path(shard)
-        if not path.exists():
-            return None
-        try:
-            # Opened here, not by np.load: numpy leaks its own handle when the zip inside is torn.
-            with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in ("labels", "indices", "skipped", "skip_reasons")}
-                if features:
-                    arrays["features"] = data["features"]
-                    arrays["shape"] = np.array(arrays["features"].shape)
-                else:
-                    arrays["shape"] = np.array(_npz_member_shape(data, "features"))
-        except Exception:  # noqa: BLE001 - a torn shard is redone, whatever numpy says about it
-            path.unlink(missing_ok=True)
-            return None
-        start, stop = self.bounds(shard)
-        if len(arrays["indices"]) + len(arrays["skipped"]) != stop - start:
-            path.unlink(missing_ok=True)
-            return None
-        return arrays
-
-    def write(self, shard: int, features: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-              skipped: list[tuple[int, str]]) -> None:
-        with atomic_file(self.path(shard)) as handle:
-            np.savez(handle, features=features, labels=labels, indices=indices,
-                     skipped=np.array([i for i, _ in skipped], dtype=np.int64),
-                     skip_reasons=np.array([r for _, r in skipped], dtype=str))
-
-
-def _npz_member_shape(data: Any, name: str) -> tuple[int, ...]:
-    """The shape of one array of an open `.npz`, from its header, without reading the array."""
-    with data.zip.open(f"{name}.npy") as member:
-        version = np.lib.format.read_magic(member)
-        header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
-                  np.lib.format.read_array_header_2_0)
-        return tuple(header(member)[0])
 
 
 def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) -> Iterator[list[int]]:
@@ -291,87 +314,66 @@ def _narrowed(features: np.ndarray, dtype: str, what: str) -> np.ndarray:
     return narrowed
 
 
-def split_cache_key(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
-                    options: ExtractionOptions) -> tuple[str, dict[str, Any]]:
-    """The store key of one (encoder, dataset, split) and the fingerprints it hashes, without loading the model or
-    running it: what `extract` looks up, and what a resumed run compares with the keys in existing records."""
-    # Computed once per extraction: the dataset's may hash every file, the encoder's its weights.
-    fingerprints = {"encoder_fingerprint": encoder_fingerprint(encoder, options.device),
-                    "dataset_fingerprint": dataset_fingerprint(dataset, split_name, split, options.skip_bad_images)}
-    if options.storage_dtype not in STORAGE_DTYPES:
-        raise HarnessError(f"storage dtype {options.storage_dtype!r}: use one of {', '.join(STORAGE_DTYPES)}")
-    if options.storage_dtype != "float32":  # only when asked, so that float32 entries keep their keys
-        fingerprints["encoder_fingerprint"]["storage_dtype"] = options.storage_dtype
-    return cache_key(fingerprints["encoder_fingerprint"], fingerprints["dataset_fingerprint"]), fingerprints
-
-
-def extract(encoder: Encoder, dataset: Dataset, split_name: str, store: EmbeddingStore,
-            options: ExtractionOptions, ranks: Ranks | None = None) -> tuple[Embeddings, ExtractionReport]:
-    """The embeddings of one (encoder, dataset, split): from the cache, or extracted (resuming) and cached.
-
-    Under torchrun every rank calls this with the same arguments: each encodes its own shards, rank 0 finishes
-    the entry, and every rank returns it. `ranks` defaults to the process group this process belongs to."""
-    ranks = ranks or distributed.current()
-    what = f"{encoder.name} on {dataset.name}/{split_name}"
-
-    def fingerprint() -> tuple[DatasetSplit, str, dict[str, Any]]:
-        split = dataset.split(split_name)
-        return (split, *split_cache_key(encoder, dataset, split_name, split, options))
-
-    split, key, fingerprints = together(ranks, f"fingerprinting {what}", fingerprint)
-    if ranks.distributed:
-        keys = ranks.gather(key)
-        if len(set(keys)) > 1:  # another model version, device type or file mtimes on some node
-            raise HarnessError(f"the ranks disagree on what {what} is (cache keys by rank: {keys}); every node "
-                               f"needs the same data (same files, sizes and mtimes), the same library versions "
-                               f"and the same kind of device")
-    # A full disk or a refused write anywhere in the cache is one clear error, not a numpy traceback.
-    with writes_into(store.root, "embedding cache", "--cache-dir"):
-        cached = _load_everywhere(store, key, ranks)
-        if cached is not None:
-            return cached, ExtractionReport(key, cache_hit=True)
-        # One run extracts a key at a time; another one waiting for the lock then finds the finished entry.
-        lock = _acquire(store, key, ranks, what)
-        try:
-            cached = _load_everywhere(store, key, ranks)
-            if cached is not None:
-                return cached, ExtractionReport(key, cache_hit=True)
-            return _extract_locked(encoder, dataset, split_name, split, key, fingerprints, store, options, ranks)
-        finally:
-            if lock is not None:
-                lock.release()
-
-
-def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit, key: str,
-                    fingerprints: dict[str, Any], store: EmbeddingStore, options: ExtractionOptions,
-                    ranks: Ranks) -> tuple[Embeddings, ExtractionReport]:
+def _extract_locked(job: SplitJob) -> tuple[Embeddings, ExtractionReport]:
     started = time.perf_counter()
-    report = ExtractionReport(key, cache_hit=False)
-    n = len(split)
+    report = ExtractionReport(job.key, cache_hit=False)
+    n = len(job.split)
     if n == 0:
-        raise HarnessError(f"dataset {dataset.name!r} split {split_name!r} has no items")
+        raise HarnessError(f"dataset {job.dataset.name!r} split {job.split_name!r} has no items")
+    extraction, todo = _plan(job, n)
+    report.items_resumed = n - extraction.items(todo)
+    if report.items_resumed and job.ranks.leader:
+        log.info("resuming %s: %d of %d items already extracted", job.what, report.items_resumed, n)
+    work = _encode_in_rounds(job, extraction, todo)
+    report.items_encoded = sum(w["items"] for w in work)
+    report.forward_passes = sum(w["forward_passes"] for w in work)
 
-    def plan() -> list[int] | None:
-        # Rank 0 writes the plan and lists what is missing; the others then check the plan they see.
-        if ranks.leader:
-            extraction = ShardedExtraction(store.partial_dir(key), n, options.shard_size)
-            return [s for s in range(extraction.count) if extraction.read(s, features=False) is None]
-        return None
+    def finish() -> Embeddings | None:
+        if not job.ranks.leader:
+            return None
+        report.seconds = time.perf_counter() - started
+        by_rank = {str(rank): w["shards"] for rank, w in enumerate(work)}
+        return _finish_entry(job, extraction, report,
+                             {"world_size": job.ranks.world_size, "shards_written_by_rank": by_rank})
 
-    todo = ranks.broadcast(together(ranks, "planning the extraction", plan))
-    extraction = together(ranks, "checking the extraction plan", lambda: ShardedExtraction(
-        store.partial_dir(key), n, options.shard_size, create=ranks.leader))
-    report.items_resumed = n - sum(extraction.bounds(s)[1] - extraction.bounds(s)[0] for s in todo)
-    if report.items_resumed and ranks.leader:
-        log.info("resuming %s on %s/%s: %d of %d items already extracted", encoder.name, dataset.name, split_name,
-                 report.items_resumed, n)
+    embeddings = _share_entry(job.store, job.key, job.ranks,
+                              together(job.ranks, f"finishing {job.what}", finish))
+    if job.ranks.leader:
+        shutil.rmtree(extraction.directory, ignore_errors=True)
+    report.seconds = time.perf_counter() - started
+    if report.items_encoded and job.ranks.leader:
+        log.info("extracted %s: %d items in %.1f s (%.1f items/s)", job.what, report.items_encoded, report.seconds,
+                 report.items_encoded / max(report.seconds, 1e-9))
+    return embeddings, report
 
+
+def _plan(job: SplitJob, n: int) -> tuple[ShardedExtraction, list[int]]:
+    """The partial directory of `job` and the shards still to do, on every rank. Rank 0 prepares the directory
+    (writing the plan) and lists what is missing, once; the others then open it, checking the plan they see."""
+    ranks, directory, shard_size = job.ranks, job.store.partial_dir(job.key), job.options.shard_size
+
+    def prepare() -> tuple[ShardedExtraction | None, list[int] | None]:
+        if not ranks.leader:
+            return None, None
+        extraction = ShardedExtraction(directory, n, shard_size)
+        return extraction, extraction.missing()
+
+    leaders, todo = together(ranks, "planning the extraction", prepare)
+    todo = ranks.broadcast(todo)
+    extraction = together(ranks, "checking the extraction plan", lambda: leaders if ranks.leader else
+                          ShardedExtraction(directory, n, shard_size, create=False))
+    return extraction, todo
+
+
+def _encode_in_rounds(job: SplitJob, extraction: ShardedExtraction, todo: list[int]) -> list[dict[str, Any]]:
+    """Encode this rank's share of `todo`; what every rank did ({"shards", "items", "forward_passes"}), by rank."""
+    ranks = job.ranks
     # Shard i of those still to do goes to rank i % world_size: every shard has exactly one writer, the ranks get
     # equal shares even when a rerun finds an uneven set of shards done, and no item is padded or repeated.
     mine = todo[ranks.rank::ranks.world_size]
     written: list[int] = []
     counts = {"items": 0, "forward_passes": 0}
-    shards = _encode_shards(encoder, dataset, split_name, split, extraction, mine, options, ranks, counts)
+    shards = _encode_shards(job, extraction, mine, counts)
 
     def discard_if_non_finite(kinds: set[str]) -> None:
         # Shards already written came from the same broken encoder: keep none of them. Rank 0 removes them once
@@ -379,146 +381,147 @@ def _extract_locked(encoder: Encoder, dataset: Dataset, split_name: str, split: 
         if ranks.leader and NonFiniteEmbeddingError.__name__ in kinds:
             shutil.rmtree(extraction.directory, ignore_errors=True)
 
-    what = f"extracting {encoder.name} on {dataset.name}/{split_name}"
     try:
         # One shard per rank per round, then the ranks compare notes: a rank that fails stops every rank within
         # one shard, and one that hangs is named by the barrier's timeout.
         for round_ in range(-(-len(todo) // ranks.world_size)):
             step = (lambda: written.append(next(shards))) if round_ < len(mine) else (lambda: None)
-            together(ranks, what, step, on_failure=discard_if_non_finite)
+            together(ranks, f"extracting {job.what}", step, on_failure=discard_if_non_finite)
     finally:
         shards.close()
-    work = ranks.gather({"shards": written, **counts})
-    report.items_encoded = sum(w["items"] for w in work)
-    report.forward_passes = sum(w["forward_passes"] for w in work)
     if written:
-        log.debug("rank %d of %d wrote shards %s of %s", ranks.rank, ranks.world_size, written, key)
-
-    def finish() -> Embeddings | None:
-        if not ranks.leader:
-            return None
-        report.seconds = time.perf_counter() - started
-        by_rank = {str(rank): w["shards"] for rank, w in enumerate(work)}
-        return _finish_entry(encoder, dataset, split_name, split, key, fingerprints, store, options, extraction,
-                             report, {"world_size": ranks.world_size, "shards_written_by_rank": by_rank})
-
-    embeddings = _share_entry(store, key, ranks, together(
-        ranks, f"finishing {encoder.name} on {dataset.name}/{split_name}", finish))
-    if ranks.leader:
-        shutil.rmtree(extraction.directory, ignore_errors=True)
-    report.seconds = time.perf_counter() - started
-    if report.items_encoded and ranks.leader:
-        log.info("extracted %s on %s/%s: %d items in %.1f s (%.1f items/s)", encoder.name, dataset.name, split_name,
-                 report.items_encoded, report.seconds, report.items_encoded / max(report.seconds, 1e-9))
-    return embeddings, report
+        log.debug("rank %d of %d wrote shards %s of %s", ranks.rank, ranks.world_size, written, job.key)
+    return ranks.gather({"shards": written, **counts})
 
 
-def _encode_shards(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit,
-                   extraction: ShardedExtraction, shards: list[int], options: ExtractionOptions, ranks: Ranks,
+def _loader(job: SplitJob, extraction: ShardedExtraction, shards: list[int]) -> Any:
+    """The DataLoader of `shards`' items, in order, in batches that end on shard boundaries."""
+    from torch.utils.data import DataLoader
+
+    options = job.options
+    workers = default_workers(options.device) if options.workers is None else options.workers
+    return DataLoader(_Items(job.split, job.encoder.transform),
+                      batch_sampler=list(_batches(extraction, shards, options.batch_size)), num_workers=workers,
+                      collate_fn=_collate, pin_memory=options.device.startswith("cuda"), persistent_workers=False)
+
+
+def _progress_bar(job: SplitJob, total: int) -> Any:
+    from tqdm import tqdm
+
+    ranks = job.ranks
+    desc = f"{job.encoder.name} | {job.dataset.name}/{job.split_name}" + (
+        f" | rank 0 of {ranks.world_size}" if ranks.distributed else "")
+    return tqdm(total=total, unit="img", desc=desc, disable=not (job.options.progress and ranks.leader) or None,
+                file=sys.stderr, dynamic_ncols=True)
+
+
+def _encode_shards(job: SplitJob, extraction: ShardedExtraction, shards: list[int],
                    counts: dict[str, int]) -> Iterator[int]:
     """Encode `shards` in order, writing each one as soon as its last batch is done; yields each shard written."""
     import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
     if not shards:
         return
-    if getattr(encoder, "_loaded_on", None) != options.device:  # train and test share one loaded model
-        encoder.load(options.device)
-        encoder._loaded_on = options.device  # type: ignore[attr-defined]
-    device = options.device
-    workers = default_workers(device) if options.workers is None else options.workers
-    loader = DataLoader(_Items(split, encoder.transform), batch_sampler=list(_batches(extraction, shards,
-                        options.batch_size)), num_workers=workers, collate_fn=_collate,
-                        pin_memory=device.startswith("cuda"), persistent_workers=False)
+    encoder, device = job.encoder, job.options.device
+    if getattr(encoder, "_loaded_on", None) != device:  # train and test share one loaded model
+        encoder.load(device)
+        encoder._loaded_on = device  # type: ignore[attr-defined]
+    loader = _loader(job, extraction, shards)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext())
-    memory_format = torch.channels_last if (encoder.channels_last and device.startswith("cuda")) else None
-    total = sum(extraction.bounds(s)[1] - extraction.bounds(s)[0] for s in shards)
-    desc = f"{encoder.name} | {dataset.name}/{split_name}" + (f" | rank 0 of {ranks.world_size}"
-                                                              if ranks.distributed else "")
-    bar = tqdm(total=total, unit="img", desc=desc, disable=not (options.progress and ranks.leader) or None,
-               file=sys.stderr, dynamic_ncols=True)
     buffers: dict[int, dict[str, list]] = {}
-    with torch.inference_mode(), autocast, bar:
+    with torch.inference_mode(), autocast, _progress_bar(job, extraction.items(shards)) as bar:
         for indices, batch, labels, bad in loader:
             shard = (indices or [bad[0][0]])[0] // extraction.shard_size
             buffer = buffers.setdefault(shard, {"features": [], "labels": [], "indices": [], "skipped": []})
             for index, reason in bad:
-                if not options.skip_bad_images:
-                    raise BadItemError(split.item_id(index), f"{reason} (pass --skip-bad-images to skip and "
-                                                             f"count such items instead)")
+                if not job.options.skip_bad_images:
+                    raise BadItemError(job.split.item_id(index), f"{reason} (pass --skip-bad-images to skip and "
+                                                                 f"count such items instead)")
                 buffer["skipped"].append((index, reason))
             if batch is not None:
-                batch = batch.to(device, non_blocking=True)
-                if memory_format is not None and batch.ndim == 4:
-                    batch = batch.contiguous(memory_format=memory_format)
-                output = encoder.encode(batch)
-                counts["forward_passes"] += 1
-                output = output.float()
-                if output.ndim != 2 or output.shape[0] != len(indices):
-                    raise HarnessError(f"encoder {encoder.name!r} returned shape {tuple(output.shape)} for a "
-                                       f"batch of {len(indices)}; encode() must return (batch, dim)")
-                finite = torch.isfinite(output).all(dim=1)
-                if not bool(finite.all()):
-                    first = indices[int((~finite).nonzero()[0, 0])]
-                    # The shards written so far are removed too (`_extract_locked`, once every rank has stopped).
-                    raise NonFiniteEmbeddingError(
-                        f"encoder {encoder.name!r} produced NaN or inf for item {split.item_id(first)!r} of "
-                        f"{dataset.name}/{split_name}; nothing of this extraction was cached")
-                buffer["features"].append(output.cpu().numpy())
+                buffer["features"].append(_encode_batch(job, batch, indices))
                 buffer["labels"].extend(labels)
                 buffer["indices"].extend(indices)
                 counts["items"] += len(indices)
+                counts["forward_passes"] += 1
             bar.update(len(indices) + len(bad))
             start, stop = extraction.bounds(shard)
             if len(buffer["indices"]) + len(buffer["skipped"]) == stop - start:
-                feats = (np.concatenate(buffer["features"]) if buffer["features"]
-                         else np.zeros((0, 0), dtype=np.float32))
-                extraction.write(shard, feats, np.asarray(buffer["labels"], dtype=np.int64),
-                                 np.asarray(buffer["indices"], dtype=np.int64), buffer["skipped"])
-                del buffers[shard]
+                _write_shard(extraction, shard, buffers.pop(shard))
                 yield shard
 
 
-def _finish_entry(encoder: Encoder, dataset: Dataset, split_name: str, split: DatasetSplit, key: str,
-                  fingerprints: dict[str, Any], store: EmbeddingStore, options: ExtractionOptions,
-                  extraction: ShardedExtraction, report: ExtractionReport, ranks_meta: dict[str, Any]) -> Embeddings:
+def _encode_batch(job: SplitJob, batch: Any, indices: list[int]) -> np.ndarray:
+    """One forward pass: the batch's vectors as float32, checked for shape and finiteness."""
+    import torch
+
+    encoder, device = job.encoder, job.options.device
+    batch = batch.to(device, non_blocking=True)
+    if encoder.channels_last and device.startswith("cuda") and batch.ndim == 4:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    output = encoder.encode(batch).float()
+    if output.ndim != 2 or output.shape[0] != len(indices):
+        raise HarnessError(f"encoder {encoder.name!r} returned shape {tuple(output.shape)} for a "
+                           f"batch of {len(indices)}; encode() must return (batch, dim)")
+    finite = torch.isfinite(output).all(dim=1)
+    if not bool(finite.all()):
+        first = indices[int((~finite).nonzero()[0, 0])]
+        # The shards written so far are removed too (`_encode_in_rounds`, once every rank has stopped).
+        raise NonFiniteEmbeddingError(
+            f"encoder {encoder.name!r} produced NaN or inf for item {job.split.item_id(first)!r} of "
+            f"{job.dataset.name}/{job.split_name}; nothing of this extraction was cached")
+    return output.cpu().numpy()
+
+
+def _write_shard(extraction: ShardedExtraction, shard: int, buffer: dict[str, list]) -> None:
+    features = (np.concatenate(buffer["features"]) if buffer["features"] else np.zeros((0, 0), dtype=np.float32))
+    extraction.write(shard, features, np.asarray(buffer["labels"], dtype=np.int64),
+                     np.asarray(buffer["indices"], dtype=np.int64), buffer["skipped"])
+
+
+def _finish_entry(job: SplitJob, extraction: ShardedExtraction, report: ExtractionReport,
+                  ranks_meta: dict[str, Any]) -> Embeddings:
     """Stream every shard, in order, into the finished entry: one shard's vectors in memory at a time."""
     summaries = []
     for shard in range(extraction.count):
         summary = extraction.read(shard, features=False)
         if summary is None:
-            raise HarnessError(f"shard {shard} of {key} is missing or unreadable; the extraction did not finish "
-                               f"(rerun to redo it)")
+            raise HarnessError(f"shard {shard} of {job.key} is missing or unreadable; the extraction did not "
+                               f"finish (rerun to redo it)")
         summaries.append(summary)
     kept = [s for s in range(extraction.count) if len(summaries[s]["indices"])]
     dims = {int(summaries[s]["shape"][1]) for s in kept}
     if len(dims) != 1:
-        raise HarnessError(f"encoder {encoder.name!r} gave no vectors, or vectors of different sizes {sorted(dims)}, "
-                           f"for {dataset.name}/{split_name}")
+        raise HarnessError(f"encoder {job.encoder.name!r} gave no vectors, or vectors of different sizes "
+                           f"{sorted(dims)}, for {job.dataset.name}/{job.split_name}")
     indices = np.concatenate([summaries[s]["indices"] for s in kept])
     labels = np.concatenate([summaries[s]["labels"] for s in kept])
-    ids = np.array([split.item_id(int(i)) for i in indices], dtype=str)
-    report.skipped = [{"id": split.item_id(int(i)), "reason": str(r)}
+    ids = np.array([job.split.item_id(int(i)) for i in indices], dtype=str)
+    report.skipped = [{"id": job.split.item_id(int(i)), "reason": str(r)}
                       for a in summaries for i, r in zip(a["skipped"], a["skip_reasons"])]
+    return job.store.finish_chunks(job.key, (len(indices), dims.pop()), _stored_rows(job, extraction, kept),
+                                   labels, ids, _entry_meta(job, report, ranks_meta),
+                                   dtype=np.dtype(job.options.storage_dtype))
 
-    def rows() -> Iterator[np.ndarray]:
-        for shard in kept:
-            arrays = extraction.read(shard)
-            if arrays is None:
-                raise HarnessError(f"shard {shard} of {key} became unreadable while finishing; rerun to redo it")
-            features = np.asarray(arrays["features"], dtype=np.float32)
-            if options.storage_dtype != "float32":
-                features = _narrowed(features, options.storage_dtype, f"{encoder.name} on {dataset.name}/{split_name}")
-            yield features
 
-    info = dataset.info()
-    meta = {"encoder": encoder.name, **fingerprints, "dataset": dataset.name, "split": split_name,
-            "class_names": info.get("class_names", []), "skipped": report.skipped,
-            "device": options.device, "precision": precision_for(options.device),
+def _stored_rows(job: SplitJob, extraction: ShardedExtraction, shards: list[int]) -> Iterator[np.ndarray]:
+    """The vectors of `shards`, one shard at a time, in the storage dtype."""
+    for shard in shards:
+        arrays = extraction.read(shard)
+        if arrays is None:
+            raise HarnessError(f"shard {shard} of {job.key} became unreadable while finishing; rerun to redo it")
+        features = np.asarray(arrays["features"], dtype=np.float32)
+        if job.options.storage_dtype != "float32":
+            features = _narrowed(features, job.options.storage_dtype, job.what)
+        yield features
+
+
+def _entry_meta(job: SplitJob, report: ExtractionReport, ranks_meta: dict[str, Any]) -> dict[str, Any]:
+    encoder, options = job.encoder, job.options
+    return {"encoder": encoder.name, **entry_fingerprints(job), "dataset": job.dataset.name,
+            "split": job.split_name, "class_names": job.dataset.info().get("class_names", []),
+            "skipped": report.skipped, "device": options.device, "precision": precision_for(options.device),
             "extract_seconds": round(report.seconds, 3), "items_encoded_this_run": report.items_encoded,
             "ranks": ranks_meta,
             # Provenance known only once the model is loaded, kept so that cache hits can still report it.
             "encoder_info": encoder.info(), "parameters": encoder.parameter_count()}
-    return store.finish_chunks(key, (len(indices), dims.pop()), rows(), labels, ids, meta,
-                               dtype=np.dtype(options.storage_dtype))

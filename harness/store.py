@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import io
 import json
 import logging
 import os
@@ -133,9 +134,9 @@ class EmbeddingStore:
                       ids: np.ndarray, meta: dict[str, Any], dtype: Any = np.float32) -> Embeddings:
         """Write a complete entry next to its final place, then rename it into place atomically.
 
-        The feature rows arrive as `chunks` (e.g. one extraction shard at a time) and are streamed into a
-        memory-mapped `.npy` of `shape`, so finishing a 1.28 M x 768 entry never holds all of it in memory. The
-        file is byte for byte what `np.save` of the concatenated rows writes."""
+        The feature rows arrive as `chunks` (e.g. one extraction shard at a time) and are streamed into a `.npy`
+        of `shape`, so finishing a 1.28 M x 768 entry never holds all of it in memory. The file is byte for byte
+        what `np.save` of the concatenated rows writes. Every file is hashed while it is written, not read back."""
         entries = self.root / "entries"
         entries.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(entries)  # what a killed process was writing
@@ -143,14 +144,13 @@ class EmbeddingStore:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
-            _write_rows(tmp / "features.npy", shape, chunks, np.dtype(dtype))
+            # Each file is hashed as it is written, never read back for it.
+            files = {"features.npy": _write_rows(tmp / "features.npy", shape, chunks, np.dtype(dtype))}
             for name, array in (("labels", labels), ("ids", ids)):
                 with atomic_file(tmp / f"{name}.npy") as handle:
-                    np.save(handle, array, allow_pickle=False)
-            files = {}
-            for name in ARRAYS:
-                path = tmp / f"{name}.npy"
-                files[f"{name}.npy"] = {"size": path.stat().st_size, "sha256": sha256_file(path)}
+                    hashing = _HashingWriter(handle)
+                    np.save(hashing, array, allow_pickle=False)
+                files[f"{name}.npy"] = hashing.summary()
             meta = {**meta, "key": key, "store_format": STORE_FORMAT, "n": int(shape[0]),
                     "dim": int(shape[1]), "dtype": str(np.dtype(dtype)), "files": files,
                     "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -180,40 +180,68 @@ class EmbeddingStore:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def _write_rows(path: Path, shape: tuple[int, int], chunks: Iterable[np.ndarray], dtype: np.dtype) -> None:
-    """Stream rows into a new `.npy` file of `shape`, flushed to disk before the caller renames it."""
-    rows = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(int(n) for n in shape))
+class _HashingWriter:
+    """A binary file opened for writing that hashes (sha256) and counts every byte written through it."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle, self.digest, self.size = handle, hashlib.sha256(), 0
+
+    def write(self, data: Any) -> int:
+        data = memoryview(data)
+        if not data.nbytes:  # e.g. the rows of a shard whose items were all skipped
+            return 0
+        data = data.cast("B")
+        self.digest.update(data)
+        self.size += len(data)
+        return self.handle.write(data)
+
+    def summary(self) -> dict[str, Any]:
+        """What meta.json records of the file: {"size", "sha256"}."""
+        return {"size": self.size, "sha256": self.digest.hexdigest()}
+
+
+def _write_rows(path: Path, shape: tuple[int, int], chunks: Iterable[np.ndarray],
+                dtype: np.dtype) -> dict[str, Any]:
+    """Stream rows into a new `.npy` file of `shape`, flushed to disk before the caller renames it; its size and
+    sha256, computed from the bytes as they are written.
+
+    The file is written in order (header, then each chunk's rows in C order, cast to `dtype`), its blocks
+    reserved first, so a full disk is an error from `posix_fallocate` or `write`, never a crash."""
+    shape = (int(shape[0]), int(shape[1]))
+    header = io.BytesIO()  # what np.save writes before the data: the same call, on the same description
+    np.lib.format.write_array_header_1_0(header, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": shape})
     try:
-        _allocate(path)
-        filled = 0
-        for chunk in chunks:
-            if chunk.ndim != 2 or chunk.shape[1] != shape[1] or filled + len(chunk) > shape[0]:
-                raise ValueError(f"rows of shape {chunk.shape} do not fit rows {filled}.. of an array of {shape}")
-            rows[filled:filled + len(chunk)] = chunk
-            filled += len(chunk)
-        if filled != shape[0]:
-            raise ValueError(f"{filled} rows were given for an array of {shape[0]}")
-        rows.flush()
-    finally:
-        del rows
-    with open(path, "rb+") as handle:
-        try:
+        with open(path, "wb") as handle:
+            _allocate(handle, header.tell() + shape[0] * shape[1] * dtype.itemsize)
+            hashing = _HashingWriter(handle)
+            hashing.write(header.getbuffer())
+            filled = 0
+            for chunk in chunks:
+                if chunk.ndim != 2 or chunk.shape[1] != shape[1] or filled + len(chunk) > shape[0]:
+                    raise ValueError(f"rows of shape {chunk.shape} do not fit rows {filled}.. of an array of "
+                                     f"{shape}")
+                hashing.write(np.ascontiguousarray(chunk, dtype=dtype))
+                filled += len(chunk)
+            if filled != shape[0]:
+                raise ValueError(f"{filled} rows were given for an array of {shape[0]}")
+            handle.flush()
             os.fsync(handle.fileno())
-        except OSError as error:  # the kernel names no file; writes_into needs one to say which directory is full
+    except OSError as error:  # write() and fsync() name no file; writes_into needs one to say which directory
+        if error.filename is None:
             error.filename = str(path)
-            raise
+        raise
+    return hashing.summary()
 
 
-def _allocate(path: Path) -> None:
-    """Reserve the disk blocks of a memory-mapped file before writing into it: on a full disk, a write into a
-    memory map kills the process (SIGBUS), while the allocation fails with ENOSPC, which is reported."""
-    if not hasattr(os, "posix_fallocate"):  # macOS: no such call
+def _allocate(handle: Any, size: int) -> None:
+    """Reserve the disk blocks of a file about to be written, so that a full disk fails at once (ENOSPC) rather
+    than after most of the rows are written."""
+    if not hasattr(os, "posix_fallocate") or size == 0:  # macOS: no such call; fallocate refuses a length of 0
         return
-    with open(path, "rb+") as handle:
-        try:
-            os.posix_fallocate(handle.fileno(), 0, os.fstat(handle.fileno()).st_size)
-        except OSError as error:
-            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot: write as before
-                return
-            error.filename = str(path)
-            raise
+    try:
+        os.posix_fallocate(handle.fileno(), 0, size)
+    except OSError as error:
+        if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem that cannot: write as before
+            return
+        raise
