@@ -244,7 +244,8 @@ class KNN(Evaluator):
             metrics[f"top5_k{k}"] = float((top5 == targets[:, None]).any(dim=1).double().mean())
             if k == main_k:
                 predictions = {"ids": np.asarray(test.ids), "label": targets.numpy(),
-                               "prediction": top5[:, 0].numpy(), "top5": top5.numpy()}
+                               "prediction": top5[:, 0].numpy(), "top5": top5.numpy(),
+                               "score": (top5[:, 0] == targets).double().numpy()}  # mean = main score
         # How it was computed (differs between machines, never the numbers above).
         metrics["runtime"] = {**asdict(blocks), "memory_budget_bytes": budget,
                               "working_bytes": blocks.working_bytes(test.features.shape[0],

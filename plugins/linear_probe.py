@@ -658,7 +658,8 @@ class LinearProbe(Evaluator):
         })
         return EvaluationResult(
             metrics=metrics, main_score=metrics["top1"], main_metric="top1",
-            predictions={"ids": np.asarray(test.ids), "label": test_labels, "prediction": prediction, "top5": top5})
+            predictions={"ids": np.asarray(test.ids), "label": test_labels, "prediction": prediction, "top5": top5,
+                         "score": (prediction == test_labels).astype(np.float64)})  # mean = main score (top1)
 
     @staticmethod
     def _metrics(labels: np.ndarray, prediction: np.ndarray, top5: np.ndarray, names: Sequence[str]
