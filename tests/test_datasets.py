@@ -106,3 +106,38 @@ def test_cifar10_mini_ships_with_the_package():
     assert info["split_sizes"] == {"train": 1000, "test": 500} and len(info["class_names"]) == 10
     image, label = data.split("test")[0]
     assert image.size == (32, 32) and image.mode == "RGB" and label == 0
+
+
+def test_spellings_of_one_path_give_one_dataset_identity(tmp_path, monkeypatch):
+    """`data/set`, `./data/set` and `data/set/` are one dataset: one name, one results folder, one column."""
+    from harness.cli import main
+    from harness.leaderboard import build_leaderboard
+    from harness.plugin_manager import Plugins
+    from harness.records import load_records
+    from harness.suite import load_suite
+
+    for split, count in (("train", 12), ("test", 4)):
+        for name, colour in (("red", (250, 10, 10)), ("blue", (10, 10, 250))):
+            for i in range(count):
+                save(tmp_path / "data" / "set" / split / name / f"{i}.png", colour=colour)
+    monkeypatch.chdir(tmp_path)
+    plugins = Plugins(entry_points=False)
+    assert {plugins.dataset(s).name for s in ("imagefolder:data/set", "imagefolder:./data/set",
+                                              "imagefolder:data/set/", "imagefolder:data//x/../set")} == {
+        "imagefolder:data/set"}
+    assert plugins.datasets.canonical("imagefolder:https://example.org/a//b") == "imagefolder:https://example.org/a//b"
+    assert plugins.encoders.canonical("timm:./x") == "timm:./x"  # encoder arguments are model names, not paths
+    for spelling in ("imagefolder:data/set", "imagefolder:./data/set", "imagefolder:data/set/"):
+        assert main(["run", "--encoder", "pixels", "--dataset", spelling, "--eval", "knn", "--results-dir", "results",
+                     "--cache-dir", "cache", "--no-progress"]) == 0
+    records = load_records(tmp_path / "results")
+    assert [r["dataset"]["name"] for r in records] == ["imagefolder:data/set"]
+    assert build_leaderboard(records).columns == ["imagefolder:data/set knn"]
+    assert records[0]["main_score"] == 1.0  # two flat colours
+    # in a suite, the `path` key resolves against the suite's folder, and its spelling is normalised the same way
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "s.toml").write_text('[[encoders]]\nname = "pixels"\n[[datasets]]\nname = "imagefolder"\n'
+                                                'path = "./../data/set/"\n')
+    suite = load_suite(tmp_path / "suites" / "s.toml", plugins, ["knn"])
+    [spec] = suite.config.datasets
+    assert spec.name == f"imagefolder:{tmp_path / 'data' / 'set'}" and spec.display_name == "imagefolder:../data/set"
