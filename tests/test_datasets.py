@@ -141,3 +141,24 @@ def test_spellings_of_one_path_give_one_dataset_identity(tmp_path, monkeypatch):
     suite = load_suite(tmp_path / "suites" / "s.toml", plugins, ["knn"])
     [spec] = suite.config.datasets
     assert spec.name == f"imagefolder:{tmp_path / 'data' / 'set'}" and spec.display_name == "imagefolder:../data/set"
+
+
+def test_bad_item_error_takes_a_path_or_an_id_never_an_index(tmp_path):
+    error = BadItemError(tmp_path / "train" / "cat" / "b.jpg", "truncated")
+    assert error.item == str(tmp_path / "train" / "cat" / "b.jpg") and isinstance(error.item, str)
+    assert str(error) == f"cannot read {tmp_path / 'train' / 'cat' / 'b.jpg'}: truncated"
+    assert BadItemError("test/7", "bad bytes").item == "test/7"  # an item id
+    with pytest.raises(TypeError, match=r"not int 3; for a position, pass split.item_id\(index\)"):
+        BadItemError(3, "bad bytes")
+
+
+def test_info_reads_the_listing_not_the_items(tmp_path):
+    """`info()` may list files (class names, split sizes) but decodes no item: a corrupt image does not stop it."""
+    root = labelled_folder(tmp_path / "set")
+    (root / "train" / "cat" / "b.jpg").write_bytes(b"not a jpeg at all")
+    data = ImageFolder(root)
+    info = data.info()
+    assert info["class_names"] == ["cat", "dog"] and info["split_sizes"] == {"train": 3, "test": 3}
+    with pytest.raises(BadItemError) as error:
+        data.split("train")[1]
+    assert error.value.item == str(root / "train" / "cat" / "b.jpg")
