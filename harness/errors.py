@@ -1,5 +1,7 @@
 """Errors the harness raises for a user to act on; the CLI prints them without a traceback."""
 
+import os
+
 
 class HarnessError(Exception):
     """A problem with the user's input or environment, with a message that says what to do."""
@@ -17,9 +19,17 @@ class DuplicateNameError(HarnessError):
 
 
 class BadItemError(HarnessError):
-    """A dataset item that cannot be read (a corrupt or truncated image); names the file."""
+    """A dataset item that cannot be read (a corrupt or truncated image).
 
-    def __init__(self, item: str, reason: str) -> None:
+    `item` is what lets the user find the item: its file path where it has a file of its own (imagefolder, most
+    torchvision sets), else its item id (`DatasetSplit.item_id(index)`). Never a bare index: a position in a split
+    means nothing to the user (pass the id instead). `reason` says what went wrong, in one line."""
+
+    def __init__(self, item: "str | os.PathLike[str]", reason: str) -> None:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(f"BadItemError(item, reason): item is the file path or the item id (a string), not "
+                            f"{type(item).__name__} {item!r}; for a position, pass split.item_id(index)")
+        item = os.fspath(item)
         super().__init__(f"cannot read {item}: {reason}")
         self.item = item
         self.reason = reason

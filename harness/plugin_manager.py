@@ -101,7 +101,7 @@ class Plugins:
         self.pm = pluggy.PluginManager("harness")
         self.pm.add_hookspecs(hookspecs)
         self.encoders: Registry[Any] = Registry("encoder")
-        self.datasets: Registry[Any] = Registry("dataset")
+        self.datasets: Registry[Any] = Registry("dataset", path_arguments=True)  # imagefolder:<path>
         self.evaluators: Registry[Any] = Registry("evaluator")
         self.infos: dict[str, PluginInfo] = {}
         self.problems: list[PluginProblem] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
@@ -32,8 +33,11 @@ class Registry(Generic[T]):
     A prefix entry such as `timm` builds any `timm:<model>` name, so thousands of models need no listing.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, path_arguments: bool = False) -> None:
         self.kind = kind
+        #: Whether a prefix entry's argument is a path (datasets: `imagefolder:<path>`): then `canonical` normalises
+        #: it, because the name is the component's identity (its column, results folder and cache key).
+        self.path_arguments = path_arguments
         self._entries: dict[str, Entry] = {}
         self._conflicts: dict[str, list[str]] = {}  # name -> every plugin that registered it
 
@@ -86,8 +90,21 @@ class Registry(Generic[T]):
             raise UnknownNameError(f"{self.kind} {name!r} needs an argument: write {head}:<...>")
         raise UnknownNameError(self._unknown_message(name))
 
+    def canonical(self, name: str) -> str:
+        """The one spelling of `name`: with `path_arguments`, a prefix entry's argument normalised as a path
+        (`os.path.normpath`: `data/x`, `./data/x` and `data/x/` are all `data/x`; relative stays relative, since it
+        resolves against the current folder either way). Arguments holding `://` (URLs) are left as they are."""
+        head, sep, argument = name.partition(":")
+        entry = self._entries.get(head)
+        if not (self.path_arguments and sep and argument and entry is not None and entry.prefix
+                and "://" not in argument):
+            return name
+        return f"{head}:{os.path.normpath(argument)}"
+
     def create(self, name: str, **options: Any) -> T:
-        """Build the component called `name`; the object's `name` is set to the full name the user gave."""
+        """Build the component called `name`; the object's `name` is set to the full name the user gave, in its
+        canonical spelling (see `canonical`)."""
+        name = self.canonical(name)
         entry, argument = self.resolve(name)
         obj = entry.factory(argument, **options) if entry.prefix else entry.factory(**options)
         obj.name = name

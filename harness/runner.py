@@ -160,7 +160,7 @@ def _build_dataset(spec: str | DatasetSpec, config: RunConfig, plugins: Plugins)
         entry, _ = plugins.datasets.resolve(spec.name)
         shared, defaults = options_for(entry.factory, config.dataset_options)  # data_root: where, not what
         dataset = plugins.dataset(spec.name, **shared, **spec.options)
-        dataset.name = encoder_label(spec.display_name or spec.name, spec.options, defaults)
+        dataset.name = encoder_label(plugins.datasets.canonical(spec.display_name or spec.name), spec.options, defaults)
         return dataset
     return plugins.dataset(spec, **options_for(plugins.datasets.resolve(spec)[0].factory, config.dataset_options)[0])
 

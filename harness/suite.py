@@ -240,7 +240,7 @@ def load_suite(path: str | os.PathLike, plugins: Plugins, default_evaluators: li
         if "path" in table:
             if ":" in name:
                 raise _fail(path, where, f"give either a path in the name ({name!r}) or a `path` key, not both")
-            display = f"{name}:{table['path']}"
+            display = plugins.datasets.canonical(f"{name}:{table['path']}")  # one spelling, one column
             name = f"{name}:{_read_path(base, table['path'])}"
         entry = _resolve(path, f"{where}.name", plugins.datasets, name)
         _check_options(path, f"{where}.options", "dataset", table["name"], entry.factory, options)

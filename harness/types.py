@@ -82,7 +82,13 @@ class DatasetSplit(abc.ABC):
 
 
 class Dataset(abc.ABC):
-    """A named collection of splits. Construction is cheap; nothing is read until `split()` is called."""
+    """A named collection of splits.
+
+    Construction reads nothing (listing datasets builds them). `info()` may read the dataset's *index*: list its
+    folders, read a manifest or a metadata file, so as to know the class names and split sizes; it must not open
+    or decode items, and should keep what it read for `split()`. Items are read only through a split's
+    `__getitem__`.
+    """
 
     name: str
     #: Optional: the one folder holding the dataset's files, when there is one (`harness datasets --path NAME`
@@ -91,7 +97,9 @@ class Dataset(abc.ABC):
 
     @abc.abstractmethod
     def info(self) -> dict[str, Any]:
-        """Provenance: `source`, `revision`, `class_names` (empty when unlabelled), `splits` (names)."""
+        """Provenance: `source`, `revision`, `class_names` (empty when unlabelled), `splits` (names) and
+        `split_sizes` ({split: number of items}) when known. May read the index (folder listing, manifest), not
+        the items."""
 
     @abc.abstractmethod
     def split(self, name: str) -> DatasetSplit:
@@ -132,8 +140,19 @@ class EvaluationResult:
     """What an evaluator returns: JSON-able metrics, its main score and optional per-item predictions.
 
     A metric that cannot be computed is None, with the reason under `metrics["null_reasons"][name]`.
-    `predictions` maps column names to arrays of length N(test); they are saved beside the record (`.npz`),
-    and must include `ids` so that they can be paired across encoders.
+
+    `predictions` (the per-item outputs) maps column names to arrays of length N(test); they are saved beside the
+    record (`seed-<n>.predictions.npz`). Columns with a meaning to the harness (names in `harness.metric_names`):
+
+    - `ids` (required): the test items' ids, so that records of two encoders pair item by item.
+    - `score` (optional, any evaluator): one finite float per item whose mean is `main_score` (per-item
+      correctness, per-query average precision, ...). `harness compare` bootstraps it, paired over the ids, for
+      the main metric; a record whose `score` does not average to its main score is an error naming both values.
+    - `label`, `prediction` and `top5` (N x 5): the special case of a top-1 classifier, the true and predicted
+      classes for the main metric. `compare` reads them only for the top-5 metric named like the main one
+      (`top5_k20` beside `top1_k20`) and for older records without `score`.
+
+    Other columns are the evaluator's own; the harness saves them and reads nothing into their names.
     """
 
     metrics: dict[str, Any]

@@ -3,16 +3,23 @@
 One row per (dataset, evaluator column, baseline). How the interval is computed depends on what the records hold,
 not on the evaluator's name, so a plugin evaluator gets the same treatment when its records look the same:
 
-- **Per-item predictions** (kNN, linear probe: `ids`, `label`, `prediction` in `seed-<n>.predictions.npz`): a
-  **paired bootstrap over test items**. Items are paired by id (the two records must hold the same test items, or
-  it is an error naming both files). Each of `n_boot` resamples (default 2,000) draws test items with replacement
-  and takes the *same* draw for both encoders; the statistic is the difference of accuracies (the mean of
-  per-item correctness new − baseline). The interval is the 2.5 and 97.5 percentiles of those differences
-  (`numpy.percentile`, linear interpolation). Resamples come from `numpy.random.default_rng(seed)` (default 0),
-  so a comparison is reproducible. Pairing removes the variation that both encoders share (easy and hard items),
-  which makes the interval much narrower than two separate intervals would suggest. The metric is top-1 accuracy
-  (`prediction == label`); for a `top5...` metric, the `top5` array (label among the five best). If records of
-  several seeds exist for both encoders, per-item correctness is averaged over the seeds they share.
+- **Per-item scores** (`ids` and `score` in `seed-<n>.predictions.npz`: any evaluator that saves a per-item score
+  whose mean is its main score, e.g. per-item correctness for kNN and the linear probe, per-query AP for a
+  retrieval evaluator): a **paired bootstrap over test items**, for the main metric. Items are paired by id (the
+  two records must hold the same test items, or it is an error naming both files). Each of `n_boot` resamples
+  (default 2,000) draws test items with replacement and takes the *same* draw for both encoders; the statistic is
+  the difference of the mean per-item scores, new − baseline. The interval is the 2.5 and 97.5 percentiles of
+  those differences (`numpy.percentile`, linear interpolation). Resamples come from
+  `numpy.random.default_rng(seed)` (default 0), so a comparison is reproducible. Pairing removes the variation
+  that both encoders share (easy and hard items), which makes the interval much narrower than two separate
+  intervals would suggest. If records of several seeds exist for both encoders, per-item scores are averaged
+  over the seeds they share. The mean of `score` must equal the record's main score: if not, the error names the
+  file, the column and both values.
+- **Top-1 classifiers**, a special case (`label`, `prediction` and optionally `top5` beside `ids`): for the
+  top-5 metric named like the main one (`top5_k20` beside `top1_k20`) the per-item score is "label among the
+  `top5` classes"; for the main metric of an older record without `score`, it is `prediction == label`, used
+  only when its mean is the recorded main score (a plugin's `label`/`prediction` columns may mean something
+  else: then there is no interval, and the row says why).
 - **Per-seed metrics** (clustering: `metrics["per_seed"]`, one value per seed inside one record): the difference of
   the seed means with a **Welch t interval** (unequal variances, Welch–Satterthwaite degrees of freedom).
   Seeds are not paired by number: the same seed gives the two encoders' UMAP and K-means runs no shared noise,
@@ -33,11 +40,13 @@ import io
 import math
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from harness.errors import HarnessError
+from harness import metric_names as names
 from harness.records import load_predictions
 from harness.leaderboard.table import FORMATS, MISSING, TABULATE_FORMATS, column_name
 
@@ -123,11 +132,37 @@ def _column_key(record: dict[str, Any]) -> tuple[str, str, str]:
     return record["dataset"]["name"], column_name(record), record["evaluator"]["protocol"]
 
 
+class PredictionsReader:
+    """Reads each record's predictions file at most once (one `compare` or `publish` call makes one reader).
+
+    `reader(record)` is the file's columns, or None when the record has none; a file that is missing (records
+    shared without their `.npz` files) or unreadable is None too, and `reader.problems[path]` says why."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, dict[str, np.ndarray] | None] = {}
+        self.problems: dict[str, str] = {}
+        self.reads = 0  # files actually opened
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        if not record.get("predictions_file"):
+            return None
+        path = str(Path(record["_path"]).with_name(record["predictions_file"]))
+        if path not in self._cache:
+            self.reads += 1
+            try:
+                self._cache[path] = load_predictions(record)
+            except (OSError, ValueError) as error:  # missing, truncated or not an .npz
+                self._cache[path] = None
+                self.problems[path] = (f"predictions file {path!r} is missing" if isinstance(error, FileNotFoundError)
+                                       else f"predictions file {path!r} cannot be read ({type(error).__name__})")
+        return self._cache[path]
+
+
 def _per_seed_values(records: list[dict[str, Any]], metric: str) -> dict[str, float] | None:
     """Seed -> value from `metrics["per_seed"]` of every record of the cell, or None when the records have none."""
     values: dict[str, float] = {}
     for record in records:
-        per_seed = record["metrics"].get("per_seed")
+        per_seed = record["metrics"].get(names.PER_SEED)
         if not isinstance(per_seed, dict) or not per_seed:
             return None
         for seed, metrics in per_seed.items():
@@ -137,43 +172,74 @@ def _per_seed_values(records: list[dict[str, Any]], metric: str) -> dict[str, fl
     return values
 
 
-def _item_correctness(record: dict[str, Any], metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(ids, labels, correct per item) from the record's predictions, or None when it has no per-item predictions."""
-    predictions = load_predictions(record)
-    if not predictions or not {"ids", "label", "prediction"} <= set(predictions):
-        return None
-    ids, labels = predictions["ids"].astype(str), predictions["label"]
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(b))
+
+
+def _item_scores(record: dict[str, Any], metric: str, read: PredictionsReader
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray] | str:
+    """(ids, labels or None, score per item) of the record for `metric`, or a note saying why there are none."""
+    if not record.get("predictions_file"):
+        return "the records keep no per-item outputs"
+    predictions = read(record)
+    if predictions is None:
+        return read.problems.get(str(Path(record["_path"]).with_name(record["predictions_file"])),
+                                 "no per-item outputs") + " (records shared without their .npz files?)"
+    path = str(Path(record["_path"]).with_name(record["predictions_file"]))
+    if names.IDS not in predictions:
+        return f"{path!r} has no {names.IDS!r} column to pair items by"
+    ids = predictions[names.IDS].astype(str)
+    labels = predictions.get(names.LABEL)
     main = record["main_metric"]
-    # The predictions are those of the main metric (kNN keeps them for its main k only): its top-1, and top-5.
-    if metric == main:
-        correct = predictions["prediction"] == labels
-    elif "top1" in main and metric == main.replace("top1", "top5", 1) and "top5" in predictions:
-        correct = (predictions["top5"] == labels[:, None]).any(axis=1)
+    recorded = record["main_score"] if metric == main else record["metrics"].get(metric)
+    recorded = float(recorded) if isinstance(recorded, (int, float)) and not isinstance(recorded, bool) else None
+    top1 = {names.LABEL, names.PREDICTION} <= set(predictions)
+    if metric == main and names.SCORE in predictions:
+        score = np.asarray(predictions[names.SCORE], dtype=np.float64)
+        if score.shape != ids.shape or not np.isfinite(score).all():
+            raise HarnessError(f"column {names.SCORE!r} of {path!r} must hold one finite number per item "
+                               f"({len(ids)} ids); it has shape {score.shape}"
+                               + ("" if np.isfinite(score).all() else " and non-finite values"))
+        if recorded is not None and not _close(float(score.mean()), recorded):
+            raise HarnessError(f"column {names.SCORE!r} of {path!r} has mean {score.mean():.6f}, but "
+                               f"{record['_path']!r} records {main} = {recorded:.6f}; the per-item score must "
+                               f"average to the main score (a file left from another run, or an evaluator that "
+                               f"saves a different score: rerun the cell, or fix the evaluator)")
+    elif metric == main and top1:
+        score = (predictions[names.PREDICTION] == labels).astype(np.float64)
+        if recorded is not None and not _close(float(score.mean()), recorded):
+            return (f"no {names.SCORE!r} column, and {names.LABEL!r}/{names.PREDICTION!r} of {path!r} agree on "
+                    f"{score.mean():.6f} of items, not the recorded {main} = {recorded:.6f}: they are not top-1 "
+                    f"predictions of the main metric")
+    elif (top1 and names.TOP5 in predictions and "top1" in main
+          and metric == main.replace("top1", "top5", 1)):
+        score = (predictions[names.TOP5] == labels[:, None]).any(axis=1).astype(np.float64)
+        if recorded is not None and not _close(float(score.mean()), recorded):
+            return (f"the {names.TOP5!r} column of {path!r} gives {metric} = {score.mean():.6f}, the record "
+                    f"says {recorded:.6f}")
+    elif metric != main:
+        return f"per-item scores are kept for the main metric ({main}) only"
     else:
-        return None
-    correct = correct.astype(np.float64)
-    recorded = record["metrics"].get(metric)
-    if isinstance(recorded, (int, float)) and abs(float(recorded) - correct.mean()) > 1e-6:
-        raise HarnessError(f"the predictions beside {record['_path']!r} give {metric} = {correct.mean():.6f}, the "
-                           f"record says {recorded}; the predictions file belongs to another run (rerun the cell)")
+        return f"the evaluator saves no per-item {names.SCORE!r} column"
     if len(set(ids.tolist())) != len(ids):
-        raise HarnessError(f"the predictions beside {record['_path']!r} repeat item ids; they cannot be paired")
-    return ids, labels, correct
+        raise HarnessError(f"the predictions in {path!r} repeat item ids; they cannot be paired")
+    return ids, labels, score
 
 
-def _paired_items(new: list[dict[str, Any]], baseline: list[dict[str, Any]],
-                  metric: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-item correctness of both sides on the same items in the same order (averaged over shared seeds)."""
+def _paired_items(new: list[dict[str, Any]], baseline: list[dict[str, Any]], metric: str,
+                  read: PredictionsReader) -> tuple[np.ndarray, np.ndarray] | str:
+    """Per-item scores of both sides on the same items in the same order (averaged over shared seeds), or a note
+    saying why there are none."""
     by_seed_new = {r["seed"]: r for r in new}
     by_seed_base = {r["seed"]: r for r in baseline}
     seeds = sorted(set(by_seed_new) & set(by_seed_base))
     if not seeds:
-        return None
+        return "no seed in common, so no items to pair"
     new_rows, base_rows = [], []
     for seed in seeds:
-        a, b = _item_correctness(by_seed_new[seed], metric), _item_correctness(by_seed_base[seed], metric)
-        if a is None or b is None:
-            return None
+        a, b = _item_scores(by_seed_new[seed], metric, read), _item_scores(by_seed_base[seed], metric, read)
+        if isinstance(a, str) or isinstance(b, str):
+            return a if isinstance(a, str) else b
         ids_a, labels_a, correct_a = a
         ids_b, labels_b, correct_b = b
         if set(ids_a.tolist()) != set(ids_b.tolist()):
@@ -183,7 +249,7 @@ def _paired_items(new: list[dict[str, Any]], baseline: list[dict[str, Any]],
                                f"paired comparison needs the same items (same dataset revision and skipped items)")
         position = {item: i for i, item in enumerate(ids_b.tolist())}
         order = np.array([position[item] for item in ids_a.tolist()], dtype=np.int64)
-        if not np.array_equal(labels_a, labels_b[order]):
+        if labels_a is not None and labels_b is not None and not np.array_equal(labels_a, labels_b[order]):
             raise HarnessError(f"{by_seed_new[seed]['_path']!r} and {by_seed_base[seed]['_path']!r} give the same "
                                f"test items different labels; they are not the same dataset")
         new_rows.append(correct_a)
@@ -214,11 +280,14 @@ def _suggest(name: str, known: Iterable[str], what: str, error: type[HarnessErro
 
 def compare_encoders(records: Iterable[dict[str, Any]], new: str, against: Sequence[str], *,
                      datasets: Sequence[str] | None = None, metric: str | None = None,
-                     n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> list[ComparisonRow]:
+                     n_boot: int = DEFAULT_N_BOOT, seed: int = 0,
+                     read: PredictionsReader | None = None) -> list[ComparisonRow]:
     """Rows of `new` beside each baseline in `against`, for every column both have records in.
 
     `records` as `harness.records.load_records` returns them (their `_path` locates the predictions files).
-    `metric` defaults to each evaluator's main metric. See the module docstring for how intervals are computed."""
+    `metric` defaults to each evaluator's main metric. See the module docstring for how intervals are computed.
+    `read` reads each predictions file once; pass one reader to several calls to share what it read."""
+    read = read if read is not None else PredictionsReader()
     records = [r for r in records if r["status"] == "ok"]
     if not records:
         raise HarnessError("no successful result records to compare; run `harness run` first")
@@ -251,7 +320,7 @@ def compare_encoders(records: Iterable[dict[str, Any]], new: str, against: Seque
             if not theirs:
                 continue
             try:
-                rows.append(_compare_cell(column, new, baseline, mine, theirs, metric, n_boot, seed))
+                rows.append(_compare_cell(column, new, baseline, mine, theirs, metric, n_boot, seed, read))
             except _MissingMetric as error:
                 missing.append(error)
     if not rows and missing:
@@ -263,7 +332,8 @@ def compare_encoders(records: Iterable[dict[str, Any]], new: str, against: Seque
 
 
 def _compare_cell(column: tuple[str, str, str], new: str, baseline: str, mine: list[dict[str, Any]],
-                  theirs: list[dict[str, Any]], metric: str | None, n_boot: int, seed: int) -> ComparisonRow:
+                  theirs: list[dict[str, Any]], metric: str | None, n_boot: int, seed: int,
+                  read: PredictionsReader) -> ComparisonRow:
     dataset, name, protocol = column
     key = metric or mine[0]["main_metric"]
     row = ComparisonRow(dataset, name, protocol, key, new, baseline, None, None,
@@ -271,7 +341,7 @@ def _compare_cell(column: tuple[str, str, str], new: str, baseline: str, mine: l
     per_seed_new, per_seed_base = _per_seed_values(mine, key), _per_seed_values(theirs, key)
     if per_seed_new is not None and per_seed_base is not None:
         if not per_seed_new or not per_seed_base:
-            raise _suggest(key, {m for r in mine for s in r["metrics"]["per_seed"].values() for m in s},
+            raise _suggest(key, {m for r in mine for s in r["metrics"][names.PER_SEED].values() for m in s},
                            f"per-seed metric {key!r} of {name}", _MissingMetric)
         a, b = list(per_seed_new.values()), list(per_seed_base.values())
         row.new_score, row.baseline_score = statistics.fmean(a), statistics.fmean(b)
@@ -282,14 +352,14 @@ def _compare_cell(column: tuple[str, str, str], new: str, baseline: str, mine: l
             row.note = "one seed on a side: no spread over seeds, no interval (run more seeds)"
         return row
     if key not in mine[0]["metrics"] and key != mine[0]["main_metric"]:
-        raise _suggest(key, [k for k in mine[0]["metrics"] if k != "null_reasons"], f"metric {key!r} of {name}",
+        raise _suggest(key, [k for k in mine[0]["metrics"] if k != names.NULL_REASONS], f"metric {key!r} of {name}",
                        _MissingMetric)
-    paired = _paired_items(mine, theirs, key)
+    paired = _paired_items(mine, theirs, key, read)
     row.new_score, row.baseline_score = _score(mine, key), _score(theirs, key)
-    if paired is None:
+    if isinstance(paired, str):
         if row.new_score is not None and row.baseline_score is not None:
             row.difference = row.new_score - row.baseline_score
-        row.note = "no per-item predictions for this metric (they are kept for the main metric): no interval"
+        row.note = f"no interval: {paired}"
         return row
     new_correct, base_correct = paired
     row.new_score, row.baseline_score = float(new_correct.mean()), float(base_correct.mean())
@@ -339,6 +409,6 @@ def render_comparison(rows: Sequence[ComparisonRow], fmt: str = "plain") -> str:
 
 def describe_methods(n_boot: int = DEFAULT_N_BOOT, seed: int = 0) -> str:
     """One paragraph for under the table: what the intervals mean."""
-    return (f"95% intervals of new − baseline. Per-item predictions: paired bootstrap over test items ({n_boot} "
+    return (f"95% intervals of new − baseline. Per-item scores: paired bootstrap over test items ({n_boot} "
             f"resamples, seed {seed}, percentile interval). Per-seed scores (clustering): Welch t interval over "
             f"seeds (few seeds: wide). 'within noise' = the interval contains 0.")

@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from harness import metric_names as names
 from harness.errors import HarnessError
 
-SILHOUETTE_KEY = "ward.silhouette_umap"
+SILHOUETTE_KEY = names.WARD_SILHOUETTE_UMAP
 MIN_ENCODERS_FOR_CORRELATION = 5
 EXCLUDED_PRETRAINING = ("random", "none")
 
@@ -29,30 +30,14 @@ class LabelFreeRow:
     ami_rank: int | None = None
 
 
-def _ranks(values: list[float]) -> list[float]:
-    """Average ranks, 1 = highest (ties share the mean of their positions)."""
-    order = sorted(range(len(values)), key=lambda i: -values[i])
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
 def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rho: the Pearson correlation of the average ranks."""
-    rx, ry = _ranks(x), _ranks(y)
-    n = len(x)
-    mx, my = sum(rx) / n, sum(ry) / n
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sx = sum((a - mx) ** 2 for a in rx) ** 0.5
-    sy = sum((b - my) ** 2 for b in ry) ** 0.5
-    return cov / (sx * sy) if sx and sy else 0.0
+    """Spearman's rho (`scipy.stats.spearmanr`: the Pearson correlation of the average ranks); 0.0 where one side
+    is constant (no rank order to correlate)."""
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:  # scipy warns and gives NaN
+        return 0.0
+    return float(spearmanr(x, y).statistic)
 
 
 def label_free_rows(records: Iterable[dict[str, Any]], dataset: str) -> list[LabelFreeRow]:
@@ -62,8 +47,8 @@ def label_free_rows(records: Iterable[dict[str, Any]], dataset: str) -> list[Lab
                 or record["evaluator"].get("non_default_options") or record["status"] != "ok"):
             continue
         metrics = record["metrics"]
-        silhouette = (metrics.get("mean") or {}).get(SILHOUETTE_KEY)
-        ami = record["main_score"] if metrics.get("labelled", True) else None
+        silhouette = (metrics.get(names.MEAN) or {}).get(SILHOUETTE_KEY)
+        ami = record["main_score"] if metrics.get(names.LABELLED, True) else None
         rows.append(LabelFreeRow(record["encoder"]["name"], silhouette, ami,
                                  record["encoder"]["info"].get("pretraining") in EXCLUDED_PRETRAINING))
     ranked = [r for r in rows if r.silhouette is not None]

@@ -32,7 +32,8 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.files import atomic_file
-from harness.records import load_predictions, safe_part
+from harness import metric_names as names
+from harness.records import safe_part
 from harness.leaderboard.table import Leaderboard, build_leaderboard, column_name, format_cell
 
 ASSETS = "assets"
@@ -80,11 +81,14 @@ def publish(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike, *, re
     written: set[str] = set()
     cells = cell_records(records)
     provenance, cell_ids = provenance_entries(board, cells, results_dir)
+    from harness.leaderboard.compare import PredictionsReader
+
+    read = PredictionsReader()  # each predictions file is read once for the whole page
     sections = [
         Section("leaderboard", "Leaderboard", leaderboard_html(board, cell_ids, provenance)),
         Section("charts", "Scores per dataset", charts_html(board, cells, assets, written)),
-        Section("umap", "UMAP of the test embeddings", umap_html(records, assets, written)),
-        Section("comparison", "Compared with the baselines", comparison_html(records, board, compare, against)),
+        Section("umap", "UMAP of the test embeddings", umap_html(records, assets, written, read)),
+        Section("comparison", "Compared with the baselines", comparison_html(records, board, compare, against, read)),
         *extra_sections,
         Section("provenance", "Provenance of every cell", provenance_html(provenance)),
     ]
@@ -100,7 +104,7 @@ def publish(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike, *, re
 
 
 def comparison_html(records: Sequence[dict[str, Any]], board: Leaderboard, compare: Sequence[str] | None,
-                    against: Sequence[str] | None) -> str:
+                    against: Sequence[str] | None, read: Any = None) -> str:
     """`harness compare` for each chosen encoder: differences with 95 % intervals, within-noise ones marked."""
     from harness.leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
 
@@ -116,7 +120,7 @@ def comparison_html(records: Sequence[dict[str, Any]], board: Leaderboard, compa
             continue
         # an unknown name is the user's error (HarnessError with close matches); no shared column is not
         try:
-            rows = compare_encoders(records, name, others)
+            rows = compare_encoders(records, name, others, read=read)
         except HarnessError as error:
             if compare or against:
                 raise
@@ -257,12 +261,15 @@ def charts_html(board: Leaderboard, cells: dict[tuple[str, str], list[dict[str, 
     return '<div class="figures">' + "".join(figures) + "</div>"
 
 
-def umap_html(records: Sequence[dict[str, Any]], assets: Path, written: set[str]) -> str:
+def umap_html(records: Sequence[dict[str, Any]], assets: Path, written: set[str], read: Any = None) -> str:
+    from harness.leaderboard.compare import PredictionsReader
     from harness.leaderboard.plots import umap_scatter_png
+
+    read = read if read is not None else PredictionsReader()
 
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
     for record in records:
-        if record["status"] != "ok" or "umap2d" not in (record.get("artifacts") or {}):
+        if record["status"] != "ok" or names.UMAP2D not in (record.get("artifacts") or {}):
             continue
         key = (record["dataset"]["name"], record["encoder"]["name"])
         # one plot per (encoder, dataset): prefer the default options' record, then the lowest seed
@@ -273,15 +280,18 @@ def umap_html(records: Sequence[dict[str, Any]], assets: Path, written: set[str]
     if not chosen:
         return ("<p>No record has a 2-D UMAP layout: run the clustering evaluator "
                 "(<code>harness run --eval clustering</code>) to get these plots.</p>")
-    parts = []
+    parts, missing = [], []
     for dataset in sorted({d for d, _ in chosen}):
         figures = []
         for (d, encoder), record in sorted(chosen.items()):
             if d != dataset:
                 continue
-            layout = _load_artifact(record, "umap2d")
-            predictions = load_predictions(record) or {}
-            labels = predictions.get("label")
+            if not Path(record["_path"]).with_name(record["artifacts"][names.UMAP2D]).is_file():
+                missing.append(f"{encoder} on {dataset}")  # records shared without their .npz files
+                continue
+            layout = _load_artifact(record, names.UMAP2D)
+            predictions = read(record) or {}
+            labels = predictions.get(names.LABEL)
             if labels is not None and len(labels) != len(layout):
                 raise HarnessError(f"{record['_path']}: {len(labels)} labels for a {len(layout)}-point UMAP layout; "
                                    "rerun the cell")
@@ -290,7 +300,11 @@ def umap_html(records: Sequence[dict[str, Any]], assets: Path, written: set[str]
             _write_asset(assets / name, png, written)
             figures.append(_figure_html(name, f"UMAP of {encoder} on {dataset}, coloured by class",
                                         f"{encoder} ({len(layout)} test items)"))
-        parts.append(f"<h3>{esc(dataset)}</h3>\n" + '<div class="figures">' + "".join(figures) + "</div>")
+        if figures:
+            parts.append(f"<h3>{esc(dataset)}</h3>\n" + '<div class="figures">' + "".join(figures) + "</div>")
+    if missing:
+        parts.append(f"<p>No UMAP plot for {esc(', '.join(missing))}: the layout files (.npz) beside those records "
+                     "are missing (records shared without them).</p>")
     return "\n".join(parts)
 
 

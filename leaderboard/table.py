@@ -3,7 +3,8 @@
 Built from result records alone. A missing cell is shown as missing, never as zero, and a row with a missing cell has no
 mean and no rank (a mean over fewer columns is not comparable);
 a cell measured over several seeds shows mean ± standard deviation; a cell with non-default evaluator options is
-a column of its own.
+a column of its own. With `metric` (a metric other than the main score), a column whose records lack that metric
+shows "—" with a note and is left out of the mean, so a plugin's own metric can sit beside the built-in columns.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from harness import metric_names as names
 from harness.errors import HarnessError
 
 FORMATS = ("plain", "github", "latex", "csv", "html")
@@ -38,14 +40,14 @@ def column_name(record: dict[str, Any]) -> str:
     return name
 
 
-def _scores(record: dict[str, Any], metric: str | None) -> dict[str, float]:
+def _scores(record: dict[str, Any], metric: str | None) -> dict[str, float] | None:
     """The record's values by the seed that produced them. Evaluators that run several seeds inside one record
     (clustering) keep each seed's metrics under `metrics["per_seed"]`, so their cell shows mean ± spread over
     those seeds; two records whose seeds overlap (run seeds 0 and 1 cluster with seeds 0-2 and 1-3) count each
-    seed once, as `harness compare` does."""
+    seed once, as `harness compare` does. None when the record has no metric `metric` at all."""
     metrics = record["metrics"]
     key = metric or record["main_metric"]
-    per_seed = metrics.get("per_seed")
+    per_seed = metrics.get(names.PER_SEED)
     if isinstance(per_seed, dict) and per_seed and all(key in values for values in per_seed.values()):
         values = {f"per-seed {seed}": values[key] for seed, values in per_seed.items()}
         return ({k: float(v) for k, v in values.items()} if all(isinstance(v, (int, float))
@@ -53,12 +55,7 @@ def _scores(record: dict[str, Any], metric: str | None) -> dict[str, float]:
     if metric is None:
         return {} if record["main_score"] is None else {f"seed {record['seed']}": float(record["main_score"])}
     if metric not in metrics:
-        import difflib
-
-        close = difflib.get_close_matches(metric, list(metrics), n=3, cutoff=0.5)
-        raise HarnessError(f"metric {metric!r} is not in the records of {column_name(record)}"
-                           + (f"; did you mean: {', '.join(close)}?" if close else
-                              f"; it has {', '.join(k for k in metrics if k != 'null_reasons')}"))
+        return None
     value = metrics[metric]
     return ({f"seed {record['seed']}": float(value)} if isinstance(value, (int, float)) and not isinstance(value, bool)
             else {})
@@ -72,6 +69,8 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
     columns: list[str] = []
     failed = []
     by_seed: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    lacking: dict[str, dict[str, Any]] = {}  # column -> a record of it without `metric`
+    having: set[str] = set()  # columns with at least one record holding `metric`
     for record in records:
         if record["status"] != "ok":
             failed.append(f"{record['encoder']['name']} / {column_name(record)} (seed {record['seed']}) failed")
@@ -82,25 +81,54 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
         row = rows.setdefault(record["encoder"]["name"], {"encoder": record["encoder"]["name"],
                                                            "baseline": bool(record["encoder"].get("baseline")),
                                                            "cells": {}})
-        by_seed[(row["encoder"], column)].update(_scores(record, metric))
+        scores = _scores(record, metric)
+        if scores is None:
+            lacking.setdefault(column, record)
+            continue
+        having.add(column)
+        by_seed[(row["encoder"], column)].update(scores)
+    if metric is not None and not having and lacking:
+        raise _unknown_metric(metric, list(lacking.values()))
     for (encoder, column), values in by_seed.items():
         if values:
             rows[encoder]["cells"][column] = list(values.values())
     columns.sort()
+    # Columns that do not have the metric at all are shown as "—" and left out of the mean: there is nothing any
+    # encoder could score there.
+    absent = sorted(set(lacking) - having)
+    scored = [c for c in columns if c not in absent]
+    notes = [f"{c} has no metric {metric!r}: shown as {MISSING}, not in the mean" for c in absent]
     incomplete = []
     for row in rows.values():
         # A mean over fewer columns is not comparable with the others' (an encoder left out of its hardest
         # dataset would rank first): a row missing a cell gets no mean and no rank, and a note says so.
-        means = [statistics.fmean(row["cells"][c]) for c in columns if row["cells"].get(c)]
-        row["mean"] = statistics.fmean(means) if means and len(means) == len(columns) else None
+        means = [statistics.fmean(row["cells"][c]) for c in scored if row["cells"].get(c)]
+        row["mean"] = statistics.fmean(means) if means and len(means) == len(scored) else None
         if means and row["mean"] is None:
-            missing = [c for c in columns if not row["cells"].get(c)]
+            missing = [c for c in scored if not row["cells"].get(c)]
             incomplete.append(f"{row['encoder']} has no score for {', '.join(missing)}: no mean and no rank")
     ordered = sorted(rows.values(), key=lambda r: (r["mean"] is None, -(r["mean"] or 0.0), r["encoder"]))
+    from scipy.stats import rankdata  # here, not at import: `harness --help` must not pay for scipy
+
+    ranked = [row for row in ordered if row["mean"] is not None]
+    # competition ranking ("1, 2, 2, 4"): ties share the best place
+    ranks = rankdata([-row["mean"] for row in ranked], method="min") if ranked else []
     for row in ordered:
-        row["rank"] = None if row["mean"] is None else 1 + sum(
-            1 for other in ordered if other["mean"] is not None and other["mean"] > row["mean"])
-    return Leaderboard(columns, ordered, notes=failed + incomplete)
+        row["rank"] = None
+    for row, rank in zip(ranked, ranks):
+        row["rank"] = int(rank)
+    return Leaderboard(columns, ordered, notes=failed + notes + incomplete)
+
+
+def _unknown_metric(metric: str, records: list[dict[str, Any]]) -> HarnessError:
+    import difflib
+
+    known = sorted({k for r in records for k in r["metrics"] if k != names.NULL_REASONS}
+                   | {k for r in records for values in (r["metrics"].get(names.PER_SEED) or {}).values()
+                      if isinstance(values, dict) for k in values})
+    close = difflib.get_close_matches(metric, known, n=3, cutoff=0.5)
+    return HarnessError(f"metric {metric!r} is in no column's records"
+                        + (f"; did you mean: {', '.join(close)}?" if close else f"; they have {', '.join(known)}"))
 
 
 def format_cell(scores: list[float] | None) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.errors import HarnessError
+from harness.metric_names import IDS, LABEL, PREDICTION, SCORE, TOP5
 from harness.memory import budget_bytes, format_bytes
 from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings
 
@@ -235,8 +236,8 @@ class KNN(Evaluator):
             metrics[f"top1_k{k}"] = float((top5[:, 0] == targets).double().mean())
             metrics[f"top5_k{k}"] = float((top5 == targets[:, None]).any(dim=1).double().mean())
             if k == main_k:
-                predictions = {"ids": np.asarray(test.ids), "label": targets.numpy(),
-                               "prediction": top5[:, 0].numpy(), "top5": top5.numpy()}
+                predictions = {IDS: np.asarray(test.ids), LABEL: targets.numpy(), PREDICTION: top5[:, 0].numpy(),
+                               TOP5: top5.numpy(), SCORE: (top5[:, 0] == targets).double().numpy()}  # mean = main
         # How it was computed (differs between machines, never the numbers above).
         metrics["runtime"] = {**asdict(blocks), "memory_budget_bytes": budget,
                               "working_bytes": blocks.working_bytes(test.features.shape[0],

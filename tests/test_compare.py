@@ -212,3 +212,103 @@ def test_hostile_names_are_escaped_in_html(tmp_path):
     knn_record(tmp_path, "base", np.zeros(30))
     html = render_comparison(compare_encoders(load_records(tmp_path), hostile, ["base"], n_boot=200), "html")
     assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+# -- the per-item contract: `score` for any evaluator, label/prediction only for top-1 classifiers ---------------
+
+def retrieval_record(tmp_path, encoder, ap, seed=0, label=None, prediction=None, main_score=None):
+    """A plugin evaluator's record: per-query AP in `score` (main score mAP), and columns that happen to be called
+    `label` and `prediction` but are not top-1 predictions (a query's class and its first hit's gallery index)."""
+    ap = np.asarray(ap, dtype=np.float64)
+    record = make_record(encoder, "set1", "retrieval", float(ap.mean()) if main_score is None else main_score,
+                         seed=seed, metrics={"map": float(ap.mean()), "recall_at_1": 0.5})
+    record["main_metric"] = "map"
+    n = len(ap)
+    columns = {"ids": np.array([f"q/{i}" for i in range(n)]), "score": ap,
+               "label": np.arange(n) % 3 if label is None else label,
+               "prediction": np.arange(n) + 100 if prediction is None else prediction}
+    return write_record(tmp_path, record, predictions=columns)
+
+
+def test_a_plugin_score_column_is_bootstrapped_and_label_prediction_do_not_make_it_a_classifier(tmp_path):
+    rng = np.random.default_rng(1)
+    base = rng.random(300)
+    new = np.clip(base + 0.05 + 0.02 * rng.standard_normal(300), 0, 1)
+    retrieval_record(tmp_path, "new", new)
+    retrieval_record(tmp_path, "base", base)
+    [row] = compare_encoders(load_records(tmp_path), "new", ["base"], n_boot=3000)
+    assert row.metric == "map" and row.method == "paired bootstrap, 300 items" and row.n == 300
+    assert row.new_score == pytest.approx(new.mean(), abs=1e-12)
+    assert row.difference == pytest.approx((new - base).mean(), abs=1e-12)
+    # the interval of a paired bootstrap of the mean difference: about mean ± 1.96 sd/sqrt(n)
+    half = 1.96 * (new - base).std(ddof=1) / np.sqrt(300)
+    assert row.low == pytest.approx(row.difference - half, abs=0.3 * half)
+    assert row.high == pytest.approx(row.difference + half, abs=0.3 * half)
+    assert row.verdict == "new better"
+    # a secondary metric has no per-item scores: difference, no interval, and the row says why
+    [other] = compare_encoders(load_records(tmp_path), "new", ["base"], metric="recall_at_1")
+    assert other.difference == 0.0 and other.low is None
+    assert other.note == "no interval: per-item scores are kept for the main metric (map) only"
+
+
+def test_label_prediction_without_score_that_are_not_top1_give_no_interval_not_a_false_error(tmp_path):
+    for encoder, accuracy in (("new", 0.8), ("base", 0.6)):
+        record = make_record(encoder, "set1", "oddity", accuracy, metrics={"accuracy": accuracy})
+        record["main_metric"] = "accuracy"
+        write_record(tmp_path, record, predictions={"ids": np.array([f"x/{i}" for i in range(10)]),
+                                                    "label": np.arange(10), "prediction": np.arange(10) % 2})
+    [row] = compare_encoders(load_records(tmp_path), "new", ["base"])
+    assert row.difference == pytest.approx(0.2) and row.low is None and row.verdict == "no interval"
+    assert "no 'score' column" in row.note and "agree on 0.200000 of items, not the recorded accuracy = 0.800000" \
+        in row.note and "new/set1/oddity" in row.note
+
+
+def test_a_score_column_that_does_not_average_to_the_main_score_says_what_differs(tmp_path):
+    retrieval_record(tmp_path, "new", np.full(20, 0.5), main_score=0.55)
+    retrieval_record(tmp_path, "base", np.full(20, 0.4))
+    with pytest.raises(HarnessError) as error:
+        compare_encoders(load_records(tmp_path), "new", ["base"])
+    message = str(error.value)
+    assert "column 'score' of" in message and "seed-0.predictions.npz" in message and "new/set1/retrieval" in message
+    assert "mean 0.500000" in message and "map = 0.550000" in message
+    assert "another run" not in message.split(";")[0]  # the mismatch first, the possible causes after
+
+
+def test_old_top1_records_without_score_compare_as_before(tmp_path):
+    rng = np.random.default_rng(2)
+    base = rng.random(200) < 0.5
+    new = base | (rng.random(200) < 0.3)
+    knn_record(tmp_path, "new", new)  # label/prediction/top5, no score column: a record of an older harness
+    knn_record(tmp_path, "base", base)
+    [row] = compare_encoders(load_records(tmp_path), "new", ["base"], n_boot=500)
+    assert row.difference == pytest.approx(new.mean() - base.mean()) and row.method == "paired bootstrap, 200 items"
+    # and one whose predictions no longer match its score is reported as such, with both values
+    path = next(tmp_path.rglob("new/**/seed-0.json"))
+    record = json.loads(path.read_text())
+    record["main_score"] = record["metrics"]["top1_k20"] = 0.123
+    path.write_text(json.dumps(record))
+    [row] = compare_encoders(load_records(tmp_path), "new", ["base"], n_boot=500)
+    assert row.low is None and f"agree on {new.mean():.6f} of items, not the recorded top1_k20 = 0.123000" in row.note
+
+
+def test_records_without_their_npz_files_compare_without_an_interval(tmp_path):
+    retrieval_record(tmp_path, "new", np.full(20, 0.5))
+    retrieval_record(tmp_path, "base", np.full(20, 0.4))
+    for npz in tmp_path.rglob("*.npz"):
+        npz.unlink()
+    [row] = compare_encoders(load_records(tmp_path), "new", ["base"])
+    assert row.difference == pytest.approx(0.1) and row.low is None
+    assert "is missing (records shared without their .npz files?)" in row.note
+
+
+def test_each_predictions_file_is_read_once(tmp_path):
+    from harness.leaderboard.compare import PredictionsReader
+
+    for encoder in ("new", "base1", "base2", "base3"):
+        retrieval_record(tmp_path, encoder, np.linspace(0, 1, 30), seed=0)
+        retrieval_record(tmp_path, encoder, np.linspace(0, 1, 30), seed=1)
+    reader = PredictionsReader()
+    rows = compare_encoders(load_records(tmp_path), "new", ["base1", "base2", "base3"], n_boot=100, read=reader)
+    assert len(rows) == 3 and reader.reads == 8  # 4 encoders x 2 seeds; "new"'s files not once per baseline
+    compare_encoders(load_records(tmp_path), "base1", ["new"], n_boot=100, read=reader)
+    assert reader.reads == 8

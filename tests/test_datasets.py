@@ -106,3 +106,59 @@ def test_cifar10_mini_ships_with_the_package():
     assert info["split_sizes"] == {"train": 1000, "test": 500} and len(info["class_names"]) == 10
     image, label = data.split("test")[0]
     assert image.size == (32, 32) and image.mode == "RGB" and label == 0
+
+
+def test_spellings_of_one_path_give_one_dataset_identity(tmp_path, monkeypatch):
+    """`data/set`, `./data/set` and `data/set/` are one dataset: one name, one results folder, one column."""
+    from harness.cli import main
+    from harness.leaderboard import build_leaderboard
+    from harness.plugin_manager import Plugins
+    from harness.records import load_records
+    from harness.suite import load_suite
+
+    for split, count in (("train", 12), ("test", 4)):
+        for name, colour in (("red", (250, 10, 10)), ("blue", (10, 10, 250))):
+            for i in range(count):
+                save(tmp_path / "data" / "set" / split / name / f"{i}.png", colour=colour)
+    monkeypatch.chdir(tmp_path)
+    plugins = Plugins(entry_points=False)
+    assert {plugins.dataset(s).name for s in ("imagefolder:data/set", "imagefolder:./data/set",
+                                              "imagefolder:data/set/", "imagefolder:data//x/../set")} == {
+        "imagefolder:data/set"}
+    assert plugins.datasets.canonical("imagefolder:https://example.org/a//b") == "imagefolder:https://example.org/a//b"
+    assert plugins.encoders.canonical("timm:./x") == "timm:./x"  # encoder arguments are model names, not paths
+    for spelling in ("imagefolder:data/set", "imagefolder:./data/set", "imagefolder:data/set/"):
+        assert main(["run", "--encoder", "pixels", "--dataset", spelling, "--eval", "knn", "--results-dir", "results",
+                     "--cache-dir", "cache", "--no-progress"]) == 0
+    records = load_records(tmp_path / "results")
+    assert [r["dataset"]["name"] for r in records] == ["imagefolder:data/set"]
+    assert build_leaderboard(records).columns == ["imagefolder:data/set knn"]
+    assert records[0]["main_score"] == 1.0  # two flat colours
+    # in a suite, the `path` key resolves against the suite's folder, and its spelling is normalised the same way
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "s.toml").write_text('[[encoders]]\nname = "pixels"\n[[datasets]]\nname = "imagefolder"\n'
+                                                'path = "./../data/set/"\n')
+    suite = load_suite(tmp_path / "suites" / "s.toml", plugins, ["knn"])
+    [spec] = suite.config.datasets
+    assert spec.name == f"imagefolder:{tmp_path / 'data' / 'set'}" and spec.display_name == "imagefolder:../data/set"
+
+
+def test_bad_item_error_takes_a_path_or_an_id_never_an_index(tmp_path):
+    error = BadItemError(tmp_path / "train" / "cat" / "b.jpg", "truncated")
+    assert error.item == str(tmp_path / "train" / "cat" / "b.jpg") and isinstance(error.item, str)
+    assert str(error) == f"cannot read {tmp_path / 'train' / 'cat' / 'b.jpg'}: truncated"
+    assert BadItemError("test/7", "bad bytes").item == "test/7"  # an item id
+    with pytest.raises(TypeError, match=r"not int 3; for a position, pass split.item_id\(index\)"):
+        BadItemError(3, "bad bytes")
+
+
+def test_info_reads_the_listing_not_the_items(tmp_path):
+    """`info()` may list files (class names, split sizes) but decodes no item: a corrupt image does not stop it."""
+    root = labelled_folder(tmp_path / "set")
+    (root / "train" / "cat" / "b.jpg").write_bytes(b"not a jpeg at all")
+    data = ImageFolder(root)
+    info = data.info()
+    assert info["class_names"] == ["cat", "dog"] and info["split_sizes"] == {"train": 3, "test": 3}
+    with pytest.raises(BadItemError) as error:
+        data.split("train")[1]
+    assert error.value.item == str(root / "train" / "cat" / "b.jpg")

@@ -4,7 +4,9 @@ matches harness/hookspecs.py."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
+import io
 import inspect
 import re
 import subprocess
@@ -131,6 +133,17 @@ def test_documented_plugins_run_end_to_end_and_match_an_independent_computation(
         assert record["main_score"] == pytest.approx(accuracy, abs=1e-12)
         assert 0.5 < accuracy < 0.98, accuracy  # the dataset is neither trivial nor hopeless for this encoder
         assert records[(encoder, "knn")]["cache_keys"] == record["cache_keys"]  # one extraction fed both
+        # the documented per-item contract: `score` is each item's correctness, and its mean the main score
+        assert predictions["score"].tolist() == (expected == test_labels).astype(float).tolist()
+    # ... so `harness compare` bootstraps the plugin's evaluator like a built-in one
+    result = harness_cli("compare", "channel-grid:2", "--against", "channel-stats", "--results-dir", str(results),
+                         "--format", "csv", env=env_with_path(site))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {row["column"]: row for row in csv.DictReader(io.StringIO(result.stdout))}
+    one_nn = rows["noisy-shades one-nn"]
+    assert one_nn["method"] == "paired bootstrap, 90 items" and float(one_nn["ci_low"]) <= float(one_nn["ci_high"])
+    assert float(one_nn["difference"]) == pytest.approx(records[("channel-grid:2", "one-nn")]["main_score"]
+                                                        - records[("channel-stats", "one-nn")]["main_score"])
 
 
 def test_the_documented_plugin_tests_pass_with_the_harness_fixture(tutorial):

@@ -195,3 +195,22 @@ def test_hub_weights_offline_fail_the_cell_with_a_way_out(tmp_path):
     assert "failed: timm:resnet18 on synthetic: cannot fetch the pretrained weights" in result.stderr
     assert "timm:resnet18@/path/to/weights.pth" in result.stderr
     assert "pixels" in result.stdout  # the other encoder's cell completed and is in the table
+
+
+def test_seed_option_is_the_init_seed_of_untrained_encoders(tmp_path):
+    """docs/plugins.md: `init_seed` is the option `harness run --seed` sets (for factories that take it)."""
+    from pathlib import Path
+
+    from harness.cli import main
+    from harness.records import load_records
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text(encoding="utf-8")
+    assert "`init_seed` is the option `--seed` sets" in doc
+    for seed in (3, 4):
+        assert main(["run", "--encoder", "random:test_resnet", "--dataset", "synthetic", "--eval", "knn", "--seed",
+                     str(seed), "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
+                     "--device", "cpu", "--no-progress"]) == 0
+    records = sorted(load_records(tmp_path / "results"), key=lambda r: r["seed"])
+    assert [r["seed"] for r in records] == [3, 4]
+    assert [r["encoder"]["fingerprint"]["weights"]["init_seed"] for r in records] == [3, 4]
+    assert records[0]["cache_keys"] != records[1]["cache_keys"]  # other random weights, other embeddings

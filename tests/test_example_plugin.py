@@ -82,6 +82,8 @@ def test_example_plugin_end_to_end_through_the_cli_with_one_extraction(tmp_path)
     assert load_predictions(record)["prediction"].tolist() == expected.tolist()
     accuracy = float((expected == labels["test"]).mean())
     assert record["main_score"] == pytest.approx(accuracy, abs=1e-12)
+    # the per-item score column: correctness of each test item, whose mean is the main score
+    assert load_predictions(record)["score"].tolist() == (expected == labels["test"]).astype(float).tolist()
     per_class = {name: float((expected == labels["test"])[labels["test"] == c].mean())
                  for c, name in enumerate(("disc", "square", "cross"))}
     assert record["metrics"]["per_class_accuracy"] == pytest.approx(per_class)

@@ -51,6 +51,9 @@ def test_knn_equals_reference_on_random_embeddings(seed):
         assert result.metrics[f"top5_k{k}"] == pytest.approx(top5, abs=1e-12)
         if k == 20:
             np.testing.assert_array_equal(result.predictions["prediction"], predictions)
+            # the per-item score: correctness at the main k, whose mean is the main score
+            np.testing.assert_array_equal(result.predictions["score"], (predictions == test_y).astype(np.float64))
+            assert result.predictions["score"].mean() == pytest.approx(top1, abs=1e-12)
     assert result.main_metric == "top1_k20"
     assert result.main_score == result.metrics["top1_k20"]
     assert 0.2 < result.main_score < 1.0  # informative data: neither chance (1/12) nor trivial

@@ -126,3 +126,71 @@ def test_overlapping_clustering_seeds_count_once_as_in_compare(tmp_path):
     board = build_leaderboard(records)
     assert sorted(board.rows[0]["cells"]["set1 clustering"]) == sorted(ami.values())
     assert sorted(_per_seed_values(records, "top1_k20").values()) == sorted(ami.values())  # the same four values
+
+
+def test_metric_only_some_columns_have_shows_a_dash_and_a_note(tmp_path, capsys):
+    from harness.cli import main
+
+    for encoder, (knn, retrieval, recall) in {"enc-a": (0.8, 0.5, 0.7), "enc-b": (0.6, 0.4, 0.9),
+                                              "pixels": (0.2, 0.1, 0.3)}.items():
+        write_record(tmp_path, make_record(encoder, "set1", "knn", knn,
+                                           pretraining="none" if encoder == "pixels" else "ssl"))
+        write_record(tmp_path, make_record(encoder, "set1", "retrieval", retrieval,
+                                           pretraining="none" if encoder == "pixels" else "ssl",
+                                           metrics={"map": retrieval, "recall_at_1": recall}))
+    board = build_leaderboard(load_records(tmp_path), metric="recall_at_1")
+    assert board.columns == ["set1 knn", "set1 retrieval"]
+    rows = {r["encoder"]: r for r in board.rows}
+    assert rows["enc-b"]["cells"] == {"set1 retrieval": [0.9]} and "set1 knn" not in rows["enc-a"]["cells"]
+    # the column without the metric is not in the mean, so every row still has one, and a rank
+    assert [(r["encoder"], r["mean"], r["rank"]) for r in board.rows] == [("enc-b", 0.9, 1), ("enc-a", 0.7, 2),
+                                                                          ("pixels", 0.3, 3)]
+    assert board.notes == ["set1 knn has no metric 'recall_at_1': shown as —, not in the mean"]
+    assert main(["leaderboard", "--metric", "recall_at_1", "--results-dir", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    enc_b = next(line for line in captured.out.splitlines() if "enc-b" in line).split()
+    assert enc_b == ["1", "enc-b", "—", "0.900", "0.900"]
+    assert "note: set1 knn has no metric 'recall_at_1': shown as —, not in the mean" in captured.err
+    # a metric no column has is still an error with close matches
+    assert main(["leaderboard", "--metric", "recall_at_2", "--results-dir", str(tmp_path)]) == 2
+    assert "did you mean: recall_at_1" in capsys.readouterr().err
+
+
+def test_ranks_and_rank_correlation_agree_with_scipy(tmp_path):
+    from scipy.stats import rankdata
+
+    from harness.leaderboard.label_free import spearman
+
+    means = {"a": 0.5, "b": 0.7, "c": 0.5, "d": 0.9, "e": 0.1}
+    for encoder, score in means.items():
+        write_record(tmp_path, make_record(encoder, "set1", "knn", score))
+    board = build_leaderboard(load_records(tmp_path))
+    expected = dict(zip(means, rankdata([-v for v in means.values()], method="min").astype(int).tolist()))
+    assert {r["encoder"]: r["rank"] for r in board.rows} == expected == {"a": 3, "b": 2, "c": 3, "d": 1, "e": 5}
+    x, y = [0.1, 0.4, 0.4, 0.9, 0.3, 0.2], [1.0, 3.0, 2.0, 5.0, 2.0, 0.0]
+    assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) == 0.0  # no rank order on one side
+
+
+def test_the_leaderboard_imports_only_records_files_errors_and_names_from_the_core():
+    import ast
+    from pathlib import Path
+
+    allowed = {"harness.records", "harness.files", "harness.errors", "harness.metric_names", "harness.types"}
+    folder = Path(__file__).resolve().parents[1] / "leaderboard"
+    seen = set()
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                modules = [node.module] + ([f"harness.{a.name}" for a in node.names] if node.module == "harness"
+                                           else [])
+                modules = modules[1:] if node.module == "harness" else modules
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            else:
+                continue
+            for module in modules:
+                if module.split(".")[0] == "harness" and not module.startswith("harness.leaderboard"):
+                    seen.add(module)
+                    assert module in allowed, f"{path.name} imports {module}"
+    assert "harness.records" in seen and "harness.metric_names" in seen

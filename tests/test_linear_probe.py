@@ -271,6 +271,8 @@ def test_three_classes_have_no_top5():
     assert set(result.metrics["per_class_accuracy"]) == {"0", "1", "2"}
     assert (result.predictions["top5"][:, 3:] == -1).all()
     assert result.metrics["top1"] > 0.6
+    assert result.predictions["score"].tolist() == (result.predictions["prediction"] == y_test).astype(float).tolist()
+    assert result.predictions["score"].mean() == pytest.approx(result.main_score, abs=1e-12)  # the per-item score
     json.dumps(result.metrics, allow_nan=False)
 
 

@@ -203,3 +203,32 @@ def test_publish_errors(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(HarnessError, match="is a file"):
         publish(load_records(tmp_path / "results"), tmp_path / "file")
+
+
+def test_publish_reads_each_predictions_file_once_and_survives_records_without_their_npz(tmp_path, monkeypatch):
+    import harness.leaderboard.compare as compare_module
+
+    results = tmp_path / "results"
+    rng = np.random.default_rng(0)
+    for encoder, pretraining in (("new-a", "ssl"), ("new-b", "ssl"), ("base-1", "none"), ("base-2", "random")):
+        score = (rng.random(40) < 0.7).astype(np.float64)
+        record = make_record(encoder, "set1", "knn", float(score.mean()), pretraining=pretraining)
+        write_record(results, record, artifacts={"umap2d": rng.random((40, 2))},
+                     predictions={"ids": np.array([f"t/{i}" for i in range(40)]), "label": np.arange(40) % 4,
+                                  "prediction": np.where(score == 1, np.arange(40) % 4, 9), "score": score})
+    opened: list[str] = []
+    real = compare_module.load_predictions
+
+    def counting(record):
+        opened.append(record["predictions_file"] + " of " + record["encoder"]["name"])
+        return real(record)
+
+    monkeypatch.setattr(compare_module, "load_predictions", counting)
+    page = publish(load_records(results), tmp_path / "site").read_text()
+    # 2 new x 2 baselines compared, plus 4 UMAP plots coloured by label: still one read per file
+    assert sorted(opened) == sorted(f"seed-0.predictions.npz of {e}" for e in ("new-a", "new-b", "base-1", "base-2"))
+    assert page.count("paired bootstrap, 40 items") == 4
+    for npz in results.rglob("*.npz"):
+        npz.unlink()
+    page = publish(load_records(results), tmp_path / "site").read_text()
+    assert "No UMAP plot for" in page and "is missing (records shared without their .npz files?)" in page

@@ -7,17 +7,18 @@ constants rather than spelling the strings. "<c>.<m>" (`metric_key`) is clustere
 
 from __future__ import annotations
 
+# The names the leaderboard reads back are the core's (`harness.metric_names`), re-exported here so that every
+# clustering module finds all of its names in one place.
+from harness.metric_names import IDS, LABEL, LABELLED, MEAN, NULL_REASONS, PER_SEED, UMAP2D
+from harness.metric_names import WARD_SILHOUETTE_UMAP as _SHARED_WARD_SILHOUETTE_UMAP
+
 # -- top-level keys of `EvaluationResult.metrics` ------------------------------------------------------------------
-LABELLED = "labelled"
 N_ITEMS = "n_items"
 N_LABELLED_ITEMS = "n_labelled_items"
 N_CLASSES = "n_classes"
 SEEDS = "seeds"
 CLUSTERERS = "clusterers"
-PER_SEED = "per_seed"
-MEAN = "mean"
 STD = "std"
-NULL_REASONS = "null_reasons"
 SKIPPED = "skipped"
 REDUCTION = "reduction"
 CONFIG = "config"
@@ -41,10 +42,6 @@ LABEL_METRICS = (AMI, ARI, NMI)
 METRICS = (AMI, ARI, NMI, SILHOUETTE_UMAP, SILHOUETTE_ORIG, N_CLUSTERS, NOISE_FRACTION)
 EXTRA_METRICS = {"hdbscan": (AMI_CLUSTERED,)}
 
-# -- artifacts and predictions -------------------------------------------------------------------------------------
-UMAP2D = "umap2d"  # artifact: the 2-D UMAP layout (first clustering seed) for plots
-IDS = "ids"
-LABEL = "label"
 
 
 def metric_key(clusterer: str, metric: str) -> str:
@@ -61,3 +58,4 @@ def prediction_key(clusterer: str, seed: int) -> str:
 WARD_AMI = metric_key("ward", AMI)
 WARD_SILHOUETTE_UMAP = metric_key("ward", SILHOUETTE_UMAP)
 WARD_DISTANCE_THRESHOLD = metric_key("ward", DISTANCE_THRESHOLD)
+assert WARD_SILHOUETTE_UMAP == _SHARED_WARD_SILHOUETTE_UMAP, "the leaderboard reads this key under that name"

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.metric_names import IDS, LABEL, PREDICTION, SCORE, TOP5
 from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings
 
 from .accuracy import accuracy_metrics, class_names
@@ -170,8 +171,8 @@ class LinearProbe(Evaluator):
                               "streamed_bytes": plan["streamed_bytes"]}
         return EvaluationResult(
             metrics=metrics, main_score=metrics["top1"], main_metric="top1",
-            predictions={"ids": np.asarray(data.test.ids), "label": data.test_labels, "prediction": prediction,
-                         "top5": top5})
+            predictions={IDS: np.asarray(data.test.ids), LABEL: data.test_labels, PREDICTION: prediction,
+                         TOP5: top5, SCORE: (prediction == data.test_labels).astype(np.float64)})  # mean = top1
 
     def _choose_c(self, x_train: CentredFeatures | StreamedFeatures, train_labels: np.ndarray, grid: np.ndarray,
                   seed: int) -> CChoice:

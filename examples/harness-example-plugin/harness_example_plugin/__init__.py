@@ -130,7 +130,9 @@ class NearestCentroid(Evaluator):
             metrics={"accuracy": accuracy, "per_class_accuracy": per_class, "n_train": int(len(train_x)),
                      "n_test": int(len(test_x))},
             main_score=accuracy, main_metric="accuracy",
-            predictions={"ids": np.asarray(test.ids), "label": np.asarray(test.labels), "prediction": predicted})
+            # `score`: per-item correctness, whose mean is the main score (`harness compare` bootstraps it)
+            predictions={"ids": np.asarray(test.ids), "score": correct.astype(np.float64),
+                         "label": np.asarray(test.labels), "prediction": predicted})
 
 
 def _l2_normalised(features: np.ndarray) -> np.ndarray:

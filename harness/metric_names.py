@@ -1,0 +1,38 @@
+"""Names that evaluators write into records and the leaderboard reads back: defined once, here.
+
+The core and the leaderboard import these constants instead of spelling the strings; an evaluator that writes one
+of these keys means what is written here.
+"""
+
+from __future__ import annotations
+
+# -- columns of the per-item outputs (`EvaluationResult.predictions`, saved as `seed-<n>.predictions.npz`) --------
+
+#: Required: the item ids of the test split (`DatasetSplit.item_id`), so records of two encoders pair item by item.
+IDS = "ids"
+#: Optional, any evaluator: one float per item whose mean is the record's main score (per-item correctness,
+#: per-query average precision, ...). `harness compare` bootstraps it, paired over the ids two records share.
+SCORE = "score"
+#: The top-1 classifier special case: true label and predicted label of each item, for the main metric.
+LABEL = "label"
+PREDICTION = "prediction"
+#: ... and the five best classes of each item (N x 5), for the top-5 metric named like the main one.
+TOP5 = "top5"
+
+# -- keys of `record["metrics"]` ----------------------------------------------------------------------------------
+
+#: Why a metric is None: {metric: reason}.
+NULL_REASONS = "null_reasons"
+#: Evaluators that run several seeds inside one record (clustering): {seed: {metric: value}}.
+PER_SEED = "per_seed"
+#: ... and the mean over those seeds: {metric: value}.
+MEAN = "mean"
+#: The clustering evaluator's label-free score: silhouette of the ward clusters in the UMAP space.
+WARD_SILHOUETTE_UMAP = "ward.silhouette_umap"
+#: Whether the dataset had labels (clustering records of unlabelled sets have no AMI).
+LABELLED = "labelled"
+
+# -- record["artifacts"] ------------------------------------------------------------------------------------------
+
+#: A 2-D UMAP layout of the test items (N x 2), for the scatter plots of the site.
+UMAP2D = "umap2d"
