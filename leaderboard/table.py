@@ -43,8 +43,8 @@ def column_name(record: dict[str, Any]) -> str:
 def _scores(record: dict[str, Any], metric: str | None) -> dict[str, float] | None:
     """The record's values by the seed that produced them. Evaluators that run several seeds inside one record
     (clustering) keep each seed's metrics under `metrics["per_seed"]`, so their cell shows mean ± spread over
-    those seeds; two records whose seeds overlap (run seeds 0 and 1 cluster with seeds 0-2 and 1-3) count each
-    seed once, as `harness compare` does. None when the record has no metric `metric` at all."""
+    those seeds; two records whose seeds overlap (made before 0.2, when run seeds 0 and 1 clustered with seeds
+    0-2 and 1-3; since 0.2 with 0-2 and 3-5) count each seed once, as `harness compare` does. None when the record has no metric `metric` at all."""
     metrics = record["metrics"]
     key = metric or record["main_metric"]
     per_seed = metrics.get(names.PER_SEED)
