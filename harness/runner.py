@@ -38,7 +38,8 @@ __all__ = ["BASELINE_PRETRAINING", "DEFAULT_CACHE_DIR", "DEFAULT_DATASETS", "DEF
            "CellFailure", "DatasetSpec", "EncoderSpec", "RunConfig", "RunReport", "call_evaluate", "encoder_label",
            "options_for", "plan_cells", "run", "run_seeds", "spec_label"]
 
-# Before 0.3 extraction fingerprinted every split again after a resumed run had; `cache_key=` passes the key down.
+# A resumed run passes the keys it computed to `extract(cache_key=)`, so no split is fingerprinted twice; an
+# `extract` without that parameter (before the extraction split) fingerprints for itself. Remove once merged.
 _EXTRACT_TAKES_CACHE_KEY = "cache_key" in inspect.signature(extract).parameters
 
 
