@@ -13,6 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
 from harness.runner import RunConfig, run
 from harness.types import Encoder
 
@@ -84,7 +85,7 @@ def dataset_path(name: str, **options: Any) -> Path:
 
 def evaluate_model(module: Any, transform: Callable[[Any], Any], *, name: str,
                    datasets: Sequence[str] = ("cifar10-mini",), evaluators: Sequence[str] = ("knn",),
-                   results_dir: str = "results", cache_dir: str = ".harness-cache", device: str = "auto",
+                   results_dir: str = DEFAULT_RESULTS_DIR, cache_dir: str = DEFAULT_CACHE_DIR, device: str = "auto",
                    batch_size: int = 64, seed: int = 0, pretraining: str = "unknown",
                    transform_id: str | None = None, **options: Any) -> list[dict[str, Any]]:
     """Evaluate `module` (raw item -> `transform` -> module -> (B, D)) and return the result records written."""

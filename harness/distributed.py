@@ -1,8 +1,9 @@
 """Running under `torchrun`: which rank this process is, and the few collectives extraction needs.
 
 torchrun (or any launcher that sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT) starts one process
-per device; `join()` reads those variables and initialises the process group. Outside such a launcher it returns
-a single-process `Ranks` whose collectives are no-ops, so the single-process path is the same code.
+per device; `process_group()` (the one place that joins and leaves, used by `harness run`) reads those variables
+and initialises the process group. Outside such a launcher it gives a single-process `Ranks` whose collectives are
+no-ops, so the single-process path is the same code.
 
 The group always uses gloo, also on GPU machines: the ranks exchange only small Python objects (the cache key,
 the shards still to do, each rank's status), never tensors, and gloo is the backend that has
@@ -13,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from harness.errors import HarnessError
 
@@ -24,6 +26,9 @@ log = logging.getLogger(__name__)
 #: How long a rank waits for the others at a synchronisation point (one shard of work, or rank 0 finishing an
 #: entry) before it fails naming the rank that did not arrive. Override with HARNESS_DIST_TIMEOUT_S.
 DEFAULT_TIMEOUT_S = 1800.0
+#: How long the other ranks wait for rank 0 to evaluate and write the records: no practical limit, as evaluators
+#: may run for hours (and torchrun stops the waiting ranks anyway if rank 0 dies).
+RECORDS_TIMEOUT_S = 7 * 24 * 3600.0
 LAUNCHER_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -65,25 +70,29 @@ class Ranks:
         dist.all_gather_object(values, value)
         return values
 
-    def barrier(self, what: str) -> None:
-        """Wait for every rank; past the timeout, fail naming the rank(s) that did not arrive, instead of hanging."""
+    def barrier(self, what: str, timeout_s: float | None = None) -> None:
+        """Wait for every rank; past the timeout (default: `timeout_s` of these ranks), fail naming the rank(s)
+        that did not arrive, instead of hanging."""
         if not self.distributed:
             return
         import torch.distributed as dist
 
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
         try:
-            dist.monitored_barrier(timeout=timedelta(seconds=self.timeout_s), wait_all_ranks=True)
+            dist.monitored_barrier(timeout=timedelta(seconds=timeout_s), wait_all_ranks=True)
         except RuntimeError as error:  # gloo's message names the missing ranks (as seen from rank 0)
-            raise HarnessError(f"rank {self.rank}: not every rank reached '{what}' within {self.timeout_s:.0f} s "
-                               f"(set HARNESS_DIST_TIMEOUT_S to wait longer); {error}") from error
+            advice = " (set HARNESS_DIST_TIMEOUT_S to wait longer)" if timeout_s == self.timeout_s else ""
+            raise HarnessError(f"rank {self.rank}: not every rank reached '{what}' within {timeout_s:.0f} s"
+                               f"{advice}; {error}") from error
 
 
 def together(ranks: Ranks, what: str, step: Callable[[], Any] = lambda: None,
-             on_failure: Callable[[set[str]], None] | None = None) -> Any:
+             on_failure: Callable[[set[str]], None] | None = None, timeout_s: float | None = None) -> Any:
     """Run `step` on every rank and compare notes: an error on any rank is raised on every rank (the failing
     rank's own exception there, a HarnessError naming it elsewhere), so no rank is left waiting for one that
     gave up. Before that, `on_failure` gets the class names of the errors, on every rank, once every rank has
-    finished its step. With a single process this is just `step()`."""
+    finished its step. `timeout_s`: how long a rank waits for the others' steps (default: the ranks' timeout).
+    With a single process this is just `step()`."""
     error: Exception | None = None
     result = None
     try:
@@ -92,7 +101,7 @@ def together(ranks: Ranks, what: str, step: Callable[[], Any] = lambda: None,
         error = exc
     status = None if error is None else (type(error).__name__, str(error))
     if ranks.distributed:
-        ranks.barrier(what)
+        ranks.barrier(what, timeout_s)
         statuses = ranks.gather(status)
     else:
         statuses = [status]
@@ -135,9 +144,23 @@ def current() -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)), timeout_from_env())
 
 
+@contextmanager
+def process_group() -> Iterator[Ranks]:
+    """The ranks of this run: under torchrun, the process group (joined here unless this process already belongs
+    to one, and then left here on the way out); otherwise a single process. The one place the harness joins and
+    leaves: `harness run` holds it around `runner.run`, and a script that calls `run` under torchrun does the same.
+    A process cannot join a second group once it has left one, so a group joined before is kept."""
+    ranks, joined = join()
+    try:
+        yield ranks
+    finally:
+        if joined:
+            leave()
+
+
 def join() -> tuple[Ranks, bool]:
     """Join the process group torchrun set up (initialising it if nobody has yet); (ranks, whether this call
-    initialised it, so the caller knows to `leave()`)."""
+    initialised it, so the caller knows to `leave()`). Prefer `process_group()`, which leaves for you."""
     if not launched_by_torchrun():
         return current(), False
     import torch.distributed as dist

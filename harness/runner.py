@@ -1,10 +1,8 @@
-"""Plan -> extract once -> evaluate -> record.
+"""Run a plan: extract once -> evaluate -> write a record per cell.
 
-Every name is resolved before any work starts, so a typo fails in a second, not after an hour of extraction.
 Each (encoder, dataset, split) is extracted once, whatever the number of evaluators and seeds, and a record is
-written as soon as its cell is done, so a later failure loses nothing already computed. A resumed run
-(`resume=True`) first looks for each cell's record: an `ok` record with the same cell key and the same embedding
-cache keys is kept, and a pair whose cells are all done is not extracted at all.
+written as soon as its cell is done, so a later failure loses nothing already computed. What a run measures and
+what a resumed run already has is planned in `harness.plan`; records are built in `harness.record_builder`.
 """
 
 from __future__ import annotations
@@ -16,72 +14,29 @@ import sys
 import time
 import traceback
 from dataclasses import dataclass, field, replace
-from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from harness import distributed
+from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCODERS, DEFAULT_RESULTS_DIR
 from harness.distributed import Ranks, together
 from harness.errors import HarnessError
-from harness.extract import (STORAGE_DTYPES, ExtractionOptions, ExtractionReport, extract, precision_for,
-                             resolve_device, split_cache_key)
+from harness.extract import ExtractionOptions, ExtractionReport, check_storage_dtype, extract, resolve_device
+from harness.plan import (DatasetSpec, EncoderSpec, PlannedEncoder, RunConfig, build_dataset, build_encoders,
+                          build_evaluators, done_cells, encoder_label, needed_splits, options_for, plan_cells,
+                          run_seeds, spec_label, usable_evaluators)
 from harness.plugin_manager import Plugins, get_plugins
-from harness.records import (SCHEMA_VERSION, cell_key, library_versions, load_record, record_path,
-                             write_record)
+from harness.record_builder import PairRecords
+from harness.record_types import ResultRecord
+from harness.records import load_record, record_path, write_record
 from harness.store import EmbeddingStore
-from harness.types import EvaluationResult, Embeddings, Encoder, Evaluator, ExecutionSettings
+from harness.types import BASELINE_PRETRAINING, Embeddings, EvaluationResult, Evaluator, ExecutionSettings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENCODERS = ("efficientnet_lite0", "pixels", "random:tf_efficientnet_lite0")
-DEFAULT_DATASETS = ("cifar10-mini",)
-BASELINE_PRETRAINING = ("random", "none")
-
-
-@dataclass
-class EncoderSpec:
-    """One encoder with options of its own (a suite's `[[encoders]]` table); `RunConfig.encoder_options` does not
-    apply to it."""
-
-    name: str  # the registry name, as on the command line (`timm:vit_small_patch16_224@/abs/w.pth`)
-    options: dict[str, Any] = field(default_factory=dict)  # factory keyword arguments, for this encoder only
-    display_name: str | None = None  # the name its row starts from, when `name` holds a resolved path
-    label: str | None = None  # the row name, replacing the one built from display_name and non-default options
-    batch_size: int | None = None  # None: RunConfig.batch_size
-    baseline: bool | None = None  # None: from the pretraining kind (random and none are baselines)
-
-
-@dataclass
-class DatasetSpec:
-    """One dataset with options of its own; non-default options make its name (and column) another one."""
-
-    name: str
-    options: dict[str, Any] = field(default_factory=dict)
-    display_name: str | None = None
-
-
-@dataclass
-class RunConfig:
-    encoders: Sequence[str | Encoder | EncoderSpec] = DEFAULT_ENCODERS
-    datasets: Sequence[str | DatasetSpec] = DEFAULT_DATASETS
-    evaluators: Sequence[str] = ("knn",)
-    results_dir: str | Path = "results"
-    cache_dir: str | Path = ".harness-cache"
-    device: str = "auto"
-    batch_size: int = 64
-    workers: int | None = None
-    seed: int = 0
-    seeds: Sequence[int] | None = None  # several evaluation seeds (one record each); None: (seed,)
-    resume: bool = False  # keep cells whose ok record has the same cell key and cache keys
-    skip_bad_images: bool = False
-    shard_size: int | None = None
-    encoder_options: dict[str, Any] = field(default_factory=dict)  # applied to every encoder built by name
-    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. data_root, to datasets that take it
-    evaluator_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # evaluator name -> options
-    progress: bool = True
-    command: str | None = None
-    storage_dtype: str = "float32"  # how features are cached: float16 halves the cache (another row, another key)
-    memory_budget_mb: float | None = None  # evaluators' working memory (ExecutionSettings); None: from the device
+__all__ = ["BASELINE_PRETRAINING", "DEFAULT_CACHE_DIR", "DEFAULT_DATASETS", "DEFAULT_ENCODERS", "DEFAULT_RESULTS_DIR",
+           "CellFailure", "DatasetSpec", "EncoderSpec", "RunConfig", "RunReport", "call_evaluate", "encoder_label",
+           "options_for", "plan_cells", "run", "run_seeds", "spec_label"]
 
 
 @dataclass
@@ -115,249 +70,226 @@ class RunReport:
         return sum(r.items_encoded for r in self.extractions)
 
 
-def encoder_label(name: str, options: dict[str, Any], defaults: dict[str, Any]) -> str:
-    """The name a record shows: non-default encoder options make another row, never a silent merge."""
-    shown = {k: v for k, v in options.items() if defaults.get(k, object()) != v}
-    return name if not shown else f"{name}[{','.join(f'{k}={v}' for k, v in sorted(shown.items()))}]"
+@dataclass
+class RunContext:
+    """What every pair of one run shares."""
+
+    config: RunConfig
+    command: str
+    store: EmbeddingStore
+    ranks: Ranks
+    report: RunReport
+    extraction: ExtractionOptions  # the run's; a pair may change the batch size
+    settings: ExecutionSettings  # what every evaluator gets
+
+    @property
+    def seeds(self) -> list[int]:
+        return run_seeds(self.config)
 
 
 @dataclass
-class _PlannedEncoder:
-    label: str
-    encoder: Encoder
-    batch_size: int | None = None
-    baseline: bool | None = None
+class PairJob:
+    """One (encoder, dataset) of the plan, with the evaluators the dataset can feed and the splits they need."""
+
+    planned: PlannedEncoder
+    dataset: Any
+    info: dict[str, Any]
+    evaluators: list[Evaluator]
+    needed: list[str]
+    options: ExtractionOptions
+
+    @property
+    def where(self) -> str:
+        return f"{self.planned.label} on {self.dataset.name}"
 
 
-def _build_encoders(config: RunConfig, plugins: Plugins) -> list[_PlannedEncoder]:
-    built = []
-    for spec in config.encoders:
-        if isinstance(spec, Encoder):
-            built.append(_PlannedEncoder(spec.name, spec))
-            continue
-        if isinstance(spec, EncoderSpec):
-            encoder = plugins.encoder(spec.name, **spec.options)
-            built.append(_PlannedEncoder(spec_label(spec, plugins), encoder, spec.batch_size, spec.baseline))
-            continue
-        entry, _ = plugins.encoders.resolve(spec)
-        options, defaults = options_for(entry.factory, config.encoder_options)
-        encoder = plugins.encoder(spec, **options)
-        built.append(_PlannedEncoder(encoder_label(spec, options, defaults), encoder))
-    if config.storage_dtype != "float32":  # features rounded for storage are another measurement: another row
-        for planned in built:
-            planned.label = f"{planned.label}[storage={config.storage_dtype}]"
-    return built
-
-
-def spec_label(spec: EncoderSpec, plugins: Plugins) -> str:
-    """The row name of an encoder spec: its label, else its name plus its non-default options."""
-    _, defaults = options_for(plugins.encoders.resolve(spec.name)[0].factory, {})
-    return spec.label or encoder_label(spec.display_name or spec.name, spec.options, defaults)
-
-
-def _build_dataset(spec: str | DatasetSpec, config: RunConfig, plugins: Plugins) -> Any:
-    if isinstance(spec, DatasetSpec):
-        entry, _ = plugins.datasets.resolve(spec.name)
-        shared, defaults = options_for(entry.factory, config.dataset_options)  # data_root: where, not what
-        dataset = plugins.dataset(spec.name, **shared, **spec.options)
-        dataset.name = encoder_label(plugins.datasets.canonical(spec.display_name or spec.name), spec.options, defaults)
-        return dataset
-    return plugins.dataset(spec, **options_for(plugins.datasets.resolve(spec)[0].factory, config.dataset_options)[0])
-
-
-def options_for(factory: Any, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The options a factory accepts (`--pooling` means nothing to `pixels`), and its defaults."""
-    parameters = inspect.signature(factory).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    accepted = {k: v for k, v in options.items() if takes_any or k in parameters}
-    defaults = {k: p.default for k, p in parameters.items() if p.default is not inspect.Parameter.empty}
-    return accepted, defaults
-
-
-def plan_cells(config: RunConfig, plugins: Plugins | None = None) -> list[str]:
-    """The cell keys a run of `config` measures (before skipping what a dataset cannot feed), without running
-    anything: to compare two ways of asking for a run, e.g. a suite file and command-line flags."""
-    plugins = plugins or get_plugins()
-    evaluators = [plugins.evaluator(name, **config.evaluator_options.get(name, {})) for name in config.evaluators]
-    dataset_names = [_build_dataset(spec, config, plugins).name for spec in config.datasets]
-    return [cell_key(planned.label, name, e.name, e.protocol, e.options, seed)
-            for planned in _build_encoders(config, plugins) for name in dataset_names
-            for e in evaluators for seed in run_seeds(config)]
-
-
-def run(config: RunConfig, plugins: Plugins | None = None) -> RunReport:
+def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None = None) -> RunReport:
     """Evaluate every encoder on every dataset with every evaluator; write one record per cell.
 
-    Under torchrun every rank runs this: the extractions are shared out among the ranks, then rank 0 alone
-    evaluates and writes the records (the other ranks return a report with no records). The process group is
-    joined here if need be and kept: a process cannot join a second one once it has left."""
-    ranks, _ = distributed.join()
+    Under torchrun every rank runs this, in the process group that `ranks` (default: the one this process
+    belongs to, see `harness.distributed.process_group`) describes: the extractions are shared out among the
+    ranks, then rank 0 alone evaluates and writes the records while the others wait for it at one last collective,
+    which raises on every rank if rank 0 failed (the other ranks return a report with no records)."""
+    ranks = ranks or _current_ranks()
     plugins = plugins or get_plugins()
-    device = resolve_device(distributed.rank_device(config.device, ranks))
-    command = config.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    context = _run_context(config, plugins, ranks)
     # Resolve every name first: a typo must fail before any extraction.
-    encoders = _build_encoders(config, plugins)
-    datasets = [_build_dataset(spec, config, plugins) for spec in config.datasets]
-    evaluators: list[Evaluator] = [plugins.evaluator(name, **config.evaluator_options.get(name, {}))
-                                   for name in config.evaluators]
-    store = EmbeddingStore(config.cache_dir)
-    if config.storage_dtype not in STORAGE_DTYPES:  # before any work, not once per cell
-        raise HarnessError(f"storage dtype {config.storage_dtype!r}: use one of {', '.join(STORAGE_DTYPES)}")
-    extraction_options = ExtractionOptions(device=device, batch_size=config.batch_size, workers=config.workers,
-                                           skip_bad_images=config.skip_bad_images, progress=config.progress,
-                                           storage_dtype=config.storage_dtype)
-    if config.shard_size:
-        extraction_options.shard_size = config.shard_size
-    report = RunReport(ranks=ranks)
+    encoders = build_encoders(config, plugins)
+    datasets = [build_dataset(spec, config, plugins) for spec in config.datasets]
+    evaluators = build_evaluators(config, plugins)
     # Under torchrun, every extraction comes first and the records after (evaluated, or failed markers), on rank 0
-    # only: the other ranks are then free to exit instead of waiting, inside a collective with a timeout, for
-    # evaluators that may run for hours, and no error in the results directory can leave a rank behind.
+    # only, so that no rank waits inside an extraction collective for evaluators that may run for hours.
     deferred: list[Callable[[], None]] = []
     for dataset in datasets:
         info = dataset.info()  # scans the dataset: a bad path fails here, naming it
-        usable = []
-        for evaluator in evaluators:
-            if evaluator.requires_labels and not info.get("class_names"):
-                message = f"{evaluator.name} skipped on {dataset.name}: it needs labels and the dataset has none"
-                log.warning(message)
-                report.skipped.append(message)
-            elif missing := [s for s in evaluator.needs if s not in info["splits"]]:
-                message = f"{evaluator.name} skipped on {dataset.name}: no split(s) {missing}"
-                log.warning(message)
-                report.skipped.append(message)
-            else:
-                usable.append(evaluator)
-        needed = [s for s in ("train", "val", "test") if any(s in e.needs for e in usable)]
+        usable, skipped = usable_evaluators(dataset, info, evaluators)
+        for message in skipped:
+            log.warning(message)
+        context.report.skipped.extend(skipped)
         for planned in encoders:
-            options = replace(extraction_options, batch_size=planned.batch_size or config.batch_size)
-            records = _extract_pair(planned, dataset, info, needed, usable, store, options, config, command, ranks,
-                                    report)
+            options = replace(context.extraction, batch_size=planned.batch_size or config.batch_size)
+            job = PairJob(planned, dataset, info, usable, needed_splits(usable), options)
+            records = _extract_pair(context, job)
             if records is not None and not ranks.distributed:
                 records()
             elif records is not None:
                 deferred.append(records)
-    if ranks.leader:
-        for records in deferred:
-            records()
-    return report
+    if ranks.distributed:
+        _write_deferred(context, deferred)
+    return context.report
 
 
-def run_seeds(config: RunConfig) -> list[int]:
-    return [int(s) for s in (config.seeds if config.seeds is not None else (config.seed,))]
+def _current_ranks() -> Ranks:
+    ranks = distributed.current()
+    if not ranks.distributed and distributed.launched_by_torchrun():
+        raise HarnessError("launched by torchrun, but this process has not joined the process group: run inside "
+                           "`with harness.distributed.process_group() as ranks:` and pass `ranks=ranks` "
+                           "(`harness run` does)")
+    return ranks
 
 
-def _done_cells(label: str, encoder: Encoder, dataset: Any, needed: list[str], evaluators: list[Evaluator],
-                options: ExtractionOptions, config: RunConfig) -> dict[tuple[str, int], dict[str, Any]]:
-    """The cells of this pair that an earlier run already measured: an `ok` record at the cell's path with the same
-    cell key and the same embedding cache keys (computed from fingerprints: no model is loaded or run). Anything
-    else (no record, a failed marker, other weights or data, an unreadable file) is measured again."""
-    keys = {split: split_cache_key(encoder, dataset, split, dataset.split(split), options)[0] for split in needed}
-    done = {}
-    for evaluator in evaluators:
-        for seed in run_seeds(config):
-            stub = {"encoder": {"name": label}, "dataset": {"name": dataset.name}, "seed": seed,
-                    "evaluator": {"name": evaluator.name, "protocol": evaluator.protocol,
-                                  "non_default_options": evaluator.non_default_options}}
-            path = record_path(Path(config.results_dir), stub)
-            if not path.is_file():
-                continue
-            try:
-                record = load_record(path)
-            except HarnessError as error:
-                log.warning("%s; its cell is measured again", error)
-                continue
-            same_cell = record["cell"] == cell_key(label, dataset.name, evaluator.name, evaluator.protocol,
-                                                   evaluator.options, seed)
-            same_data = all(record["cache_keys"].get(split) == keys[split] for split in evaluator.needs)
-            if record["status"] == "ok" and same_cell and same_data:
-                done[evaluator.name, seed] = record
-    return done
+def _run_context(config: RunConfig, plugins: Plugins, ranks: Ranks) -> RunContext:
+    check_storage_dtype(config.storage_dtype)  # before any work, not once per cell
+    device = resolve_device(distributed.rank_device(config.device, ranks))
+    extraction = ExtractionOptions(device=device, batch_size=config.batch_size, workers=config.workers,
+                                   skip_bad_images=config.skip_bad_images, progress=config.progress,
+                                   storage_dtype=config.storage_dtype)
+    if config.shard_size:
+        extraction.shard_size = config.shard_size
+    settings = ExecutionSettings(device=device, memory_budget_mb=config.memory_budget_mb, workers=config.workers)
+    command = config.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    return RunContext(config, command, EmbeddingStore(config.cache_dir), ranks, RunReport(ranks=ranks), extraction,
+                      settings)
 
 
-def _extract_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], needed: list[str],
-                  evaluators: list[Evaluator], store: EmbeddingStore, options: ExtractionOptions, config: RunConfig,
-                  command: str, ranks: Ranks, report: RunReport) -> Callable[[], None] | None:
+def _write_deferred(context: RunContext, deferred: list[Callable[[], None]]) -> None:
+    """Under torchrun, after every extraction: rank 0 evaluates and writes the records; the other ranks wait for
+    it at one last collective, so that every rank fails (and exits non-zero) if rank 0 could not write them.
+
+    The wait has no practical limit (`distributed.RECORDS_TIMEOUT_S`): evaluators may run for hours, and torchrun
+    stops the waiting ranks anyway if rank 0 dies."""
+    ranks = context.ranks
+
+    def write_on_leader() -> None:
+        if ranks.leader:
+            for records in deferred:
+                records()
+
+    together(ranks, f"evaluating and writing the records into {str(context.config.results_dir)!r}", write_on_leader,
+             timeout_s=distributed.RECORDS_TIMEOUT_S)
+
+
+def _extract_pair(context: RunContext, job: PairJob) -> Callable[[], None] | None:
     """Extract every split that the cells of one (encoder, dataset) still to measure need; what writes their
     records (evaluated, or failed markers when the extraction failed), or None when every cell is already done.
     Under torchrun every rank extracts and only rank 0 is to call what this returns."""
-    label, encoder = planned.label, planned.encoder
+    report = context.report
     embeddings: dict[str, Embeddings] = {}
     timings: dict[str, float] = {}
-    seeds = run_seeds(config)
     try:
         # Rank 0 decides what is done and tells the others, so that every rank extracts the same splits.
-        done = ranks.broadcast(together(ranks, f"looking for the finished cells of {label} on {dataset.name}",
-                                        lambda: _done_cells(label, encoder, dataset, needed, evaluators, options,
-                                                            config) if config.resume and ranks.leader else {}))
+        done, cache_keys = _find_done(context, job)
         report.already_done.extend(done.values())
-        todo = [(evaluator, seed) for evaluator in evaluators for seed in seeds if (evaluator.name, seed) not in done]
+        todo = [(e, seed) for e in job.evaluators for seed in context.seeds if (e.name, seed) not in done]
         if not todo:
             return None  # every cell measured with these very embeddings: no extraction, no model loaded
-        needed = [s for s in needed if any(s in evaluator.needs for evaluator, _ in todo)]
-        for split in needed:
+        for split in needed_splits([e for e, _ in todo]):
             started = time.perf_counter()
-            embeddings[split], extraction = extract(encoder, dataset, split, store, options, ranks)
+            embeddings[split], extraction = _extract_split(context, job, split, cache_keys.get(split))
             timings[f"extract_{split}_s"] = round(time.perf_counter() - started, 3)
             report.extractions.append(extraction)
-    except HarnessError as error:  # the user's to fix: the message says how
-        log.error("%s on %s: %s", label, dataset.name, error)
-        report.failures.append(CellFailure(label, dataset.name, None, str(error)))
-        return partial(_write_extraction_failures, label, encoder, dataset, info, evaluators, str(error), options,
-                       config, command, planned.baseline)
     except Exception as error:  # noqa: BLE001 - a broken encoder plugin must not stop the other encoders
-        log.error("%s on %s: extraction failed:\n%s", label, dataset.name, traceback.format_exc())
-        report.failures.append(CellFailure(label, dataset.name, None, f"{type(error).__name__}: {error}"))
-        return partial(_write_extraction_failures, label, encoder, dataset, info, evaluators, traceback.format_exc(),
-                       options, config, command, planned.baseline)
-    return partial(_evaluate_pair, planned, dataset, info, embeddings, timings, todo, options, config, command,
-                   report)
+        text = _log_failure(error, job.where, ": extraction failed")
+        report.failures.append(CellFailure(job.planned.label, job.dataset.name, None, _short(error)))
+        return lambda: _write_extraction_failures(context, job, text)
+    return lambda: _evaluate_pair(context, job, embeddings, timings, todo)
 
 
-def _evaluate_pair(planned: _PlannedEncoder, dataset: Any, info: dict[str, Any], embeddings: dict[str, Embeddings],
-                   timings: dict[str, float], todo: list[tuple[Evaluator, int]], options: ExtractionOptions,
-                   config: RunConfig, command: str, report: RunReport) -> None:
+def _find_done(context: RunContext, job: PairJob) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, str]]:
+    """The finished cells of a resumed run (rank 0 looks, every rank learns), and the cache keys rank 0 computed
+    to compare, which its extraction reuses (the other ranks fingerprint for themselves: extraction compares)."""
+    config, ranks = context.config, context.ranks
+    found: list[Any] = []  # rank 0's DoneCells, when it looked
+
+    def look() -> dict[tuple[str, int], dict[str, Any]]:
+        if not (config.resume and ranks.leader):
+            return {}
+        found.append(done_cells(job.planned.label, job.planned.encoder, job.dataset, job.needed, job.evaluators,
+                                job.options, config))
+        return found[0].records
+
+    done = ranks.broadcast(together(ranks, f"looking for the finished cells of {job.where}", look))
+    return done, (found[0].cache_keys if found else {})
+
+
+def _extract_split(context: RunContext, job: PairJob, split: str,
+                   cache_key: str | None) -> tuple[Embeddings, ExtractionReport]:
+    # A resumed run passes the key it computed while looking for finished cells: no split is fingerprinted twice.
+    return extract(job.planned.encoder, job.dataset, split, context.store, job.options, context.ranks,
+                   cache_key=cache_key)
+
+
+def _evaluate_pair(context: RunContext, job: PairJob, embeddings: dict[str, Embeddings], timings: dict[str, float],
+                   todo: list[tuple[Evaluator, int]]) -> None:
     """Evaluate the cells `todo` of one (encoder, dataset) on its embeddings and write a record for each."""
-    label, encoder = planned.label, planned.encoder
-    seeds = run_seeds(config)
-    encoder_record = _encoder_record(label, encoder, embeddings, planned.baseline)
-    dataset_record = {"name": dataset.name, "fingerprint": {s: e.meta["dataset_fingerprint"] for s, e in
-                                                            embeddings.items()},
-                      "split_sizes": {s: int(e.features.shape[0]) for s, e in embeddings.items()},
-                      "class_names": list(info.get("class_names", [])), "source": info.get("source"),
-                      "revision": info.get("revision"),
-                      "skipped_items": [item for e in embeddings.values() for item in e.meta.get("skipped", [])]}
+    pair = PairRecords.extracted(job.planned, job.dataset, job.info, embeddings, job.options.device, context.command)
     for evaluator, seed in todo:
         started = time.perf_counter()
-        record: dict[str, Any] = {
-            "schema_version": SCHEMA_VERSION,
-            "cell": cell_key(label, dataset.name, evaluator.name, evaluator.protocol, evaluator.options, seed),
-            "encoder": encoder_record, "dataset": dataset_record,
-            "evaluator": {"name": evaluator.name, "protocol": evaluator.protocol, "options": evaluator.options,
-                          "non_default_options": evaluator.non_default_options},
-            "seed": seed, "cache_keys": {s: e.meta["key"] for s, e in embeddings.items()},
-            "versions": library_versions(), "device": options.device, "precision": precision_for(options.device),
-            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command,
-        }
         try:
-            settings = ExecutionSettings(device=options.device, memory_budget_mb=config.memory_budget_mb,
-                                         workers=config.workers)
-            result = call_evaluate(evaluator, embeddings.get("train"), embeddings["test"], seed, settings)
+            result = call_evaluate(evaluator, embeddings.get("train"), embeddings["test"], seed, context.settings)
         except Exception as error:  # noqa: BLE001 - one failing cell must not stop the others
-            log.error("%s on %s, evaluator %s failed:\n%s", label, dataset.name, evaluator.name,
-                      traceback.format_exc())
-            which = f" (seed {seed})" if len(seeds) > 1 else ""
-            report.failures.append(CellFailure(label, dataset.name, evaluator.name,
-                                               f"{type(error).__name__}: {error}{which}"))
-            record.update(status="failed", error=traceback.format_exc(), metrics={}, main_metric="",
-                          main_score=None, timings={**timings, "evaluate_s": round(time.perf_counter() - started, 3)})
-            _write_failed_marker(config.results_dir, record)
+            text = _log_failure(error, f"{job.where}, evaluator {evaluator.name}", " failed")
+            which = f" (seed {seed})" if len(context.seeds) > 1 else ""
+            context.report.failures.append(CellFailure(job.planned.label, job.dataset.name, evaluator.name,
+                                                       f"{type(error).__name__}: {error}{which}"))
+            cell_timings = {**timings, "evaluate_s": round(time.perf_counter() - started, 3)}
+            _write_failed_marker(context, pair.record(evaluator, seed, error=text, timings=cell_timings))
             continue
-        record.update(status="ok", error=None, metrics=result.metrics, main_metric=result.main_metric,
-                      main_score=result.main_score,
-                      timings={**timings, "evaluate_s": round(time.perf_counter() - started, 3)})
-        path = write_record(config.results_dir, record, result.predictions, result.artifacts)
-        report.records.append(load_record(path))  # exactly what is on disk, file names of its arrays included
-        report.record_paths.append(path)
+        cell_timings = {**timings, "evaluate_s": round(time.perf_counter() - started, 3)}
+        record = pair.record(evaluator, seed, result=result, timings=cell_timings)
+        path = write_record(context.config.results_dir, record, result.predictions, result.artifacts)
+        context.report.records.append(load_record(path))  # exactly what is on disk, file names of its arrays included
+        context.report.record_paths.append(path)
+
+
+def _write_extraction_failures(context: RunContext, job: PairJob, error: str) -> None:
+    """A failed marker per cell of an encoder whose extraction failed, so the results say what happened."""
+    pair = PairRecords.failed_extraction(job.planned, job.dataset, job.info, job.options.device, context.command)
+    for evaluator in job.evaluators:
+        for seed in context.seeds:
+            _write_failed_marker(context, pair.record(evaluator, seed, error=f"extraction failed: {error}"))
+
+
+def _write_failed_marker(context: RunContext, record: ResultRecord) -> None:
+    """Write a failed marker, unless the cell already has a finished result: one cell key is one measurement, so
+    a failure now (a full disk, a flaky plugin) must not destroy the result an earlier run computed."""
+    results_dir = context.config.results_dir
+    path = record_path(Path(results_dir), record)
+    if path.is_file():
+        try:
+            earlier_ok = load_record(path)["status"] == "ok"
+        except HarnessError:
+            earlier_ok = False
+        if earlier_ok:
+            log.warning("kept the earlier finished result %s; this attempt failed (see above)", path)
+            return
+    write_record(results_dir, record)
+
+
+def _short(error: Exception) -> str:
+    """A failure as the report lists it; a HarnessError's message says what to do on its own."""
+    return str(error) if isinstance(error, HarnessError) else f"{type(error).__name__}: {error}"
+
+
+def _log_failure(error: Exception, where: str, failed: str) -> str:
+    """Log a failure (`where` + `failed`) and return the text its failed records keep: a HarnessError is the user's
+    to fix and says how, so it is one line; anything else is a bug somewhere and keeps its traceback."""
+    if isinstance(error, HarnessError):
+        log.error("%s: %s", where, error)
+        return str(error)
+    text = traceback.format_exc()
+    log.error("%s%s:\n%s", where, failed, text)
+    return text
 
 
 def call_evaluate(evaluator: Evaluator, train: Embeddings | None, test: Embeddings, seed: int,
@@ -375,63 +307,3 @@ def call_evaluate(evaluator: Evaluator, train: Embeddings | None, test: Embeddin
 
 
 _LEGACY_WARNED: set[type] = set()
-
-
-def _write_extraction_failures(label: str, encoder: Encoder, dataset: Any, info: dict[str, Any],
-                               evaluators: list[Evaluator], error: str, options: ExtractionOptions,
-                               config: RunConfig, command: str, baseline: bool | None = None) -> None:
-    """A failed marker per cell of an encoder whose extraction failed, so the results say what happened.
-    `baseline`: the suite's word on it (None: from the pretraining kind, as for finished records)."""
-    try:
-        encoder_info = {"architecture": "unknown", "weights": {}, **encoder.info()}
-        encoder_info.setdefault("pretraining", getattr(encoder, "pretraining", "unknown"))
-        encoder_record = {"name": label, "fingerprint": encoder.fingerprint(), "info": encoder_info,
-                          "baseline": encoder_info["pretraining"] in BASELINE_PRETRAINING if baseline is None
-                          else baseline}
-    except Exception:  # noqa: BLE001 - an encoder too broken to describe itself still fails only its own cells
-        encoder_record = {"name": label, "fingerprint": {}, "baseline": bool(baseline),
-                          "info": {"architecture": "unknown", "weights": {}, "pretraining": "unknown"}}
-    dataset_record = {"name": dataset.name, "fingerprint": {}, "split_sizes": dict(info.get("split_sizes", {})),
-                      "class_names": list(info.get("class_names", [])), "source": info.get("source"),
-                      "revision": info.get("revision")}
-    for evaluator, seed in ((e, s) for e in evaluators for s in run_seeds(config)):
-        record = {
-            "schema_version": SCHEMA_VERSION,
-            "cell": cell_key(label, dataset.name, evaluator.name, evaluator.protocol, evaluator.options, seed),
-            "encoder": encoder_record, "dataset": dataset_record,
-            "evaluator": {"name": evaluator.name, "protocol": evaluator.protocol, "options": evaluator.options,
-                          "non_default_options": evaluator.non_default_options},
-            "seed": seed, "cache_keys": {}, "versions": library_versions(), "device": options.device,
-            "precision": precision_for(options.device), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "command": command, "status": "failed", "error": f"extraction failed: {error}", "metrics": {},
-            "main_metric": "", "main_score": None, "timings": {},
-        }
-        _write_failed_marker(config.results_dir, record)
-
-
-def _write_failed_marker(results_dir: str | Path, record: dict[str, Any]) -> None:
-    """Write a failed marker, unless the cell already has a finished result: one cell key is one measurement, so
-    a failure now (a full disk, a flaky plugin) must not destroy the result an earlier run computed."""
-    path = record_path(Path(results_dir), record)
-    if path.is_file():
-        try:
-            earlier_ok = load_record(path)["status"] == "ok"
-        except HarnessError:
-            earlier_ok = False
-        if earlier_ok:
-            log.warning("kept the earlier finished result %s; this attempt failed (see above)", path)
-            return
-    write_record(results_dir, record)
-
-
-def _encoder_record(label: str, encoder: Encoder, embeddings: dict[str, Embeddings],
-                    baseline: bool | None = None) -> dict[str, Any]:
-    any_split = next(iter(embeddings.values()))
-    # The info saved at extraction time knows what only a loaded model can tell (parameter count, hub hash).
-    info = {**encoder.info(), **any_split.meta.get("encoder_info", {})}
-    info.setdefault("pretraining", getattr(encoder, "pretraining", "unknown"))
-    info["embedding_dim"] = int(any_split.features.shape[1])
-    parameters = encoder.parameter_count()
-    info["parameters"] = parameters if parameters is not None else any_split.meta.get("parameters")
-    return {"name": label, "fingerprint": any_split.meta["encoder_fingerprint"], "info": info,
-            "baseline": info["pretraining"] in BASELINE_PRETRAINING if baseline is None else baseline}

@@ -14,6 +14,8 @@ import numpy as np
 
 #: Pretraining kinds an encoder can declare; `random` and `none` mark the "no pretraining" baselines.
 PRETRAINING_KINDS = ("supervised", "ssl", "image-text", "random", "none", "unknown")
+#: The kinds whose encoders are baselines unless a suite says otherwise (untrained networks, raw pixels).
+BASELINE_PRETRAINING = ("random", "none")
 
 
 class Encoder(abc.ABC):

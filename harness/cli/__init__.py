@@ -9,6 +9,7 @@ import sys
 from typing import TYPE_CHECKING, Sequence
 
 from harness.cli.cache import add_cache_parsers, cmd_cache, cmd_export
+from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def _csv_list(values: list[str] | None) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     from harness import __version__
-    from harness.runner import DEFAULT_DATASETS, DEFAULT_ENCODERS
+    from harness.defaults import DEFAULT_DATASETS, DEFAULT_ENCODERS
     from harness.leaderboard import FORMATS
 
     parser = argparse.ArgumentParser(prog="harness", description="Evaluate frozen encoders: kNN, linear probe and "
@@ -47,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--eval", dest="evaluators", action="append", metavar="EV[,EV...]",
                      help="evaluators (default: every built-in evaluator)")
     # None defaults: a flag given beside --suite overrides the file, one left out does not
-    run.add_argument("--results-dir", default=None, help="where records go (default: ./results)")
-    run.add_argument("--cache-dir", default=None, help="embedding cache (default: ./.harness-cache)")
+    run.add_argument("--results-dir", default=None, help=f"where records go (default: ./{DEFAULT_RESULTS_DIR})")
+    run.add_argument("--cache-dir", default=None, help=f"embedding cache (default: ./{DEFAULT_CACHE_DIR})")
     run.add_argument("--device", default=None, help="auto (CUDA when present, the default), cpu or cuda[:N]")
     run.add_argument("--batch-size", type=int, default=None, help="(default 64)")
     run.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: chosen for the machine)")
@@ -79,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     board = sub.add_parser("leaderboard", help="print the leaderboard from result records alone")
-    board.add_argument("--results-dir", default="results")
+    board.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
     board.add_argument("--format", choices=FORMATS, default="plain")
     board.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
     board.add_argument("--sort", default="rank", metavar="COLUMN",
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="rank encoders per dataset by UMAP silhouette (no labels) beside their AMI ranking")
 
     publish = sub.add_parser("publish", help="write a static site (index.html + plots) from result records")
-    publish.add_argument("--results-dir", default="results")
+    publish.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
     publish.add_argument("--out", default="site", help="directory of the site (default: ./site)")
     publish.add_argument("--title", default="Encoder leaderboard", help="title of the page")
     publish.add_argument("--compare", action="append", metavar="NEW",
@@ -102,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("new", metavar="NEW", help="the encoder to compare (its name in the records)")
     compare.add_argument("--against", "-a", nargs="+", action="extend", required=True, metavar="BASELINE",
                          help="one or more baseline encoders")
-    compare.add_argument("--results-dir", default="results")
+    compare.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
     compare.add_argument("--dataset", "-d", action="append", metavar="D", help="only these datasets (repeatable)")
     compare.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
     compare.add_argument("--format", choices=FORMATS, default="plain")
@@ -202,7 +203,8 @@ def eval_options(args: argparse.Namespace, evaluators: list[str], plugins: Plugi
 def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
     """The RunConfig of `harness run` arguments: from the suite file when there is one (with the flags for places
     and devices overriding it), else from the flags alone."""
-    from harness.runner import DEFAULT_DATASETS, DEFAULT_ENCODERS, RunConfig
+    from harness.defaults import DEFAULT_DATASETS, DEFAULT_ENCODERS
+    from harness.runner import RunConfig
 
     default_evaluators = [e.name for e in plugins.evaluators if plugins.infos[e.plugin].builtin]
     if args.suite:
@@ -230,7 +232,7 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
     evaluators = _csv_list(args.evaluators) or default_evaluators
     return RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
                      evaluators=evaluators, memory_budget_mb=args.memory_budget_mb,
-                     results_dir=args.results_dir or "results", cache_dir=args.cache_dir or ".harness-cache",
+                     results_dir=args.results_dir or DEFAULT_RESULTS_DIR, cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
                      device=args.device or "auto", batch_size=args.batch_size or 64, workers=args.workers,
                      seed=seed, skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
                      encoder_options=encoder_options, progress=not args.no_progress, resume=bool(args.resume),
@@ -240,7 +242,7 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.distributed import join, leave
+    from harness.distributed import process_group
     from harness.plugin_manager import get_plugins
     from harness.records import load_records
     from harness.runner import run
@@ -249,12 +251,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     plugins = get_plugins()
     _warn_problems(plugins)
     config = run_config(args, plugins)
-    ranks, joined = join()  # under torchrun; a no-op otherwise
-    try:
-        report = run(config, plugins)
-    finally:
-        if joined:
-            leave()
+    with process_group() as ranks:  # under torchrun; a single process otherwise
+        report = run(config, plugins, ranks=ranks)
     if not report.ranks.leader:  # under torchrun: rank 0 reports for every rank
         print(f"rank {report.ranks.rank} of {report.ranks.world_size}: extraction shared and done; rank 0 "
               f"evaluates, writes the records and prints the results", file=sys.stderr)

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-DEFAULT_CACHE = ".harness-cache"
+from harness.defaults import DEFAULT_CACHE_DIR as DEFAULT_CACHE
 
 
 def add_cache_parsers(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 # The names the leaderboard reads back are the core's (`harness.metric_names`), re-exported here so that every
 # clustering module finds all of its names in one place.
-from harness.metric_names import IDS, LABEL, LABELLED, MEAN, NULL_REASONS, PER_SEED, UMAP2D
+from harness.metric_names import IDS, LABEL, LABELLED, MEAN, NULL_REASONS, PER_SEED, UMAP2D  # noqa: F401
 from harness.metric_names import WARD_SILHOUETTE_UMAP as _SHARED_WARD_SILHOUETTE_UMAP
 
 # -- top-level keys of `EvaluationResult.metrics` ------------------------------------------------------------------
