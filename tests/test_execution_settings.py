@@ -84,7 +84,7 @@ def _config(harness_plugins, *flags: str) -> RunConfig:
 @pytest.mark.parametrize(("text", "value"), [("10", 10), ("0.5", 0.5), ("true", True), ("pca", "pca"),
                                              ('"two words"', "two words"), ("[1, 2]", "[1, 2]")])
 def test_eval_option_values_are_toml_scalars_or_bare_words(text, value):
-    from harness.cli import _parse_option_value
+    from harness.cli.run import _parse_option_value
 
     assert _parse_option_value(text) == value
     assert type(_parse_option_value(text)) is type(value)

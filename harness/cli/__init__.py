@@ -1,4 +1,6 @@
-"""The `harness` command. Errors meant for the user print as one message (exit 2); bugs keep their traceback."""
+"""The `harness` command, the top layer: it may import everything, and nothing below imports it. One module per
+group of subcommands (run, board: leaderboard/publish/compare, cache, listing). Errors meant for the user print as
+one message (exit 2); bugs keep their traceback."""
 
 from __future__ import annotations
 
@@ -6,119 +8,31 @@ import argparse
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
+from harness.cli.board import add_board_parsers, cmd_compare, cmd_leaderboard, cmd_publish
 from harness.cli.cache import add_cache_parsers, cmd_cache, cmd_export
-from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
+from harness.cli.listing import LISTINGS, add_listing_parsers
+from harness.cli.run import add_run_parser, cmd_run, run_config
 from harness.errors import HarnessError
-
-if TYPE_CHECKING:
-    from harness.plugin_manager import Plugins
-    from harness.runner import RunConfig
 
 log = logging.getLogger("harness")
 
-
-def _csv_list(values: list[str] | None) -> list[str]:
-    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+__all__ = ["COMMANDS", "build_parser", "main", "run_config"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     from harness import __version__
-    from harness.defaults import DEFAULT_DATASETS, DEFAULT_ENCODERS
-    from harness.leaderboard import FORMATS
 
     parser = argparse.ArgumentParser(prog="harness", description="Evaluate frozen encoders: kNN, linear probe and "
                                      "clustering from one extraction, as leaderboard rows.")
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    run = sub.add_parser("run", help="extract embeddings (once, cached) and evaluate them; print the leaderboard")
-    run.add_argument("--suite", metavar="FILE.toml", default=None,
-                     help="run the encoders x datasets x evaluators x seeds a suite file lists (examples/suites/); "
-                          "flags for places and devices override the file")
-    run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
-                     help="keep cells whose record already exists with the same protocol and cache keys "
-                          "(default: on with --suite, off otherwise)")
-    run.add_argument("--encoder", "-e", action="append", metavar="E",
-                     help=f"encoder name, repeatable (default: {', '.join(DEFAULT_ENCODERS)})")
-    run.add_argument("--dataset", "-d", action="append", metavar="D",
-                     help=f"dataset name, repeatable (default: {', '.join(DEFAULT_DATASETS)})")
-    run.add_argument("--eval", dest="evaluators", action="append", metavar="EV[,EV...]",
-                     help="evaluators (default: every built-in evaluator)")
-    # None defaults: a flag given beside --suite overrides the file, one left out does not
-    run.add_argument("--results-dir", default=None, help=f"where records go (default: ./{DEFAULT_RESULTS_DIR})")
-    run.add_argument("--cache-dir", default=None, help=f"embedding cache (default: ./{DEFAULT_CACHE_DIR})")
-    run.add_argument("--device", default=None, help="auto (CUDA when present, the default), cpu or cuda[:N]")
-    run.add_argument("--batch-size", type=int, default=None, help="(default 64)")
-    run.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: chosen for the machine)")
-    run.add_argument("--seed", type=int, default=None,
-                     help="seed of every stochastic step (and of random: encoders) (default 0)")
-    run.add_argument("--pooling", choices=("default", "cls", "mean"), default=None,
-                     help="feature pooling of timm encoders (default: the model's own)")
-    run.add_argument("--data-root", default=None,
-                     help="where torchvision datasets are downloaded or found (default: $HARNESS_DATA_ROOT, "
-                          "else ~/.cache/harness/data)")
-    run.add_argument("--skip-bad-images", action="store_true",
-                     help="skip unreadable images (counted in the record) instead of stopping")
-    run.add_argument("--shard-size", type=int, default=None, help=argparse.SUPPRESS)
-    run.add_argument("--eval-option", action="append", metavar="EVALUATOR.OPTION=VALUE", default=None,
-                     help="an option of one evaluator, repeatable, e.g. clustering.reduce=pca or knn.main_k=10; "
-                          "VALUE is a TOML scalar (a bare word is a string); non-default options make another "
-                          "column")
-    # Before 0.2 clustering had flags of its own; they still work, as --eval-option clustering.<option>=VALUE.
-    for flag, kind in (("--reduce", str), ("--n-components", int), ("--cluster-subsample", int)):
-        run.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
-    run.add_argument("--storage-dtype", choices=("float32", "float16"), default=None,
-                     help="how features are cached (float16: half the disk; evaluators compute in float32; "
-                          "another cache key and another leaderboard row)")
-    run.add_argument("--memory-budget-mb", type=float, default=None,
-                     help="working memory every evaluator may use (default: from the device); an execution "
-                          "setting, like the device: it changes how results are computed, never which cell they are")
-    run.add_argument("--format", choices=FORMATS, default="plain", help="format of the printed leaderboard")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-    board = sub.add_parser("leaderboard", help="print the leaderboard from result records alone")
-    board.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
-    board.add_argument("--format", choices=FORMATS, default="plain")
-    board.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
-    board.add_argument("--sort", default="rank", metavar="COLUMN",
-                       help="order rows by a column: rank (default), encoder, mean or a column header such as "
-                            "'cifar10-mini knn' (scores best first, missing cells last)")
-    board.add_argument("--label-free", action="store_true",
-                       help="rank encoders per dataset by UMAP silhouette (no labels) beside their AMI ranking")
-
-    publish = sub.add_parser("publish", help="write a static site (index.html + plots) from result records")
-    publish.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
-    publish.add_argument("--out", default="site", help="directory of the site (default: ./site)")
-    publish.add_argument("--title", default="Encoder leaderboard", help="title of the page")
-    publish.add_argument("--compare", action="append", metavar="NEW",
-                         help="encoder(s) of the comparison section (default: every non-baseline encoder)")
-    publish.add_argument("--against", nargs="+", action="extend", metavar="BASELINE",
-                         help="baselines of the comparison section (default: every baseline encoder)")
-
-    compare = sub.add_parser("compare", help="a new encoder beside baselines: differences with 95%% confidence "
-                             "intervals (paired bootstrap over test items; over seeds for clustering)")
-    compare.add_argument("new", metavar="NEW", help="the encoder to compare (its name in the records)")
-    compare.add_argument("--against", "-a", nargs="+", action="extend", required=True, metavar="BASELINE",
-                         help="one or more baseline encoders")
-    compare.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
-    compare.add_argument("--dataset", "-d", action="append", metavar="D", help="only these datasets (repeatable)")
-    compare.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
-    compare.add_argument("--format", choices=FORMATS, default="plain")
-    compare.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 2000)")
-    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
-
+    add_run_parser(sub)
+    add_board_parsers(sub)
     add_cache_parsers(sub)  # `harness cache ls|prune`, `harness export`
-
-    plugins = sub.add_parser("plugins", help="list plugins, where they came from and what they registered")
-    plugins.add_argument("--check", action="store_true", help="exit 1 if any plugin failed to load or register")
-    for kind in ("encoders", "datasets", "evaluators"):
-        lister = sub.add_parser(kind, help=f"list installed {kind}")
-        if kind == "datasets":
-            lister.add_argument("--path", metavar="NAME", default=None,
-                                help="print the folder that holds dataset NAME (e.g. the shipped cifar10-mini)")
+    add_listing_parsers(sub)
     return parser
 
 
@@ -151,234 +65,12 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=level, format=f"%(levelname)s {prefix}%(message)s", stream=sys.stderr)
 
 
-#: `harness run` flags that choose *what* is measured: with --suite, the file says that.
-SUITE_CONFLICTS = (("encoder", "--encoder"), ("dataset", "--dataset"), ("evaluators", "--eval"), ("seed", "--seed"),
-                   ("pooling", "--pooling"), ("eval_option", "--eval-option"), ("reduce", "--reduce"),
-                   ("n_components", "--n-components"), ("cluster_subsample", "--cluster-subsample"),
-                   ("storage_dtype", "--storage-dtype"))
-#: The pre-0.2 clustering flags and the clustering option each one sets.
-LEGACY_CLUSTERING_FLAGS = (("reduce", "--reduce", "reduce"), ("n_components", "--n-components", "n_components"),
-                           ("cluster_subsample", "--cluster-subsample", "subsample"))
-
-
-def _parse_option_value(text: str) -> object:
-    """A TOML scalar (`10`, `0.5`, `true`, `"pca"`); anything TOML does not read as a scalar is the string itself,
-    so `reduce=pca` needs no quotes."""
-    from harness.suite import tomllib
-
-    try:
-        value = tomllib.loads(f"value = {text}")["value"]
-    except tomllib.TOMLDecodeError:
-        return text
-    return text if isinstance(value, (dict, list)) else value
-
-
-def eval_options(args: argparse.Namespace, evaluators: list[str], plugins: Plugins) -> dict[str, dict[str, object]]:
-    """`--eval-option EVALUATOR.OPTION=VALUE` (and the legacy clustering flags) as per-evaluator options, each one
-    checked by the evaluator itself before any work, as a suite's `[[evaluators]] options` are."""
-    options: dict[str, dict[str, object]] = {}
-    for attribute, flag, option in LEGACY_CLUSTERING_FLAGS:
-        value = getattr(args, attribute)
-        if value is not None:
-            log.warning("%s is deprecated: use --eval-option clustering.%s=%s", flag, option, value)
-            options.setdefault("clustering", {})[option] = value
-    for text in args.eval_option or []:
-        target, equals, raw = text.partition("=")
-        name, dot, option = target.strip().partition(".")
-        if not (equals and dot and name and option.strip()):
-            raise HarnessError(f"--eval-option {text!r}: write EVALUATOR.OPTION=VALUE, e.g. clustering.reduce=pca")
-        options.setdefault(name, {})[option.strip()] = _parse_option_value(raw.strip())
-    for name, given in options.items():
-        plugins.evaluators.resolve(name)  # an unknown name: the registry's error, with close matches
-        if name not in evaluators:
-            raise HarnessError(f"--eval-option names evaluator {name!r}, which this run does not use (it runs "
-                               f"{', '.join(evaluators)}); add it to --eval or drop the option")
-        try:
-            plugins.evaluator(name, **given)
-        except HarnessError as error:
-            raise HarnessError(f"--eval-option for {name!r}: {error}") from error
-    return options
-
-
-def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
-    """The RunConfig of `harness run` arguments: from the suite file when there is one (with the flags for places
-    and devices overriding it), else from the flags alone."""
-    from harness.defaults import DEFAULT_DATASETS, DEFAULT_ENCODERS
-    from harness.runner import RunConfig
-
-    default_evaluators = [e.name for e in plugins.evaluators if plugins.infos[e.plugin].builtin]
-    if args.suite:
-        from harness.suite import load_suite
-
-        clashes = [flag for attribute, flag in SUITE_CONFLICTS if getattr(args, attribute) not in (None, [])]
-        if clashes:
-            raise HarnessError(f"{', '.join(clashes)} cannot be combined with --suite: the suite file says what is "
-                               f"measured (edit it, or run without --suite)")
-        config = load_suite(args.suite, plugins, default_evaluators).config
-        for attribute in ("results_dir", "cache_dir", "device", "batch_size", "workers", "shard_size", "resume"):
-            if getattr(args, attribute) is not None:
-                setattr(config, attribute, getattr(args, attribute))
-        if args.data_root:
-            config.dataset_options = {"data_root": args.data_root}
-        config.skip_bad_images = config.skip_bad_images or args.skip_bad_images
-        if args.memory_budget_mb is not None:
-            config.memory_budget_mb = args.memory_budget_mb
-        config.progress = not args.no_progress
-        return config
-    seed = args.seed or 0
-    encoder_options = {"init_seed": seed} if seed else {}
-    if args.pooling:
-        encoder_options["pooling"] = args.pooling
-    evaluators = _csv_list(args.evaluators) or default_evaluators
-    return RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
-                     evaluators=evaluators, memory_budget_mb=args.memory_budget_mb,
-                     results_dir=args.results_dir or DEFAULT_RESULTS_DIR, cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
-                     device=args.device or "auto", batch_size=args.batch_size or 64, workers=args.workers,
-                     seed=seed, skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
-                     encoder_options=encoder_options, progress=not args.no_progress, resume=bool(args.resume),
-                     dataset_options={"data_root": args.data_root} if args.data_root else {},
-                     evaluator_options=eval_options(args, evaluators, plugins),
-                     storage_dtype=args.storage_dtype or "float32")
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from harness.distributed import process_group
-    from harness.plugin_manager import get_plugins
-    from harness.records import load_records
-    from harness.runner import run
-    from harness.leaderboard import build_leaderboard, render
-
-    plugins = get_plugins()
-    _warn_problems(plugins)
-    config = run_config(args, plugins)
-    with process_group() as ranks:  # under torchrun; a single process otherwise
-        report = run(config, plugins, ranks=ranks)
-    if not report.ranks.leader:  # under torchrun: rank 0 reports for every rank
-        print(f"rank {report.ranks.rank} of {report.ranks.world_size}: extraction shared and done; rank 0 "
-              f"evaluates, writes the records and prints the results", file=sys.stderr)
-        return 1 if report.failures else 0
-    if report.already_done:
-        print(f"{len(report.already_done)} cell(s) skipped: already done (same protocol, options, seed and cache "
-              f"keys in {config.results_dir})", file=sys.stderr)
-    hits = sum(r.cache_hit for r in report.extractions)
-    if not report.extractions:
-        pass  # nothing needed embeddings: every cell was already done
-    elif report.forward_passes == 0:
-        print(f"all {hits} embedding sets came from the cache: no forward pass was run", file=sys.stderr)
-    else:
-        print(f"extracted {report.items_encoded} items in {report.forward_passes} forward passes; "
-              f"{hits} embedding set(s) came from the cache", file=sys.stderr)
-    skipped_items = sum(len(r.skipped) for r in report.extractions)
-    if skipped_items:
-        print(f"{skipped_items} unreadable item(s) were skipped (listed in the records)", file=sys.stderr)
-    ran = {(r["encoder"]["name"], r["dataset"]["name"]) for r in report.records + report.already_done}
-    records = [r for r in load_records(config.results_dir)
-               if (r["encoder"]["name"], r["dataset"]["name"]) in ran] if ran else []
-    if records:
-        print(render(build_leaderboard(records), args.format))
-    for failure in report.failures:
-        print(f"failed: {failure}", file=sys.stderr)
-    return 1 if report.failures else 0
-
-
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from harness.records import load_records
-    from harness.leaderboard import build_leaderboard, render, sort_board
-
-    if args.label_free:
-        from harness.leaderboard.label_free import render_label_free
-
-        print(render_label_free(load_records(args.results_dir), args.format))
-        return 0
-    board = sort_board(build_leaderboard(load_records(args.results_dir), metric=args.metric), args.sort)
-    print(render(board, args.format))
-    for note in board.notes:
-        print(f"note: {note}", file=sys.stderr)
-    return 0
-
-
-def cmd_publish(args: argparse.Namespace) -> int:
-    from harness.records import load_records
-    from harness.leaderboard.site import publish
-
-    page = publish(load_records(args.results_dir), args.out, results_dir=args.results_dir, title=args.title,
-                   compare=args.compare, against=args.against)
-    print(f"wrote {page} (open it in a browser; it needs no server)")
-    return 0
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.records import load_records
-    from harness.leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
-
-    n_boot = args.n_boot or DEFAULT_N_BOOT
-    rows = compare_encoders(load_records(args.results_dir), args.new, args.against, datasets=args.dataset,
-                            metric=args.metric, n_boot=n_boot, seed=args.seed)
-    print(render_comparison(rows, args.format))
-    if args.format != "csv":
-        print(describe_methods(n_boot, args.seed), file=sys.stderr)
-    return 0
-
-
-def _warn_problems(plugins: object) -> None:
-    for message in plugins.warnings:  # type: ignore[attr-defined]
-        print(f"warning: {message}", file=sys.stderr)
-    for problem in plugins.problems:  # type: ignore[attr-defined]
-        print(f"warning: {problem}", file=sys.stderr)
-
-
-def cmd_plugins(args: argparse.Namespace) -> int:
-    from harness.plugin_manager import get_plugins
-
-    plugins = get_plugins()
-    for message in plugins.warnings:
-        print(f"warning: {message}", file=sys.stderr)
-    for info in plugins.infos.values():
-        kind = "built-in" if info.builtin else "entry point"
-        print(f"{info.name}  ({info.distribution} {info.version}, {kind})")
-        for registry_kind, names in sorted(info.registered.items()):
-            print(f"    {registry_kind}s: {', '.join(names)}")
-    for problem in plugins.problems:
-        print(f"PROBLEM: {problem}")
-        if args.verbose and problem.traceback:
-            print(problem.traceback)
-    if args.check:
-        # The summary goes to stderr so that stdout stays the listing; `harness -v plugins` adds tracebacks.
-        print(f"{len(plugins.infos)} plugin(s) loaded, {len(plugins.problems)} problem(s)"
-              + ("" if not plugins.problems or args.verbose else "; `harness -v plugins --check` shows tracebacks"),
-              file=sys.stderr)
-    return 1 if (args.check and plugins.problems) else 0
-
-
-def _list(kind: str) -> int:
-    from harness.plugin_manager import get_plugins
-
-    plugins = get_plugins()
-    _warn_problems(plugins)
-    registry = getattr(plugins, kind)
-    width = max((len(e.display_name) for e in registry), default=0)
-    for entry in registry:
-        print(f"{entry.display_name:<{width}}  {entry.description}  [{entry.plugin}]")
-    return 0
-
-
-def _print_dataset_path(name: str) -> int:
-    from harness.api import dataset_path
-
-    print(dataset_path(name))
-    return 0
-
-
 COMMANDS = {
     "run": cmd_run,
     "leaderboard": cmd_leaderboard,
     "publish": cmd_publish,
-
     "compare": cmd_compare,
     "cache": cmd_cache,
     "export": cmd_export,
-    "plugins": cmd_plugins,
-    "encoders": lambda args: _list("encoders"),
-    "datasets": lambda args: _print_dataset_path(args.path) if args.path else _list("datasets"),
-    "evaluators": lambda args: _list("evaluators"),
+    **LISTINGS,
 }

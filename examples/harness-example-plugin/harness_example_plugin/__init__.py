@@ -9,7 +9,8 @@ import numpy as np
 
 from harness import hookimpl
 from harness.errors import HarnessError
-from harness.types import Dataset, DatasetSplit, Embeddings, Encoder, EvaluationResult, Evaluator
+from harness.types import (Dataset, DatasetSplit, Embeddings, Encoder, EvaluationResult, Evaluator,
+                           ExecutionSettings)
 
 BINS = 8
 
@@ -112,7 +113,8 @@ class NearestCentroid(Evaluator):
     protocol = "nearest-centroid/l2-v1"
     needs = ("train", "test")
 
-    def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int, device: str) -> EvaluationResult:
+    def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int,
+                 settings: ExecutionSettings) -> EvaluationResult:
         assert train is not None  # `needs` includes train
         classes = np.unique(train.labels)
         train_x = _l2_normalised(train.features)
