@@ -99,10 +99,9 @@ def test_a_resumed_run_passes_the_keys_it_computed_down_to_extraction(tmp_path, 
 
     def extract(encoder, dataset, split, store, options, ranks=None, cache_key=None):
         seen.append((split, cache_key))
-        return real_extract(encoder, dataset, split, store, options, ranks)
+        return real_extract(encoder, dataset, split, store, options, ranks, cache_key=cache_key)
 
     monkeypatch.setattr(runner, "extract", extract)
-    monkeypatch.setattr(runner, "_EXTRACT_TAKES_CACHE_KEY", True)
     report = run(config(tmp_path, evaluators=["knn", "linear"], resume=True), plugins)
     assert len(report.already_done) == 1 and [r["evaluator"]["name"] for r in report.records] == ["linear"]
     assert [split for split, _ in seen] == ["train", "test"]
@@ -113,14 +112,13 @@ def test_without_resume_extraction_fingerprints_for_itself(tmp_path, harness_plu
     seen = []
     real_extract = runner.extract
 
-    def extract(encoder, dataset, split, store, options, ranks=None, **kw):
-        seen.append(kw)
-        return real_extract(encoder, dataset, split, store, options, ranks)
+    def extract(encoder, dataset, split, store, options, ranks=None, cache_key=None):
+        seen.append(cache_key)
+        return real_extract(encoder, dataset, split, store, options, ranks, cache_key=cache_key)
 
     monkeypatch.setattr(runner, "extract", extract)
-    monkeypatch.setattr(runner, "_EXTRACT_TAKES_CACHE_KEY", True)
     run(config(tmp_path), harness_plugins())
-    assert seen == [{}, {}]
+    assert seen == [None, None]
 
 
 def test_process_group_is_a_single_process_outside_torchrun(monkeypatch):
