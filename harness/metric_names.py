@@ -36,3 +36,9 @@ LABELLED = "labelled"
 
 #: A 2-D UMAP layout of the test items (N x 2), for the scatter plots of the site.
 UMAP2D = "umap2d"
+
+# -- values of record["encoder"]["info"] ----------------------------------------------------------------------------
+
+#: Pretraining kinds that make an encoder a baseline (untrained networks, raw pixels): marked in the leaderboard,
+#: and left out of the label-free ranking's correlation (their UMAP silhouette is high for the wrong reason).
+BASELINE_PRETRAINING = ("random", "none")

@@ -12,10 +12,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+# The kinds whose encoders are baselines unless a suite says otherwise: defined with the other names records carry.
+from harness.metric_names import BASELINE_PRETRAINING  # noqa: F401
+
 #: Pretraining kinds an encoder can declare; `random` and `none` mark the "no pretraining" baselines.
 PRETRAINING_KINDS = ("supervised", "ssl", "image-text", "random", "none", "unknown")
-#: The kinds whose encoders are baselines unless a suite says otherwise (untrained networks, raw pixels).
-BASELINE_PRETRAINING = ("random", "none")
 
 
 class Encoder(abc.ABC):

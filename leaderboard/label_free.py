@@ -17,7 +17,6 @@ from harness.errors import HarnessError
 
 SILHOUETTE_KEY = names.WARD_SILHOUETTE_UMAP
 MIN_ENCODERS_FOR_CORRELATION = 5
-EXCLUDED_PRETRAINING = ("random", "none")
 
 
 @dataclass
@@ -50,7 +49,7 @@ def label_free_rows(records: Iterable[dict[str, Any]], dataset: str) -> list[Lab
         silhouette = (metrics.get(names.MEAN) or {}).get(SILHOUETTE_KEY)
         ami = record["main_score"] if metrics.get(names.LABELLED, True) else None
         rows.append(LabelFreeRow(record["encoder"]["name"], silhouette, ami,
-                                 record["encoder"]["info"].get("pretraining") in EXCLUDED_PRETRAINING))
+                                 record["encoder"]["info"].get("pretraining") in names.BASELINE_PRETRAINING))
     ranked = [r for r in rows if r.silhouette is not None]
     for rank, row in enumerate(sorted(ranked, key=lambda r: -r.silhouette), start=1):
         row.silhouette_rank = rank
