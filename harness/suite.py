@@ -191,7 +191,17 @@ def load_suite(path: str | os.PathLike, plugins: Plugins, default_evaluators: li
     base = path.parent.resolve()
     head = data.get("suite", {})
     config = RunConfig(resume=True)
+    _apply_head(path, head, config)
+    config.encoders = _encoder_specs(path, base, head, data["encoders"], plugins)
+    config.datasets = [_dataset_spec(path, base, f"datasets[{index}]", table, plugins)
+                       for index, table in enumerate(data["datasets"])]
+    config.evaluators, config.evaluator_options = _evaluators(
+        path, data.get("evaluators") or [{"name": n} for n in default_evaluators], plugins)
+    return Suite(path, head.get("name", path.stem), config)
 
+
+def _apply_head(path: Path, head: dict[str, Any], config: RunConfig) -> None:
+    """The `[suite]` table: places, device, batch size, workers, seeds."""
     for key, attribute in (("results_dir", "results_dir"), ("cache_dir", "cache_dir")):
         if key in head:
             setattr(config, attribute, _write_path(path, f"suite.{key}", head[key]))
@@ -212,9 +222,11 @@ def load_suite(path: str | os.PathLike, plugins: Plugins, default_evaluators: li
     config.seeds = list(seeds)
     config.seed = seeds[0]
 
-    encoders = []
-    for index, table in enumerate(data["encoders"]):
-        encoders.append(_encoder_spec(path, base, f"encoders[{index}]", table, plugins))
+
+def _encoder_specs(path: Path, base: Path, head: dict[str, Any], tables: list[dict[str, Any]],
+                   plugins: Plugins) -> list[EncoderSpec]:
+    """The `[[encoders]]` tables, each its own row, with the `[suite] baselines` marked."""
+    encoders = [_encoder_spec(path, base, f"encoders[{index}]", table, plugins) for index, table in enumerate(tables)]
     labels = [spec_label(spec, plugins) for spec in encoders]
     for label in labels:
         if labels.count(label) > 1:
@@ -229,39 +241,40 @@ def load_suite(path: str | os.PathLike, plugins: Plugins, default_evaluators: li
                                                      f"(its rows: {', '.join(labels)})")
         for spec, label in zip(encoders, labels):
             spec.baseline = label in baselines
-    config.encoders = encoders
+    return encoders
 
-    datasets = []
-    for index, table in enumerate(data["datasets"]):
-        where = f"datasets[{index}]"
-        name = table["name"]
-        options = table.get("options", {})
-        display = None
-        if "path" in table:
-            if ":" in name:
-                raise _fail(path, where, f"give either a path in the name ({name!r}) or a `path` key, not both")
-            display = plugins.datasets.canonical(f"{name}:{table['path']}")  # one spelling, one column
-            name = f"{name}:{_read_path(base, table['path'])}"
-        entry = _resolve(path, f"{where}.name", plugins.datasets, name)
-        _check_options(path, f"{where}.options", "dataset", table["name"], entry.factory, options)
-        datasets.append(DatasetSpec(name, options, display_name=display))
-    config.datasets = datasets
 
-    evaluators = []
-    config.evaluator_options = {}
-    for index, table in enumerate(data.get("evaluators") or [{"name": n} for n in default_evaluators]):
+def _dataset_spec(path: Path, base: Path, where: str, table: dict[str, Any], plugins: Plugins) -> DatasetSpec:
+    name = table["name"]
+    options = table.get("options", {})
+    display = None
+    if "path" in table:
+        if ":" in name:
+            raise _fail(path, where, f"give either a path in the name ({name!r}) or a `path` key, not both")
+        display = plugins.datasets.canonical(f"{name}:{table['path']}")  # one spelling, one column
+        name = f"{name}:{_read_path(base, table['path'])}"
+    entry = _resolve(path, f"{where}.name", plugins.datasets, name)
+    _check_options(path, f"{where}.options", "dataset", table["name"], entry.factory, options)
+    return DatasetSpec(name, options, display_name=display)
+
+
+def _evaluators(path: Path, tables: list[dict[str, Any]],
+                plugins: Plugins) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The `[[evaluators]]` names and options, each option set checked by its evaluator."""
+    names: list[str] = []
+    options: dict[str, dict[str, Any]] = {}
+    for index, table in enumerate(tables):
         where = f"evaluators[{index}]"
-        if table["name"] in config.evaluator_options:
+        if table["name"] in options:
             raise _fail(path, where, f"evaluator {table['name']!r} is listed twice")
         _resolve(path, f"{where}.name", plugins.evaluators, table["name"])
         try:
             plugins.evaluator(table["name"], **table.get("options", {}))  # its own checks of its options
         except HarnessError as error:
             raise _fail(path, f"{where}.options", str(error)) from error
-        evaluators.append(table["name"])
-        config.evaluator_options[table["name"]] = dict(table.get("options", {}))
-    config.evaluators = evaluators
-    return Suite(path, head.get("name", path.stem), config)
+        names.append(table["name"])
+        options[table["name"]] = dict(table.get("options", {}))
+    return names, options
 
 
 def _resolve(path: Path, where: str, registry: Any, name: str) -> Any:
