@@ -12,7 +12,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TORCH_HOME", str(Path(__file__).parent / "artifacts" / "torch-home"))
 
-pytest_plugins = ["harness.testing"]
+# harness.testing: the `harness_plugins` fixture plugin authors use too; the support package's browser module: the
+# `open_page` fixture of the site tests (tests/harness_test_support, importable through pytest's `pythonpath`).
+pytest_plugins = ["harness.testing", "harness_test_support.browser"]
 
 
 @pytest.fixture(scope="session")

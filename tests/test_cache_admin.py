@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, extract
 from harness.store import EmbeddingStore
-from helpers import CountingPixels
+from harness_test_support.helpers import CountingPixels
 from harness.plugins.synthetic import Synthetic
 
 DAY = 86400

@@ -20,7 +20,7 @@ from harness.errors import HarnessError
 from harness.records import load_records, write_record
 from harness.leaderboard.compare import compare_encoders, render_comparison
 from harness.plugins.efficientnet_lite0 import EfficientNetLite0
-from test_leaderboard import make_record
+from harness_test_support.records import make_record
 
 IMAGENET_NORM = "efficientnet_lite0[imagenet-mean-std]"
 

@@ -20,7 +20,9 @@ import pytest
 from harness import hookspecs
 from harness.records import load_predictions, load_records
 from harness.store import EmbeddingStore
-from plugin_packages import env_with_path, harness_cli, pip_install_target, plugin_block, write_package
+from harness_test_support.plugin_packages import (
+    env_with_path, harness_cli, pip_install_target, plugin_block, write_package,
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\s*$", flags=re.MULTILINE | re.DOTALL)

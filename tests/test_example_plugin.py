@@ -16,7 +16,7 @@ from harness.plugin_manager import Plugins
 from harness.records import load_predictions, load_records
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
-from plugin_packages import env_with_path, harness_cli
+from harness_test_support.plugin_packages import env_with_path, harness_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "harness-example-plugin"
 REINSTALL = "reinstall it: pip install --no-deps ./examples/harness-example-plugin"

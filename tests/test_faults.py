@@ -32,11 +32,11 @@ from harness.records import load_predictions, load_record, load_records, write_r
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
 from harness.types import Evaluator
-from helpers import CountingPixels, EncoderPlugin
+from harness_test_support.helpers import CountingPixels, EncoderPlugin
 from harness.plugins.pixels import Pixels
 from harness.plugins.synthetic import Synthetic
 
-WORKER = Path(__file__).with_name("fault_worker.py")
+WORKER = Path(__file__).with_name("harness_test_support") / "fault_worker.py"
 TEMP_NAME = re.compile(r"\.(tmp|trash)-")
 SPLIT_ITEMS = 80  # Synthetic(classes=4, per_class=20): 5 shards of 16, batches of 8
 #: What differs between two runs of one cell by design (when and how it ran), left out of record comparisons.

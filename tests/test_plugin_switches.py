@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from harness.plugin_manager import BLOCK_PLUGINS_ENV, LOAD_PLUGINS_ENV, Plugins
-from plugin_packages import env_with_path, harness_cli, module_package, pip_install_target, plugin_block
+from harness_test_support.plugin_packages import (
+    env_with_path, harness_cli, module_package, pip_install_target, plugin_block,
+)
 
 HEALTHY = '''
 from harness import hookimpl

@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from harness.records import load_records
-from helpers import CountingPixels, EncoderPlugin
+from harness_test_support.helpers import CountingPixels, EncoderPlugin
 from harness.runner import RunConfig, run
 
 

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import open_page  # noqa: F401 - the fixture
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
 from harness.leaderboard.compare import compare_encoders
 from harness.leaderboard.site import Section, json_for_script, publish
-from test_leaderboard import make_record
+from harness_test_support.records import make_record
 
 SCREENSHOT = Path(__file__).parent / "artifacts" / "screenshots" / "site.png"
 IMG_NAME = "<img src=x onerror=alert(1)>"

@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.records import load_records
 from harness.runner import plan_cells, run
 from harness.suite import load_suite
-from helpers import CountingPixels, EncoderPlugin
+from harness_test_support.helpers import CountingPixels, EncoderPlugin
 from harness.plugins.knn import KNN
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "suites"
