@@ -11,6 +11,7 @@ import pytest
 from harness import hookimpl
 from harness.errors import DuplicateNameError, HarnessError, UnknownNameError
 from harness.plugin_manager import BLOCK_PLUGINS_ENV, LOAD_PLUGINS_ENV, Plugins
+from harness.plugins.knn import KNN
 from harness.plugins.pixels import Pixels
 
 
@@ -63,7 +64,11 @@ def test_plugin_failing_on_import_is_reported_and_others_work(tmp_path, monkeypa
     plugins = Plugins(builtins=("explodes_on_import", "harness.plugins.pixels", "harness.plugins.knn"), entry_points=False)
     assert [p.plugin for p in plugins.problems] == ["explodes_on_import"]
     assert "missing dependency xyz" in plugins.problems[0].error
-    assert plugins.encoder("pixels") is not None and plugins.evaluator("knn") is not None
+    # The plugins after the broken one registered and build working objects.
+    pixels, knn = plugins.encoder("pixels"), plugins.evaluator("knn")
+    assert isinstance(pixels, Pixels) and pixels.name == "pixels"
+    assert isinstance(knn, KNN) and knn.protocol == "knn/dino-v1"
+    assert plugins.infos["harness.plugins.pixels"].registered == {"encoder": ["pixels"]}
 
 
 def test_misspelled_hook_is_reported_by_check_pending(harness_plugins):
