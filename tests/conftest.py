@@ -69,6 +69,19 @@ def cifar_embeddings(default_run):
     return store.load(record["cache_keys"]["train"]), store.load(record["cache_keys"]["test"])
 
 
+SLOW_FIXTURES = {"default_run", "full_default_run", "cifar_embeddings"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that needs the real default run is `slow` (`tox -e fast` leaves it out): say so at collection, so the
+    fast lane cannot grow an extraction of 1,500 images at 224 px by accident."""
+    unmarked = [item.nodeid for item in items
+                if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests use the real default run and need @pytest.mark.slow: "
+                                + ", ".join(unmarked))
+
+
 # -- fault-injection ledger (tests/test_faults.py) ----------------------------------------------------------------
 
 

@@ -10,12 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import numpy as np
 
 from harness.extract import ExtractionOptions, extract
 from harness.plugin_manager import Plugins
 from harness.store import EmbeddingStore
 from harness_test_support.helpers import CountingPixels
+
+pytestmark = pytest.mark.slow  # torchrun: two worker processes
 
 WORKER = Path(__file__).resolve().with_name("harness_test_support") / "distributed_worker.py"
 ENCODER = "random:test_vit"  # a real ViT at its native resolution, tiny enough for a CPU

@@ -46,6 +46,7 @@ def colour_histograms(images: list) -> np.ndarray:
     return np.stack(out)
 
 
+@pytest.mark.slow  # two `harness` subprocesses
 def test_example_plugin_end_to_end_through_the_cli_with_one_extraction(tmp_path):
     from harness_example_plugin import Shapes
     from sklearn.neighbors import NearestCentroid

@@ -167,6 +167,7 @@ def pixel_reference(tmp_path_factory) -> tuple[list[dict], Path]:
 # -- killed ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # kills or races real worker processes
 def test_sigkill_during_extraction_then_rerun_resumes(tmp_path, pixel_reference, fault_ledger):
     reference_records, reference_cache = pixel_reference
     first_log = tmp_path / "first.log"
@@ -196,6 +197,7 @@ def test_sigkill_during_extraction_then_rerun_resumes(tmp_path, pixel_reference,
     fault_ledger.lost += finished - int(resumed[1]) // 16  # finished shards that were not reused
 
 
+@pytest.mark.slow  # kills or races real worker processes
 def test_sigkill_while_writing_records_never_leaves_a_readable_torn_record(tmp_path, pixel_reference, fault_ledger):
     from fault_worker import expected_predictions
 
@@ -312,6 +314,7 @@ def test_damaged_shard_is_detected_and_recomputed(tmp_path, damage, fault_ledger
 # -- two runs at once ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # kills or races real worker processes
 def test_two_runs_sharing_one_cache_do_the_work_once(tmp_path, pixel_reference, fault_ledger):
     reference_records, reference_cache = pixel_reference
     for attempt in range(3):  # both start together; retried in the rare case one finished before the other began

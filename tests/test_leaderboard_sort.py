@@ -45,6 +45,7 @@ def test_unknown_column_suggests_close_matches(board):
         sort_board(board, "maen")
 
 
+@pytest.mark.slow  # `harness` subprocesses
 def test_cli_sort(tmp_path):
     write_record(tmp_path, make_record("low", "set1", "knn", 0.2))
     write_record(tmp_path, make_record("high", "set1", "knn", 0.8))

@@ -98,6 +98,7 @@ def test_block_and_load_only_environment_variables(monkeypatch):
     assert "example" in Plugins().infos
 
 
+@pytest.mark.slow  # a `harness` subprocess
 def test_cli_plugins_lists_distribution_version_and_names():
     result = subprocess.run([sys.executable, "-m", "harness", "plugins"], capture_output=True, text=True, check=True)
     assert "example  (harness-example-plugin 0.3.0, entry point)" in result.stdout
@@ -105,6 +106,7 @@ def test_cli_plugins_lists_distribution_version_and_names():
     assert "harness.plugins.knn  (encoder-harness 0.1.0, built-in)" in result.stdout
 
 
+@pytest.mark.slow  # a `harness` subprocess
 def test_cli_unknown_encoder_exits_2_with_close_matches(tmp_path):
     result = subprocess.run([sys.executable, "-m", "harness", "run", "--encoder", "pixel", "--results-dir",
                              str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True)
