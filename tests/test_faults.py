@@ -199,7 +199,7 @@ def test_sigkill_during_extraction_then_rerun_resumes(tmp_path, pixel_reference,
 
 @pytest.mark.slow  # kills or races real worker processes
 def test_sigkill_while_writing_records_never_leaves_a_readable_torn_record(tmp_path, pixel_reference, fault_ledger):
-    from fault_worker import expected_predictions
+    from harness_test_support.fault_worker import expected_predictions
 
     template = {k: v for k, v in pixel_reference[0][0].items() if k not in ("_path", "predictions_file")}
     (tmp_path / "template.json").write_text(json.dumps(template))
