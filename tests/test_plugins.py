@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+from importlib.metadata import version
 
 import pytest
 
@@ -103,7 +104,7 @@ def test_cli_plugins_lists_distribution_version_and_names():
     result = subprocess.run([sys.executable, "-m", "harness", "plugins"], capture_output=True, text=True, check=True)
     assert "example  (harness-example-plugin 0.3.0, entry point)" in result.stdout
     assert "encoders: colour-histogram" in result.stdout
-    assert "harness.plugins.knn  (encoder-harness 0.1.0, built-in)" in result.stdout
+    assert f"harness.plugins.knn  (encoder-harness {version('encoder-harness')}, built-in)" in result.stdout
 
 
 @pytest.mark.slow  # a `harness` subprocess
