@@ -12,7 +12,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TORCH_HOME", str(Path(__file__).parent / "artifacts" / "torch-home"))
 
-pytest_plugins = ["harness.testing"]
+# harness.testing: the `harness_plugins` fixture plugin authors use too; the support package's browser module: the
+# `open_page` fixture of the site tests (tests/harness_test_support, importable through pytest's `pythonpath`).
+pytest_plugins = ["harness.testing", "harness_test_support.browser"]
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +67,19 @@ def cifar_embeddings(default_run):
     record = next(r for r in report.records if r["encoder"]["name"] == "efficientnet_lite0")
     store = EmbeddingStore(cache)
     return store.load(record["cache_keys"]["train"]), store.load(record["cache_keys"]["test"])
+
+
+SLOW_FIXTURES = {"default_run", "full_default_run", "cifar_embeddings"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that needs the real default run is `slow` (`tox -e fast` leaves it out): say so at collection, so the
+    fast lane cannot grow an extraction of 1,500 images at 224 px by accident."""
+    unmarked = [item.nodeid for item in items
+                if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests use the real default run and need @pytest.mark.slow: "
+                                + ", ".join(unmarked))
 
 
 # -- fault-injection ledger (tests/test_faults.py) ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, extract
 from harness.store import EmbeddingStore
-from helpers import CountingPixels
+from harness_test_support.helpers import CountingPixels
 from harness.plugins.synthetic import Synthetic
 
 DAY = 86400
@@ -134,6 +134,7 @@ with FileLock(sys.argv[1]):
 """
 
 
+@pytest.mark.slow  # holds a lock from another process
 def test_prune_never_touches_a_key_that_a_running_extraction_holds(tmp_path, capsys):
     keys = fill(tmp_path)
     store = EmbeddingStore(tmp_path)
@@ -204,6 +205,7 @@ def test_export_of_an_ambiguous_name_lists_the_entries_and_how_to_pick(tmp_path,
         np.testing.assert_array_equal(data["features"], store.load(second.key).features)
 
 
+@pytest.mark.slow  # starts a process for a dead pid
 def test_prune_removes_a_killed_writers_temporary_entry_but_not_a_live_ones(tmp_path, capsys):
     from harness.files import temp_path
 

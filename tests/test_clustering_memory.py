@@ -88,6 +88,7 @@ print(peak.growth_bytes)
 """
 
 
+@pytest.mark.slow  # measures peak memory in subprocesses
 @pytest.mark.parametrize("method", ["ward", "affinity"])
 def test_quadratic_memory_estimate_matches_what_the_method_takes(method):
     n = 1500

@@ -20,7 +20,7 @@ from harness.errors import HarnessError
 from harness.records import load_records, write_record
 from harness.leaderboard.compare import compare_encoders, render_comparison
 from harness.plugins.efficientnet_lite0 import EfficientNetLite0
-from test_leaderboard import make_record
+from harness_test_support.records import make_record
 
 IMAGENET_NORM = "efficientnet_lite0[imagenet-mean-std]"
 
@@ -69,6 +69,7 @@ def independent_paired_bootstrap(new_record, baseline_record, n_boot=20000, seed
     return d.mean(), np.quantile(means, 0.025), np.quantile(means, 0.975)
 
 
+@pytest.mark.slow  # the real offline default (session fixture `default_run`)
 @pytest.mark.parametrize("evaluator", ["knn", "linear"])
 def test_interval_matches_an_independent_paired_bootstrap(compare_results, evaluator):
     records = load_records(compare_results)
@@ -94,6 +95,7 @@ def test_interval_matches_an_independent_paired_bootstrap(compare_results, evalu
     assert row.high - row.low < 2 * 1.96 * se_unpaired
 
 
+@pytest.mark.slow  # the real offline default (session fixture `default_run`)
 def test_cli_lite0_against_pixels_excludes_zero(compare_results, capsys):
     assert main(["compare", "efficientnet_lite0", "--against", "pixels", IMAGENET_NORM,
                  "--results-dir", str(compare_results), "--format", "csv"]) == 0
@@ -110,6 +112,7 @@ def test_cli_lite0_against_pixels_excludes_zero(compare_results, capsys):
     assert "paired bootstrap over test items (2000 resamples, seed 0" in captured.err
 
 
+@pytest.mark.slow  # the real offline default (session fixture `default_run`)
 def test_unknown_names_suggest_close_matches(compare_results, capsys):
     assert main(["compare", "efficientnet_lite", "--against", "pixels", "--results-dir", str(compare_results)]) == 2
     assert "did you mean: efficientnet_lite0" in capsys.readouterr().err

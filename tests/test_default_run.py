@@ -15,6 +15,9 @@ import pytest
 from harness.errors import HarnessError
 from harness.records import load_predictions, load_records, record_path, safe_part, write_record
 
+# The real offline default (session fixtures: three encoders x 1,500 images at 224 px) and `harness` subprocesses.
+pytestmark = pytest.mark.slow
+
 
 def scores(report):
     return {r["encoder"]["name"]: r["main_score"] for r in report.records if r["evaluator"]["name"] == "knn"}

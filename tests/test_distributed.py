@@ -10,25 +10,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import numpy as np
 
 from harness.extract import ExtractionOptions, extract
 from harness.plugin_manager import Plugins
 from harness.store import EmbeddingStore
-from helpers import CountingPixels
+from harness_test_support.helpers import CountingPixels
 
-ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # torchrun: two worker processes
+
+WORKER = Path(__file__).resolve().with_name("harness_test_support") / "distributed_worker.py"
 ENCODER = "random:test_vit"  # a real ViT at its native resolution, tiny enough for a CPU
 SHARD_SIZE, BATCH_SIZE, ITEMS = 16, 8, 96  # synthetic has 96 items per split: six shards, three per rank
 
 
 def torchrun(args: list[str], log_dir: Path) -> subprocess.Popen:
     """Two local ranks; --standalone picks a free port itself; each rank's output goes to its own files."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "HARNESS_DIST_TIMEOUT_S": "120"}
+    # The worker script finds the support package itself; the repository root stays off sys.path (and is not the
+    # working directory), as its harness/ folder would shadow the installed harness.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HARNESS_DIST_TIMEOUT_S": "120"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "--log-dir", str(log_dir), "--redirects", "3", *args]
-    return subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(command, env=env, cwd=log_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
 
 
 def rank_output(log_dir: Path, rank: int, stream: str) -> str:
@@ -56,10 +61,9 @@ def test_two_ranks_merge_to_the_single_process_embeddings(tmp_path):
     cache, results, logs, out = tmp_path / "cache", tmp_path / "results", tmp_path / "logs", tmp_path / "worker"
     out.mkdir()
     # One launch (starting the processes is most of the cost here): `harness run`, then the failure scenarios.
-    launch = torchrun([str(ROOT / "tests" / "distributed_worker.py"), str(out), "--", "-e", ENCODER, "-d",
-                       "synthetic", "--eval", "knn", "--cache-dir", str(cache), "--results-dir", str(results),
-                       "--device", "cpu", "--batch-size", str(BATCH_SIZE), "--shard-size", str(SHARD_SIZE),
-                       "--no-progress"], logs)
+    launch = torchrun([str(WORKER), str(out), "--", "-e", ENCODER, "-d", "synthetic", "--eval", "knn",
+                       "--cache-dir", str(cache), "--results-dir", str(results), "--device", "cpu",
+                       "--batch-size", str(BATCH_SIZE), "--shard-size", str(SHARD_SIZE), "--no-progress"], logs)
     output, _ = launch.communicate(timeout=300)
     assert (out / "rank0-run-exit.txt").read_text() == "0", output + rank_output(logs, 0, "stderr")
     assert (out / "rank1-run-exit.txt").read_text() == "0", output + rank_output(logs, 1, "stderr")

@@ -22,7 +22,9 @@ import pytest
 from harness import hookspecs
 from harness.records import load_predictions, load_records
 from harness.store import EmbeddingStore
-from plugin_packages import env_with_path, harness_cli, pip_install_target, plugin_block, write_package
+from harness_test_support.plugin_packages import (
+    env_with_path, harness_cli, pip_install_target, plugin_block, write_package,
+)
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```\s*$", flags=re.MULTILINE | re.DOTALL)
@@ -67,6 +69,7 @@ def test_the_doc_holds_a_whole_package():
             compile(source, path, "exec")
 
 
+@pytest.mark.slow  # pip-installs the documented plugin, `harness` subprocesses
 def test_plugins_check_lists_the_documented_plugins(tutorial):
     _, site = tutorial
     result = harness_cli("plugins", "--check", env=env_with_path(site))
@@ -91,6 +94,7 @@ def reference_features(images: list[Any], grid: int) -> np.ndarray:
                            cells.std(axis=(3, 5), ddof=1).reshape(n, -1)], axis=1)
 
 
+@pytest.mark.slow  # pip install, a `harness` subprocess
 def test_documented_plugins_run_end_to_end_and_match_an_independent_computation(tutorial, tmp_path):
     from sklearn.neighbors import KNeighborsClassifier
 
@@ -146,6 +150,7 @@ def test_documented_plugins_run_end_to_end_and_match_an_independent_computation(
                                                         - records[("channel-stats", "one-nn")]["main_score"])
 
 
+@pytest.mark.slow  # pip install, pytest in a subprocess
 def test_the_documented_plugin_tests_pass_with_the_harness_fixture(tutorial):
     package, site = tutorial
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-W", "error",

@@ -26,6 +26,7 @@ def run_encoder(encoder, tmp_path, split="test", per_class=3):
     return np.asarray(embeddings.features), images
 
 
+@pytest.mark.slow  # the real offline default (`cifar_embeddings`)
 def test_efficientnet_lite0_equals_a_plain_timm_loop(cifar_embeddings):
     """The default encoder's cached vectors equal a loop written here from timm's pretrained_cfg and plain
     torchvision transforms: positional key mapping, tf_ architecture, bicubic 256 -> centre 224, mean/std 0.5."""
@@ -183,6 +184,7 @@ def test_open_clip_image_tower_from_a_local_file(tmp_path):
     assert encoder.info()["weights"]["sha256"]
 
 
+@pytest.mark.slow  # a `harness` subprocess
 def test_hub_weights_offline_fail_the_cell_with_a_way_out(tmp_path):
     import subprocess
     import sys

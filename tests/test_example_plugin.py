@@ -16,7 +16,7 @@ from harness.plugin_manager import Plugins
 from harness.records import load_predictions, load_records
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
-from plugin_packages import env_with_path, harness_cli
+from harness_test_support.plugin_packages import env_with_path, harness_cli
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "harness-example-plugin"
 REINSTALL = "reinstall it: pip install --no-deps ./examples/harness-example-plugin"
@@ -46,6 +46,7 @@ def colour_histograms(images: list) -> np.ndarray:
     return np.stack(out)
 
 
+@pytest.mark.slow  # two `harness` subprocesses
 def test_example_plugin_end_to_end_through_the_cli_with_one_extraction(tmp_path):
     from harness_example_plugin import Shapes
     from sklearn.neighbors import NearestCentroid

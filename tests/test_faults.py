@@ -32,11 +32,11 @@ from harness.records import load_predictions, load_record, load_records, write_r
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
 from harness.types import Evaluator
-from helpers import CountingPixels, EncoderPlugin
+from harness_test_support.helpers import CountingPixels, EncoderPlugin
 from harness.plugins.pixels import Pixels
 from harness.plugins.synthetic import Synthetic
 
-WORKER = Path(__file__).with_name("fault_worker.py")
+WORKER = Path(__file__).with_name("harness_test_support") / "fault_worker.py"
 TEMP_NAME = re.compile(r"\.(tmp|trash)-")
 SPLIT_ITEMS = 80  # Synthetic(classes=4, per_class=20): 5 shards of 16, batches of 8
 #: What differs between two runs of one cell by design (when and how it ran), left out of record comparisons.
@@ -167,6 +167,7 @@ def pixel_reference(tmp_path_factory) -> tuple[list[dict], Path]:
 # -- killed ---------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # kills or races real worker processes
 def test_sigkill_during_extraction_then_rerun_resumes(tmp_path, pixel_reference, fault_ledger):
     reference_records, reference_cache = pixel_reference
     first_log = tmp_path / "first.log"
@@ -196,8 +197,9 @@ def test_sigkill_during_extraction_then_rerun_resumes(tmp_path, pixel_reference,
     fault_ledger.lost += finished - int(resumed[1]) // 16  # finished shards that were not reused
 
 
+@pytest.mark.slow  # kills or races real worker processes
 def test_sigkill_while_writing_records_never_leaves_a_readable_torn_record(tmp_path, pixel_reference, fault_ledger):
-    from fault_worker import expected_predictions
+    from harness_test_support.fault_worker import expected_predictions
 
     template = {k: v for k, v in pixel_reference[0][0].items() if k not in ("_path", "predictions_file")}
     (tmp_path / "template.json").write_text(json.dumps(template))
@@ -312,6 +314,7 @@ def test_damaged_shard_is_detected_and_recomputed(tmp_path, damage, fault_ledger
 # -- two runs at once ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # kills or races real worker processes
 def test_two_runs_sharing_one_cache_do_the_work_once(tmp_path, pixel_reference, fault_ledger):
     reference_records, reference_cache = pixel_reference
     for attempt in range(3):  # both start together; retried in the rare case one finished before the other began

@@ -59,6 +59,7 @@ def test_knn_equals_reference_on_random_embeddings(seed):
     assert 0.2 < result.main_score < 1.0  # informative data: neither chance (1/12) nor trivial
 
 
+@pytest.mark.slow  # the real offline default (`cifar_embeddings`)
 def test_knn_equals_reference_on_real_embeddings(cifar_embeddings):
     train, test = cifar_embeddings
     result = KNN().evaluate(train, test, seed=0, settings=CPU)

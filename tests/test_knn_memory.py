@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow  # measures peak memory in a fresh subprocess
 
 N, DIM, QUERIES, K = 200_000, 768, 1_000, 200
 BUDGET_MB = 96

@@ -10,7 +10,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
 from harness.leaderboard import build_leaderboard, sort_board
-from test_leaderboard import make_record
+from harness_test_support.records import make_record
 
 SCORES = {"enc-a": {"set1": 0.5, "set2": 0.9}, "enc-b": {"set1": 0.7}, "enc-c": {"set1": 0.6, "set2": 0.2},
           "Zed": {"set1": 0.1, "set2": 0.95}}
@@ -45,6 +45,7 @@ def test_unknown_column_suggests_close_matches(board):
         sort_board(board, "maen")
 
 
+@pytest.mark.slow  # `harness` subprocesses
 def test_cli_sort(tmp_path):
     write_record(tmp_path, make_record("low", "set1", "knn", 0.2))
     write_record(tmp_path, make_record("high", "set1", "knn", 0.8))

@@ -11,7 +11,7 @@ import pytest
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
 from harness.leaderboard import build_leaderboard
-from test_leaderboard import make_record
+from harness_test_support.records import make_record
 
 
 def machine(tmp_path, name, records):

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from harness.plugin_manager import BLOCK_PLUGINS_ENV, LOAD_PLUGINS_ENV, Plugins
-from plugin_packages import env_with_path, harness_cli, module_package, pip_install_target, plugin_block
+from harness_test_support.plugin_packages import (
+    env_with_path, harness_cli, module_package, pip_install_target, plugin_block,
+)
 
 HEALTHY = '''
 from harness import hookimpl
@@ -93,6 +95,7 @@ def third_party(stdout: str) -> set[str]:
     return {line.split("  (")[0] for line in stdout.splitlines() if line.endswith(", entry point)")}
 
 
+@pytest.mark.slow  # pip-installs plugin packages, `harness` subprocesses
 def test_load_and_block_switches_through_the_cli(sites):
     site = sites["healthy"]
     everything = harness_cli("plugins", env=env_with_path(site))
@@ -116,6 +119,7 @@ def test_load_and_block_switches_through_the_cli(sites):
     assert third_party(block_wins.stdout) == set()
 
 
+@pytest.mark.slow  # pip-installs plugin packages, `harness` subprocesses
 def test_a_misspelled_name_in_a_switch_warns_on_the_cli(sites):
     result = harness_cli("plugins", "--check", env=env_with_path(sites["healthy"], HARNESS_BLOCK_PLUGINS="swich"))
     assert result.returncode == 0  # a warning, not a plugin problem
@@ -124,6 +128,7 @@ def test_a_misspelled_name_in_a_switch_warns_on_the_cli(sites):
     assert "switch" in third_party(result.stdout)  # it blocked nothing
 
 
+@pytest.mark.slow  # pip-installs plugin packages, `harness` subprocesses
 def test_plugins_check_passes_with_healthy_plugins(sites):
     result = harness_cli("plugins", "--check", env=env_with_path(sites["healthy"]))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -133,6 +138,7 @@ def test_plugins_check_passes_with_healthy_plugins(sites):
     assert loaded == sum(1 for line in result.stdout.splitlines() if line and not line.startswith(" "))
 
 
+@pytest.mark.slow  # pip-installs plugin packages, `harness` subprocesses
 def test_plugins_check_reports_each_broken_plugin_by_name_and_exits_1(sites):
     env = env_with_path(sites["broken"])
     result = harness_cli("plugins", "--check", env=env)

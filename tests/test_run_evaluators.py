@@ -6,13 +6,15 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from harness.records import load_records
-from helpers import CountingPixels, EncoderPlugin
+from harness_test_support.helpers import CountingPixels, EncoderPlugin
 from harness.runner import RunConfig, run
 
 
+@pytest.mark.slow  # kNN, linear probe and UMAP clustering end to end: ~20 s of CPU
 def test_three_evaluators_share_one_extraction(tmp_path, harness_plugins):
     encoder = CountingPixels()
     plugins = harness_plugins(EncoderPlugin("counting-pixels", lambda: encoder))
@@ -29,6 +31,7 @@ def test_three_evaluators_share_one_extraction(tmp_path, harness_plugins):
     assert clustering["cache_keys"]["test"] == dict(next(iter(keys)))["test"]
 
 
+@pytest.mark.slow  # a `harness` subprocess
 def test_unlabelled_folder_runs_clustering_and_skips_label_evaluators(tmp_path):
     rng = np.random.default_rng(0)
     folder = tmp_path / "photos"

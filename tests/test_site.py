@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from browser import open_page  # noqa: F401 - the fixture
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
 from harness.leaderboard.compare import compare_encoders
 from harness.leaderboard.site import Section, json_for_script, publish
-from test_leaderboard import make_record
+from harness_test_support.records import make_record
 
 SCREENSHOT = Path(__file__).parent / "artifacts" / "screenshots" / "site.png"
 IMG_NAME = "<img src=x onerror=alert(1)>"
@@ -92,6 +91,7 @@ def test_extra_sections_and_republishing_replace_only_our_files(tmp_path):
     assert "No record has a 2-D UMAP layout" in source
 
 
+@pytest.mark.slow  # headless Chromium
 def test_sorting_escaping_and_no_network_in_chromium(tmp_path, open_page):
     scores = write_crafted(tmp_path / "results")
     page_path = publish(load_records(tmp_path / "results"), tmp_path / "site")
@@ -126,6 +126,7 @@ def test_sorting_escaping_and_no_network_in_chromium(tmp_path, open_page):
     assert opened.requests and all(url.startswith("file://") for url in opened.requests), opened.requests
 
 
+@pytest.mark.slow  # the real offline default, a subprocess, Chromium
 def test_offline_default_published_through_the_cli(full_default_run, tmp_path, open_page):
     """`harness run` (the session's full default run) then `harness publish`, opened in Chromium."""
     _, results = full_default_run
@@ -193,6 +194,7 @@ def test_offline_default_published_through_the_cli(full_default_run, tmp_path, o
     assert set(TAB10) <= pixels  # ten classes, ten colours
 
 
+@pytest.mark.slow  # a `harness` subprocess
 def test_publish_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     result = subprocess.run([sys.executable, "-m", "harness", "publish", "--results-dir", str(tmp_path / "empty"),

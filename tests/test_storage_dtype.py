@@ -27,6 +27,7 @@ def rounded(embeddings: Embeddings, tmp_path, name: str) -> Embeddings:
                       embeddings.meta)
 
 
+@pytest.mark.slow  # the real offline default (`cifar_embeddings`)
 def test_float16_storage_moves_knn_and_linear_top1_by_less_than_half_a_point(cifar_embeddings, tmp_path):
     train, test = cifar_embeddings
     train16, test16 = rounded(train, tmp_path, "train"), rounded(test, tmp_path, "test")

@@ -14,7 +14,7 @@ from harness.extract import ExtractionOptions, extract
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
 from harness.plugins.imagefolder import ImageFolder
-from helpers import CountingPixels, EncoderPlugin
+from harness_test_support.helpers import CountingPixels, EncoderPlugin
 from harness.plugins.synthetic import Synthetic
 
 

@@ -17,7 +17,7 @@ from harness.errors import HarnessError
 from harness.records import load_records
 from harness.runner import plan_cells, run
 from harness.suite import load_suite
-from helpers import CountingPixels, EncoderPlugin
+from harness_test_support.helpers import CountingPixels, EncoderPlugin
 from harness.plugins.knn import KNN
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "suites"
@@ -74,6 +74,7 @@ def save_test_vit_weights(path: Path, seed: int) -> None:
     torch.save(timm.create_model("test_vit", num_classes=0).state_dict(), path)
 
 
+@pytest.mark.slow  # three real encoders, two seeds, a resume: ~25 s of CPU
 def test_suite_with_per_encoder_options_and_two_seeds_is_resumable(tmp_path, harness_plugins):
     import timm
     import torch
@@ -187,6 +188,7 @@ name = "counting-knn"
     assert second.forward_passes == 0  # the embeddings came from the cache
 
 
+@pytest.mark.slow  # two `harness` subprocesses
 def test_plain_run_resume_through_the_cli_says_how_many_cells_it_skipped(tmp_path):
     command = [sys.executable, "-m", "harness", "run", "-e", "pixels", "-d", "synthetic", "--eval", "knn",
                "--seed", "3", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
@@ -202,6 +204,7 @@ def test_plain_run_resume_through_the_cli_says_how_many_cells_it_skipped(tmp_pat
     assert record["seed"] == 3
 
 
+@pytest.mark.slow  # the real offline default (`default_run`)
 def test_default_suite_measures_the_cells_of_a_plain_harness_run(default_run):
     from harness.plugin_manager import Plugins
 

@@ -1,7 +1,9 @@
 """The subprocess side of tests/test_faults.py, for faults that need a real process to kill or to race.
 
-    python tests/fault_worker.py run ARGS...          `harness run ARGS...`, with the `paced-pixels` encoder added
-    python tests/fault_worker.py records TEMPLATE DIR  write records (seeds 0, 1, ...) with big predictions forever
+    python tests/harness_test_support/fault_worker.py run ARGS...
+        `harness run ARGS...`, with the `paced-pixels` encoder added
+    python tests/harness_test_support/fault_worker.py records TEMPLATE DIR
+        write records (seeds 0, 1, ...) with big predictions forever
 
 `paced-pixels` is the pixel encoder (same vectors, same cache key) sleeping $HARNESS_TEST_ENCODE_DELAY seconds
 per batch, so that a test can observe an extraction in progress from outside and kill or race it.
@@ -18,8 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from helpers import EncoderPlugin
-from harness.plugins.pixels import Pixels
+if __name__ == "__main__":
+    # Run as a script, Python put this file's folder first on sys.path. Replace it with tests/, the folder that
+    # holds the support package, so that `harness_test_support` imports as a package and no helper by a bare
+    # name. Never the repository root: its harness/ folder would shadow the installed harness (harness.plugins,
+    # the repository's plugins/ folder, would then not import).
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+from harness.plugins.pixels import Pixels  # noqa: E402
+from harness_test_support.helpers import EncoderPlugin  # noqa: E402
 
 PREDICTION_ITEMS = 1_500_000  # big enough that writing one record's predictions takes a visible moment
 

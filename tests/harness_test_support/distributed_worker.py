@@ -1,4 +1,5 @@
-"""Run by tests/test_distributed.py as `torchrun --nproc_per_node=2 tests/distributed_worker.py OUT -- ARGS`.
+"""Run by tests/test_distributed.py as
+`torchrun --nproc_per_node=2 tests/harness_test_support/distributed_worker.py OUT -- ARGS`.
 
 Two gloo ranks (one launch, as starting processes costs most of the time on a small CPU), in three acts:
 
@@ -17,14 +18,18 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from helpers import CountingPixels  # noqa: E402
+if __name__ == "__main__":
+    # Run as a script, Python put this file's folder first on sys.path. Replace it with tests/, the folder that
+    # holds the support package, so that `harness_test_support` imports as a package and no helper by a bare
+    # name. Never the repository root: its harness/ folder would shadow the installed harness (harness.plugins,
+    # the repository's plugins/ folder, would then not import).
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from harness import distributed  # noqa: E402
 from harness.extract import ExtractionOptions, extract, split_cache_key  # noqa: E402
 from harness.store import EmbeddingStore  # noqa: E402
 from harness.plugins.synthetic import Synthetic  # noqa: E402
+from harness_test_support.helpers import CountingPixels  # noqa: E402
 
 #: 96 items per split in shards of 16: six shards, three per rank; batches of 8, two per shard.
 ITEMS, SHARD_SIZE, BATCH_SIZE = 96, 16, 8
