@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from harness.files import stale_temp_target
 from harness.plugins import umap_cache
@@ -30,6 +31,7 @@ KILLED_WRITER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a writer process, killed mid-write
 def test_a_killed_reduction_write_leaves_a_temporary_the_cleanup_recognises(tmp_path: Path) -> None:
     features = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
     np.save(tmp_path / "features.npy", features)

@@ -16,7 +16,7 @@ from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, check_storage_dtype, extract, split_cache_key
 from harness.plugins.synthetic import Synthetic, SyntheticSplit
 from harness.store import EmbeddingStore
-from helpers import CountingPixels
+from harness_test_support.helpers import CountingPixels
 
 
 def options(**kw):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from harness.records import load_records
-from plugin_packages import env_with_path, harness_cli, pip_install_target, write_package
+from harness_test_support.plugin_packages import env_with_path, harness_cli, pip_install_target, write_package
 
 pytestmark = pytest.mark.slow  # pip install and harness subprocesses
 

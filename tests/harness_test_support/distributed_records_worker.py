@@ -1,4 +1,4 @@
-"""Run by tests/test_distributed_records.py as `torchrun --nproc_per_node=2 tests/distributed_records_worker.py OUT
+"""Run by tests/test_distributed.py as `torchrun --nproc_per_node=2 tests/harness_test_support/distributed_records_worker.py OUT
 -- ARGS`: `harness run ARGS` on every rank, each writing its exit status to OUT/rank<N>-exit.txt.
 
 The process group is joined here first (so `harness run` keeps it): after the run every rank meets once more, so
