@@ -81,7 +81,7 @@ def test_misspelled_hook_is_reported_by_check_pending(harness_plugins):
 def test_example_plugin_is_discovered_through_its_entry_point():
     plugins = Plugins()
     info = plugins.infos["example"]
-    assert (info.distribution, info.version, info.builtin) == ("harness-example-plugin", "0.3.0", False)
+    assert (info.distribution, info.version, info.builtin) == ("harness-example-plugin", "0.4.0", False)
     assert info.registered == {"encoder": ["colour-histogram"], "dataset": ["example-shapes"],
                                "evaluator": ["nearest-centroid"]}
     assert plugins.encoder("colour-histogram").name == "colour-histogram"
@@ -102,7 +102,7 @@ def test_block_and_load_only_environment_variables(monkeypatch):
 @pytest.mark.slow  # a `harness` subprocess
 def test_cli_plugins_lists_distribution_version_and_names():
     result = subprocess.run([sys.executable, "-m", "harness", "plugins"], capture_output=True, text=True, check=True)
-    assert "example  (harness-example-plugin 0.3.0, entry point)" in result.stdout
+    assert "example  (harness-example-plugin 0.4.0, entry point)" in result.stdout
     assert "encoders: colour-histogram" in result.stdout
     assert f"harness.plugins.knn  (encoder-harness {version('encoder-harness')}, built-in)" in result.stdout
 
