@@ -126,11 +126,11 @@ class RecordingEvaluator:
         seen = self.seen
 
         class Recording(NearestCentroid):
-            def evaluate(self, train, test, *, seed, device):
+            def evaluate(self, train, test, *, seed, settings):
                 seen.extend({"split": e.meta["split"], "key": e.meta["key"],
                              "memmap": isinstance(e.features, np.memmap), "writeable": e.features.flags.writeable}
                             for e in (train, test))
-                return super().evaluate(train, test, seed=seed, device=device)
+                return super().evaluate(train, test, seed=seed, settings=settings)
 
         register("recording-centroid", Recording, "nearest-centroid, noting its inputs (test plugin)")
 
