@@ -1,4 +1,4 @@
-"""What `clustering/umap-v1` costs, stage by stage, and what sharing one UMAP across five clusterers saves.
+"""What `clustering/umap-v2` costs, stage by stage, and what sharing one UMAP across five clusterers saves.
 
 Synthetic features (default 5,000 x 1,280, 100 classes: Gaussian class centres plus isotropic noise five times
 their spread; at three times every clusterer still finds the classes exactly, at five AMI is about 0.25 and the

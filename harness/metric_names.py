@@ -42,3 +42,9 @@ UMAP2D = "umap2d"
 #: Pretraining kinds that make an encoder a baseline (untrained networks, raw pixels): marked in the leaderboard,
 #: and left out of the label-free ranking's correlation (their UMAP silhouette is high for the wrong reason).
 BASELINE_PRETRAINING = ("random", "none")
+
+# -- protocols ------------------------------------------------------------------------------------------------------
+
+#: The clustering protocols whose records carry `mean[WARD_SILHOUETTE_UMAP]`, which the label-free ranking reads
+#: (v2 differs from v1 only in the clustering seeds of run seeds >= 1; see docs/protocols.md).
+LABEL_FREE_PROTOCOLS = ("clustering/umap-v1", "clustering/umap-v2")

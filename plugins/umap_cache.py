@@ -1,7 +1,7 @@
 """Dimensionality reductions of one set of embeddings, computed once per (embeddings, method, seed, parameters).
 
 A UMAP of a few thousand items costs far more than any clusterer run on it (see `benchmarks/bench_clustering.py`),
-and every clusterer of `clustering/umap-v1` reads the same reduction; the 2-D layout for plots is another one.
+and every clusterer of `clustering/umap-v2` reads the same reduction; the 2-D layout for plots is another one.
 `reduce()` therefore keeps each result
 
 - in memory, for the life of the process (a small LRU bounded in bytes), and

@@ -1,4 +1,4 @@
-"""`clustering/umap-v1` with real UMAP, HDBSCAN and scikit-learn on small synthetic sets.
+"""`clustering/umap-v2` with real UMAP, HDBSCAN and scikit-learn on small synthetic sets.
 
 Every reference number is computed here, independently, with scikit-learn called directly on the predicted labels
 that the evaluator saved; the UMAP runs are counted by wrapping `umap.UMAP.fit_transform`.
@@ -382,7 +382,7 @@ def test_registered_as_a_plugin_with_validated_options() -> None:
     evaluator = plugins.evaluator("clustering")
     assert isinstance(evaluator, ClusteringEvaluator)
     assert (evaluator.protocol, tuple(evaluator.needs), evaluator.requires_labels) == (
-        "clustering/umap-v1", ("test",), False)
+        "clustering/umap-v2", ("test",), False)
     assert evaluator.options == {"reduce": "umap", "n_components": 50, "n_seeds": 3, "max_n_quadratic": 5000,
                                  "subsample": None}
     with pytest.raises(HarnessError, match="reduce="):

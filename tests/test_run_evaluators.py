@@ -24,7 +24,7 @@ def test_three_evaluators_share_one_extraction(tmp_path, harness_plugins):
     assert not report.failures, report.failures
     assert encoder.items == 96 + 96  # each train and test item encoded exactly once, for three evaluators
     protocols = sorted(r["evaluator"]["protocol"] for r in report.records)
-    assert protocols == ["clustering/umap-v1", "knn/dino-v1", "linear/logreg-v1"]
+    assert protocols == ["clustering/umap-v2", "knn/dino-v1", "linear/logreg-v1"]
     keys = {tuple(sorted(r["cache_keys"].items())) for r in report.records if r["evaluator"]["name"] != "clustering"}
     assert len(keys) == 1  # kNN and linear read the very same cache entries
     clustering = next(r for r in report.records if r["evaluator"]["name"] == "clustering")

@@ -1,4 +1,4 @@
-"""Clustering `clustering/umap-v1`: how well frozen embeddings cluster, after Lowe et al. (2024).
+"""Clustering `clustering/umap-v2`: how well frozen embeddings cluster, after Lowe et al. (2024).
 
 "An Empirical Study into Clustering of Unseen Datasets with Self-Supervised Encoders": the test embeddings are
 reduced with UMAP (50 components, once per clustering seed, shared by every clusterer), clustered by K-means,
@@ -8,7 +8,7 @@ clustering seeds (0, 1, 2 for run seed 0; run seed s uses 3s, 3s+1, 3s+2). The m
 Evaluator), `clusterers`, `silhouette` (the silhouette maths), `ward_threshold` (unlabelled ward's threshold
 search), `label_metrics`, `summary` (mean and spread over seeds), `protocol` (constants, seeds) and `metrics` (the
 record's metric names). Every parameter, metric key and difference from Lowe et al.'s zs-ssl-clustering:
-docs/protocols.md#clusteringumap-v1.
+docs/protocols.md#clusteringumap-v2.
 """
 
 from __future__ import annotations
@@ -41,4 +41,4 @@ __all__ = [
 @hookimpl
 def register_evaluators(register: Callable[..., None]) -> None:
     register("clustering", ClusteringEvaluator,
-             "UMAP + K-means/ward/HDBSCAN/spectral/affinity clustering (clustering/umap-v1): AMI, silhouettes")
+             "UMAP + K-means/ward/HDBSCAN/spectral/affinity clustering (clustering/umap-v2): AMI, silhouettes")

@@ -1,4 +1,4 @@
-"""The clusterers of `clustering/umap-v1` on one reduction and one clustering seed, and their memory limits.
+"""The clusterers of `clustering/umap-v2` on one reduction and one clustering seed, and their memory limits.
 
 Each run returns labels or the reason there are none (skipped over the size or memory limit, or failed), with its
 warnings and time, so that one clusterer failing never loses the others' numbers.

@@ -1,8 +1,8 @@
-"""The `clustering/umap-v1` evaluator: per clustering seed, one reduction of the test embeddings shared by every
+"""The `clustering/umap-v2` evaluator: per clustering seed, one reduction of the test embeddings shared by every
 clusterer, scored against the classes and by silhouettes; mean and spread over the seeds.
 
 Run seed s clusters with the seeds `clustering_seeds(s, n_seeds)` (0, 1, 2 for the default run seed 0). The
-protocol, its options and its metric keys: docs/protocols.md#clusteringumap-v1.
+protocol, its options and its metric keys: docs/protocols.md#clusteringumap-v2.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The names under which a `clustering/umap-v1` record keeps its numbers, defined once.
+"""The names under which a `clustering/umap-v2` record keeps its numbers, defined once.
 
 The leaderboard, `harness compare`, the label-free ranking and the static site read some of them (`PER_SEED`,
 `MEAN`, `SEEDS`, `LABELLED`, `WARD_SILHOUETTE_UMAP`, the `UMAP2D` artifact); every clustering module uses these

@@ -1,12 +1,12 @@
-"""The constants of `clustering/umap-v1` and the one rule that turns a run seed into clustering seeds.
+"""The constants of `clustering/umap-v2` and the one rule that turns a run seed into clustering seeds.
 
-What each constant means, and where the protocol differs from Lowe et al.'s code: docs/protocols.md#clusteringumap-v1.
+What each constant means, and where the protocol differs from Lowe et al.'s code: docs/protocols.md#clusteringumap-v2.
 A change to any of them changes the numbers, and so needs a new protocol id.
 """
 
 from __future__ import annotations
 
-PROTOCOL = "clustering/umap-v1"
+PROTOCOL = "clustering/umap-v2"
 UMAP_PARAMS = {"n_neighbors": 30, "min_dist": 0.0, "metric": "euclidean"}
 KMEANS_N_INIT = 10
 HDBSCAN_PARAMS = {"min_cluster_size": 5, "cluster_selection_method": "eom", "metric": "euclidean"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def make_record(encoder, dataset, evaluator, score, seed=0, pretraining="supervised", options=None, metrics=None,
                 protocol=None):
-    protocol = protocol or {"knn": "knn/dino-v1", "clustering": "clustering/umap-v1"}.get(evaluator, f"{evaluator}/v1")
+    protocol = protocol or {"knn": "knn/dino-v1", "clustering": "clustering/umap-v2"}.get(evaluator, f"{evaluator}/v1")
     return {
         "schema_version": 1, "cell": f"{encoder}-{dataset}-{evaluator}-{seed}", "status": "ok", "error": None,
         "encoder": {"name": encoder, "fingerprint": {}, "baseline": pretraining in ("random", "none"),
