@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
+from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_EVALUATORS, DEFAULT_RESULTS_DIR
 from harness.runner import RunConfig, run
 from harness.types import Encoder
 
@@ -84,7 +84,7 @@ def dataset_path(name: str, **options: Any) -> Path:
 
 
 def evaluate_model(module: Any, transform: Callable[[Any], Any], *, name: str,
-                   datasets: Sequence[str] = ("cifar10-mini",), evaluators: Sequence[str] = ("knn",),
+                   datasets: Sequence[str] = DEFAULT_DATASETS, evaluators: Sequence[str] = DEFAULT_EVALUATORS,
                    results_dir: str = DEFAULT_RESULTS_DIR, cache_dir: str = DEFAULT_CACHE_DIR, device: str = "auto",
                    batch_size: int = 64, seed: int = 0, pretraining: str = "unknown",
                    transform_id: str | None = None, **options: Any) -> list[dict[str, Any]]:
@@ -93,7 +93,11 @@ def evaluate_model(module: Any, transform: Callable[[Any], Any], *, name: str,
     config = RunConfig(encoders=[encoder], datasets=list(datasets), evaluators=list(evaluators),
                        results_dir=results_dir, cache_dir=cache_dir, device=device, batch_size=batch_size, seed=seed,
                        command=f"harness.evaluate_model(<{type(module).__qualname__}>, name={name!r})", **options)
-    report = run(config)
+    from harness.distributed import process_group
+
+    # Under torchrun the ranks share the extraction; a process group the training script already joined is kept.
+    with process_group() as ranks:
+        report = run(config, ranks=ranks)
     if report.failures:
         from harness.errors import HarnessError
 

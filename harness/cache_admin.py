@@ -168,6 +168,12 @@ def _leftovers(store: EmbeddingStore, entries: list[CacheEntry], older_than: flo
     for path in sorted(derived_root.iterdir()) if derived_root.is_dir() else []:
         if path.name not in keys:
             found.append(Removal(path.name, "derived", path, tree_size(path), "derived data of a removed entry"))
+            continue
+        # Derived data of a live entry (the UMAP reductions) is written through harness.files too: a killed writer
+        # leaves a temporary there, found by the same parser (which never names a live writer's file).
+        for leftover in sorted(p for p in path.rglob("*") if stale_temp_target(p.name) is not None):
+            found.append(Removal(path.name, "leftover", leftover, tree_size(leftover),
+                                 "temporary file of derived data left by a killed process"))
     entries_root = store.root / "entries"
     for path in sorted(entries_root.iterdir()) if entries_root.is_dir() else []:
         key = stale_temp_target(path.name)  # a live writer's temporary directory is not a leftover
@@ -224,8 +230,10 @@ def prune(store: EmbeddingStore, *, older_than_days: float | None = None, max_si
                     store.discard(item.key)  # renamed away first: no reader sees half an entry
                     for path in (store.derived_dir(item.key), store.partial_dir(item.key)):  # all of the key
                         shutil.rmtree(path, ignore_errors=True)
-                else:
+                elif item.path.is_dir() and not item.path.is_symlink():
                     shutil.rmtree(item.path, ignore_errors=True)
+                else:  # a temporary file of derived data
+                    item.path.unlink(missing_ok=True)
         report.removed.append(item)
         report.size_after -= item.size
         return True

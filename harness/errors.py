@@ -1,6 +1,7 @@
 """Errors the harness raises for a user to act on; the CLI prints them without a traceback."""
 
 import os
+import warnings
 
 
 class HarnessError(Exception):
@@ -23,12 +24,17 @@ class BadItemError(HarnessError):
 
     `item` is what lets the user find the item: its file path where it has a file of its own (imagefolder, most
     torchvision sets), else its item id (`DatasetSplit.item_id(index)`). Never a bare index: a position in a split
-    means nothing to the user (pass the id instead). `reason` says what went wrong, in one line."""
+    means nothing to the user (an index still works, with a DeprecationWarning). `reason` says what went wrong,
+    in one line."""
 
     def __init__(self, item: "str | os.PathLike[str]", reason: str) -> None:
         if not isinstance(item, (str, os.PathLike)):
-            raise TypeError(f"BadItemError(item, reason): item is the file path or the item id (a string), not "
-                            f"{type(item).__name__} {item!r}; for a position, pass split.item_id(index)")
+            # Datasets written before 0.2 may pass an index: still an error the user can act on, with a warning
+            # to the plugin's author (an exception here would turn an unreadable image into a crash).
+            warnings.warn(f"BadItemError(item, reason): item is the file path or the item id (a string), not "
+                          f"{type(item).__name__} {item!r}; for a position, pass split.item_id(index)",
+                          DeprecationWarning, stacklevel=2)
+            item = f"item at position {item!r}"
         item = os.fspath(item)
         super().__init__(f"cannot read {item}: {reason}")
         self.item = item

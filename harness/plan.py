@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCODERS, DEFAULT_RESULTS_DIR
+from harness.defaults import (DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCODERS, DEFAULT_EVALUATORS,
+                              DEFAULT_RESULTS_DIR)
 from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, split_cache_key
 from harness.plugin_manager import Plugins, get_plugins
@@ -52,7 +53,7 @@ class DatasetSpec:
 class RunConfig:
     encoders: Sequence[str | Encoder | EncoderSpec] = DEFAULT_ENCODERS
     datasets: Sequence[str | DatasetSpec] = DEFAULT_DATASETS
-    evaluators: Sequence[str] = ("knn",)
+    evaluators: Sequence[str] = DEFAULT_EVALUATORS
     results_dir: str | Path = DEFAULT_RESULTS_DIR
     cache_dir: str | Path = DEFAULT_CACHE_DIR
     device: str = "auto"

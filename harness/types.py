@@ -201,8 +201,12 @@ class Evaluator(abc.ABC):
         if unknown:
             from harness.errors import HarnessError
 
+            # Before 0.2 the built-ins took the memory budget as a constructor argument; it is an execution setting.
+            moved = (" (the memory budget is an execution setting since 0.2: --memory-budget-mb, or "
+                     "evaluate(..., settings=ExecutionSettings(memory_budget_mb=...)))"
+                     if "memory_budget_mb" in unknown else "")
             raise HarnessError(f"evaluator {self.name!r} has no option(s) {sorted(unknown)}; "
-                               f"it accepts {sorted(self.default_options())}")
+                               f"it accepts {sorted(self.default_options())}{moved}")
         self.options = {**self.default_options(), **options}
 
     @classmethod

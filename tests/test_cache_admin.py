@@ -225,3 +225,31 @@ def test_prune_removes_a_killed_writers_temporary_entry_but_not_a_live_ones(tmp_
     assert f"removed leftover {key[:12]}" in out, out
     assert not left.exists() and live.exists()
     assert {e.key for e in list_entries(EmbeddingStore(tmp_path))} == set(keys.values())  # no entry touched
+
+
+@pytest.mark.slow  # starts a process for a dead pid
+def test_prune_removes_a_killed_writers_temporary_derived_file_but_not_a_live_ones(tmp_path, capsys):
+    """The UMAP reductions of a live entry are written through harness.files (plugins/umap_cache.py): what a killed
+    writer leaves there is found by the same parser and removed; the entry and its finished reductions stay."""
+    from harness.files import temp_path
+
+    keys = fill(tmp_path)
+    key = keys["other-pixels test"]
+    reductions = EmbeddingStore(tmp_path).derived_dir(key) / "reductions"
+    reductions.mkdir(parents=True)
+    finished = reductions / "umap-50d-seed0-abc.npy"
+    finished.write_bytes(b"finished")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    live = temp_path(reductions / "umap-50d-seed1-abc.npy")  # this very process: a writer still at work
+    left = live.with_name(live.name.rsplit("-", 1)[0] + f"-{dead.stdout.strip()}")
+    for path in (left, live):
+        path.write_bytes(b"x" * 1000)
+    assert main(["cache", "prune", "--dry-run", "--cache-dir", str(tmp_path)]) == 0
+    assert left.exists()  # a dry run says, and removes nothing
+    assert main(["cache", "prune", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"removed leftover {key[:12]}" in out, out
+    assert not left.exists() and live.exists() and finished.read_bytes() == b"finished"
+    assert {e.key for e in list_entries(EmbeddingStore(tmp_path))} == set(keys.values())
+

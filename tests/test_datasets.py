@@ -143,13 +143,14 @@ def test_spellings_of_one_path_give_one_dataset_identity(tmp_path, monkeypatch):
     assert spec.name == f"imagefolder:{tmp_path / 'data' / 'set'}" and spec.display_name == "imagefolder:../data/set"
 
 
-def test_bad_item_error_takes_a_path_or_an_id_never_an_index(tmp_path):
+def test_bad_item_error_takes_a_path_or_an_id_and_warns_on_an_index(tmp_path):
     error = BadItemError(tmp_path / "train" / "cat" / "b.jpg", "truncated")
     assert error.item == str(tmp_path / "train" / "cat" / "b.jpg") and isinstance(error.item, str)
     assert str(error) == f"cannot read {tmp_path / 'train' / 'cat' / 'b.jpg'}: truncated"
     assert BadItemError("test/7", "bad bytes").item == "test/7"  # an item id
-    with pytest.raises(TypeError, match=r"not int 3; for a position, pass split.item_id\(index\)"):
-        BadItemError(3, "bad bytes")
+    with pytest.warns(DeprecationWarning, match=r"not int 3; for a position, pass split.item_id\(index\)"):
+        legacy = BadItemError(3, "bad bytes")  # a dataset written before 0.2: still a clear, skippable error
+    assert legacy.item == "item at position 3" and str(legacy) == "cannot read item at position 3: bad bytes"
 
 
 def test_info_reads_the_listing_not_the_items(tmp_path):

@@ -109,6 +109,9 @@ def test_legacy_clustering_flags_become_eval_options(harness_plugins, caplog):
     config = _config(harness_plugins, "--eval", "clustering", "--reduce", "none", "--cluster-subsample", "300")
     assert config.evaluator_options == {"clustering": {"reduce": "none", "subsample": 300}}
     assert "--eval-option clustering.reduce=none" in caplog.text
+    without = _config(harness_plugins, "--eval", "knn", "--reduce", "pca")  # ignored, as before 0.2, with a word
+    assert without.evaluator_options == {}
+    assert "--reduce is deprecated, and ignored here" in caplog.text
 
 
 @pytest.mark.parametrize(("flags", "message"), [

@@ -276,6 +276,21 @@ def test_three_classes_have_no_top5():
     json.dumps(result.metrics, allow_nan=False)
 
 
+def test_per_item_outputs_cover_the_labelled_test_items_the_accuracy_counts():
+    x, y = synthetic(300, seed=12, k=3, d=16, spread=1.0, offset=0.0)
+    x_test, y_test = synthetic(150, seed=13, k=3, d=16, spread=1.0, offset=0.0)
+    y_test = y_test.copy()
+    y_test[::4] = -1  # a quarter of the test items have no label
+    result = LinearProbe().evaluate(embeddings(x, y, "train"), embeddings(x_test, y_test, "test"), seed=0,
+                                    settings=CPU)
+    labelled = y_test >= 0
+    assert result.predictions["ids"].tolist() == [f"test/{i:05d}" for i in np.flatnonzero(labelled)]
+    assert (result.predictions["label"] >= 0).all()
+    correct = result.predictions["prediction"] == y_test[labelled]
+    assert result.main_score == pytest.approx(float(correct.mean()), abs=1e-12)
+    assert result.predictions["score"].mean() == pytest.approx(result.main_score, abs=1e-12)
+
+
 def test_options_are_checked():
     with pytest.raises(HarnessError):
         LinearProbe(C=1.0)

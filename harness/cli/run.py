@@ -44,7 +44,9 @@ def add_run_parser(sub: Any) -> None:
     run.add_argument("--cache-dir", default=None, help=f"embedding cache (default: ./{DEFAULT_CACHE_DIR})")
     run.add_argument("--device", default=None, help="auto (CUDA when present, the default), cpu or cuda[:N]")
     run.add_argument("--batch-size", type=int, default=None, help="(default 64)")
-    run.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: chosen for the machine)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="DataLoader workers, and the CPU workers an evaluator may start (default: chosen for the "
+                          "machine)")
     run.add_argument("--seed", type=int, default=None,
                      help="seed of every stochastic step (and of random: encoders) (default 0)")
     run.add_argument("--pooling", choices=("default", "cls", "mean"), default=None,
@@ -101,9 +103,13 @@ def eval_options(args: argparse.Namespace, evaluators: list[str], plugins: Plugi
     options: dict[str, dict[str, object]] = {}
     for attribute, flag, option in LEGACY_CLUSTERING_FLAGS:
         value = getattr(args, attribute)
-        if value is not None:
-            log.warning("%s is deprecated: use --eval-option clustering.%s=%s", flag, option, value)
-            options.setdefault("clustering", {})[option] = value
+        if value is None:
+            continue
+        if "clustering" not in evaluators:  # as before 0.2: a clustering flag means nothing to other evaluators
+            log.warning("%s is deprecated, and ignored here: this run does not use clustering", flag)
+            continue
+        log.warning("%s is deprecated: use --eval-option clustering.%s=%s", flag, option, value)
+        options.setdefault("clustering", {})[option] = value
     for text in args.eval_option or []:
         target, equals, raw = text.partition("=")
         name, dot, option = target.strip().partition(".")

@@ -169,10 +169,13 @@ class LinearProbe(Evaluator):
         metrics["runtime"] = {"streamed": bool(streamed), "chunk_rows": holding.chunk_rows,
                               "memory_budget_bytes": budget, "in_memory_bytes": plan["in_memory_bytes"],
                               "streamed_bytes": plan["streamed_bytes"]}
+        # Per-item outputs of the items the accuracies count (the labelled ones), so that `score` averages to top1.
+        known = data.test_labels >= 0
         return EvaluationResult(
             metrics=metrics, main_score=metrics["top1"], main_metric="top1",
-            predictions={IDS: np.asarray(data.test.ids), LABEL: data.test_labels, PREDICTION: prediction,
-                         TOP5: top5, SCORE: (prediction == data.test_labels).astype(np.float64)})  # mean = top1
+            predictions={IDS: np.asarray(data.test.ids)[known], LABEL: data.test_labels[known],
+                         PREDICTION: prediction[known], TOP5: top5[known],
+                         SCORE: (prediction[known] == data.test_labels[known]).astype(np.float64)})
 
     def _choose_c(self, x_train: CentredFeatures | StreamedFeatures, train_labels: np.ndarray, grid: np.ndarray,
                   seed: int) -> CChoice:
