@@ -7,7 +7,7 @@ script counts the UMAP fits by wrapping `umap.UMAP.fit_transform`, prints the ti
 clusterer, and compares with what a user would otherwise do: one UMAP per clusterer (each script of a typical
 pipeline reduces the features again). A second evaluation of the same features shows the cached path.
 
-    PYTHONPATH=. python benchmarks/bench_clustering.py [--n 5000] [--dim 1280] [--classes 100] [--noise 5.0]
+    python benchmarks/bench_clustering.py [--n 5000] [--dim 1280] [--classes 100] [--noise 5.0]
 
 UMAP import and numba compilation (~20 s in a fresh process) are paid by a warm-up on a tiny set first, so they
 are not charged to the first stage.
@@ -25,7 +25,10 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness_import import ensure_harness  # noqa: E402
+
+ensure_harness()  # the installed harness, else the checkout laid out as installed
 
 from harness.types import Embeddings, ExecutionSettings  # noqa: E402
 from harness.plugins import umap_cache  # noqa: E402

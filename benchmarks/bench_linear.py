@@ -32,7 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness_import import ensure_harness  # noqa: E402
+
+ensure_harness()  # the installed harness, else the checkout laid out as installed
 
 from harness.types import Embeddings, ExecutionSettings  # noqa: E402
 from harness.plugins.linear_probe import (LinearProbe, c_grid, fit_logistic_regression,  # noqa: E402

@@ -23,7 +23,6 @@ it finished.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -82,10 +81,9 @@ def harness_from(wheels: str | None) -> str:
                         "--find-links", wheels, "--target", str(target), "encoder-harness"], check=True)
         sys.path.insert(0, str(target))
         return f"wheels from {wheels}"
-    if importlib.util.find_spec("harness") is not None:  # an installed harness (the checkout's lacks harness.plugins)
-        return f"installed {importlib.util.find_spec('harness').origin}"
-    sys.path.insert(0, str(REPO))
-    return f"checkout {REPO}"
+    from harness_import import ensure_harness
+
+    return ensure_harness()  # an installed harness, else the checkout laid out as installed
 
 
 def synchronize(device: str) -> None:

@@ -43,8 +43,10 @@ from typing import Any, Callable
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
+from harness_import import ensure_harness  # noqa: E402
+
+HARNESS_FROM = ensure_harness()  # the installed harness, else the checkout laid out as installed
 
 from bench_linear import make_data, naive_protocol, our_protocol, single_fit  # noqa: E402
 from harness.types import Embeddings, ExecutionSettings  # noqa: E402
@@ -329,7 +331,8 @@ def bench_linear_probe(sizes: Sizes, repeats: int) -> list[Row]:
 def bench_passes(sizes: Sizes) -> list[Row]:
     from harness.plugin_manager import Plugins
     from harness.runner import RunConfig, run
-    from tests.helpers import CountingPixels
+    sys.path.insert(0, str(REPO / "tests"))  # the tests' support package: the counting pixel encoder
+    from harness_test_support.helpers import CountingPixels
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-passes-") as work:
