@@ -297,8 +297,10 @@ def call_evaluate(evaluator: Evaluator, train: Embeddings | None, test: Embeddin
     """`evaluator.evaluate(...)` with the execution settings; an evaluator written before 0.2, whose `evaluate` takes
     `device` instead of `settings`, gets the device alone (and a deprecation warning once per evaluator class)."""
     parameters = inspect.signature(evaluator.evaluate).parameters
-    if "settings" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+    if "settings" in parameters:
         return evaluator.evaluate(train, test, seed=seed, settings=settings)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):  # either contract may read it
+        return evaluator.evaluate(train, test, seed=seed, settings=settings, device=settings.device)
     if type(evaluator) not in _LEGACY_WARNED:
         _LEGACY_WARNED.add(type(evaluator))
         log.warning("evaluator %r takes evaluate(..., device=) (the pre-0.2 contract): it gets the device but not "

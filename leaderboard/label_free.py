@@ -50,12 +50,19 @@ def label_free_rows(records: Iterable[dict[str, Any]], dataset: str) -> list[Lab
         ami = record["main_score"] if metrics.get(names.LABELLED, True) else None
         rows.append(LabelFreeRow(record["encoder"]["name"], silhouette, ami,
                                  record["encoder"]["info"].get("pretraining") in names.BASELINE_PRETRAINING))
-    ranked = [r for r in rows if r.silhouette is not None]
-    for rank, row in enumerate(sorted(ranked, key=lambda r: -r.silhouette), start=1):
-        row.silhouette_rank = rank
-    for rank, row in enumerate(sorted((r for r in rows if r.ami is not None), key=lambda r: -r.ami), start=1):
-        row.ami_rank = rank
-    return sorted(rows, key=lambda r: (r.silhouette_rank is None, r.silhouette_rank or 0))
+    _rank(rows, "silhouette", "silhouette_rank")
+    _rank(rows, "ami", "ami_rank")
+    return sorted(rows, key=lambda r: (r.silhouette_rank is None, r.silhouette_rank or 0, -(r.silhouette or 0)))
+
+
+def _rank(rows: list[LabelFreeRow], value: str, rank: str) -> None:
+    """Competition ranks, best first (`scipy.stats.rankdata(method="min")`: equal values share the better rank),
+    over the rows that have the value; the others keep no rank."""
+    from scipy.stats import rankdata
+
+    scored = [row for row in rows if getattr(row, value) is not None]
+    for row, position in zip(scored, rankdata([-getattr(row, value) for row in scored], method="min")):
+        setattr(row, rank, int(position))
 
 
 def render_label_free(records: list[dict[str, Any]], fmt: str = "plain") -> str:

@@ -1,6 +1,6 @@
 """Plots for the published site, as PNG bytes: a 2-D UMAP scatter per (encoder, dataset) and a bar chart per dataset.
 
-matplotlib is imported here, when a plot is drawn, never at `import leaderboard`: printing a table must not pay
+matplotlib is imported here, when a plot is drawn, never at `import harness.leaderboard`: printing a table must not pay
 for it. Figures are drawn on an explicit Agg canvas (`matplotlib.figure.Figure`, no `pyplot`), so no global
 backend is switched and nothing tries to open a window on a machine without a display.
 """

@@ -9,7 +9,7 @@ from typing import Any
 #: Before 0.2, `harness.plugins` was the plugin manager module (now `harness.plugin_manager`). Plugin packages and
 #: their tests written then import these names from here; they keep working, with a deprecation warning, until 0.4.
 _MOVED_TO_PLUGIN_MANAGER = ("Plugins", "get_plugins", "PluginInfo", "PluginProblem", "BUILTIN_PLUGINS",
-                            "LOAD_PLUGINS_ENV", "BLOCK_PLUGINS_ENV", "ENTRY_POINT_GROUP")
+                            "LOAD_PLUGINS_ENV", "BLOCK_PLUGINS_ENV", "ENTRY_POINT_GROUP", "HOOKS", "DISTRIBUTION")
 
 
 def __getattr__(name: str) -> Any:

@@ -15,7 +15,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.errors import HarnessError
-from harness.metric_names import IDS, LABEL, PREDICTION, SCORE, TOP5
+from harness.metric_names import IDS, LABEL, NULL_REASONS, PREDICTION, SCORE, TOP5
 from harness.memory import budget_bytes, format_bytes
 from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings
 
@@ -223,12 +223,12 @@ class KNN(Evaluator):
         neighbour_labels = torch.from_numpy(np.asarray(train.labels, dtype=np.int64))[idx]
         targets = torch.from_numpy(np.asarray(test.labels, dtype=np.int64))
         metrics: dict[str, Any] = {"n_train": int(train.features.shape[0]), "n_test": int(test.features.shape[0]),
-                                   "num_classes": num_classes, "null_reasons": {}}
+                                   "num_classes": num_classes, NULL_REASONS: {}}
         predictions: dict[str, np.ndarray] = {}
         for k in ks:
             if k > train.features.shape[0]:
                 metrics[f"top1_k{k}"] = metrics[f"top5_k{k}"] = None
-                metrics["null_reasons"][f"top1_k{k}"] = metrics["null_reasons"][f"top5_k{k}"] = (
+                metrics[NULL_REASONS][f"top1_k{k}"] = metrics[NULL_REASONS][f"top5_k{k}"] = (
                     f"k={k} exceeds the {train.features.shape[0]} train items")
                 continue
             ranked = rank_classes(vote(sims, neighbour_labels, k, num_classes, temperature))

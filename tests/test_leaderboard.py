@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
@@ -90,6 +91,14 @@ def test_label_free_correlation_excludes_untrained_and_pixels(tmp_path):
     assert "left out of the correlation" in text
 
 
+def test_label_free_ties_share_a_rank(tmp_path):
+    for name, silhouette, ami in (("a", 0.5, 0.6), ("b", 0.5, 0.4), ("c", 0.3, 0.6), ("d", 0.2, None)):
+        write_record(tmp_path, clustering_record(name, silhouette, ami))
+    rows = {r.encoder: r for r in label_free_rows(load_records(tmp_path), "set1")}
+    assert {n: r.silhouette_rank for n, r in rows.items()} == {"a": 1, "b": 1, "c": 3, "d": 4}
+    assert {n: r.ami_rank for n, r in rows.items()} == {"a": 1, "b": 3, "c": 1, "d": None}
+
+
 def test_label_free_with_few_encoders_gives_a_caveat_and_no_correlation(tmp_path):
     write_record(tmp_path, clustering_record("lite0", 0.3, 0.35, pretraining="supervised"))
     write_record(tmp_path, clustering_record("pixels", 0.4, 0.1, pretraining="none"))
@@ -153,7 +162,9 @@ def test_ranks_and_rank_correlation_agree_with_scipy(tmp_path):
     expected = dict(zip(means, rankdata([-v for v in means.values()], method="min").astype(int).tolist()))
     assert {r["encoder"]: r["rank"] for r in board.rows} == expected == {"a": 3, "b": 2, "c": 3, "d": 1, "e": 5}
     x, y = [0.1, 0.4, 0.4, 0.9, 0.3, 0.2], [1.0, 3.0, 2.0, 5.0, 2.0, 0.0]
-    assert spearman(x, y) == pytest.approx(spearmanr(x, y).statistic, abs=1e-12)
+    # Spearman's rho written out: the Pearson correlation of the average ranks (ties share the mean of their ranks)
+    x_ranks, y_ranks = [1, 4.5, 4.5, 6, 3, 2], [2, 5, 3.5, 6, 3.5, 1]
+    assert spearman(x, y) == pytest.approx(float(np.corrcoef(x_ranks, y_ranks)[0, 1]), abs=1e-12)
     assert spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]) == 0.0  # no rank order on one side
 
 
@@ -161,7 +172,7 @@ def test_the_leaderboard_imports_only_records_files_errors_and_names_from_the_co
     import ast
     from pathlib import Path
 
-    allowed = {"harness.records", "harness.files", "harness.errors", "harness.metric_names", "harness.types"}
+    allowed = {"harness.records", "harness.files", "harness.errors", "harness.metric_names"}
     folder = Path(__file__).resolve().parents[1] / "leaderboard"
     seen = set()
     for path in sorted(folder.glob("*.py")):

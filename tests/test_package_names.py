@@ -29,8 +29,8 @@ def test_old_builtin_module_names_in_the_switches_are_aliases(monkeypatch, varia
     if variable == BLOCK_PLUGINS_ENV:  # blocked under its old name: gone, the other built-ins stay
         assert "harness.plugins.pixels" not in plugins.infos and "pixels" not in plugins.encoders
         assert "harness.plugins.knn" in plugins.infos
-    else:  # built-ins always load; the load list only filters third-party plugins
-        assert "pixels" in plugins.encoders
+    else:  # the name matched a built-in (no "not an installed plugin" warning above), which always loads
+        assert "harness.plugins.pixels" in plugins.infos
 
 
 def test_the_shipped_dataset_folder_is_found_by_the_api_and_the_cli(capsys):

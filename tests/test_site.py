@@ -1,4 +1,4 @@
-"""`harness publish`: the static site, opened from file:// in headless Chromium (see tests/browser.py)."""
+"""`harness publish`: the static site, opened from file:// in headless Chromium (see tests/harness_test_support/browser.py)."""
 
 from __future__ import annotations
 

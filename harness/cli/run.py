@@ -24,6 +24,7 @@ def _csv_list(values: list[str] | None) -> list[str]:
 
 def add_run_parser(sub: Any) -> None:
     from harness.defaults import DEFAULT_DATASETS, DEFAULT_ENCODERS
+    from harness.extract import STORAGE_DTYPES
     from harness.leaderboard import FORMATS
 
     run = sub.add_parser("run", help="extract embeddings (once, cached) and evaluate them; print the leaderboard")
@@ -64,7 +65,7 @@ def add_run_parser(sub: Any) -> None:
     # Before 0.2 clustering had flags of its own; they still work, as --eval-option clustering.<option>=VALUE.
     for flag, kind in (("--reduce", str), ("--n-components", int), ("--cluster-subsample", int)):
         run.add_argument(flag, type=kind, default=None, help=argparse.SUPPRESS)
-    run.add_argument("--storage-dtype", choices=("float32", "float16"), default=None,
+    run.add_argument("--storage-dtype", choices=STORAGE_DTYPES, default=None,
                      help="how features are cached (float16: half the disk; evaluators compute in float32; "
                           "another cache key and another leaderboard row)")
     run.add_argument("--memory-budget-mb", type=float, default=None,

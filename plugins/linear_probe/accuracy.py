@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from harness.metric_names import NULL_REASONS
 from harness.types import Embeddings
 
 
@@ -21,10 +22,10 @@ def accuracy_metrics(labels: np.ndarray, prediction: np.ndarray, top5: np.ndarra
     known = labels >= 0
     labels, prediction, top5 = labels[known], prediction[known], top5[known]
     hit = prediction == labels
-    metrics: dict[str, Any] = {"top1": float(hit.mean()), "null_reasons": {}}
+    metrics: dict[str, Any] = {"top1": float(hit.mean()), NULL_REASONS: {}}
     if len(names) < 5 or (top5 < 0).any():
         metrics["top5"] = None
-        metrics["null_reasons"]["top5"] = "fewer than 5 classes in the model"
+        metrics[NULL_REASONS]["top5"] = "fewer than 5 classes in the model"
     else:
         metrics["top5"] = float((top5 == labels[:, None]).any(1).mean())
     per_class = {}
@@ -35,8 +36,8 @@ def accuracy_metrics(labels: np.ndarray, prediction: np.ndarray, top5: np.ndarra
     # sklearn's balanced_accuracy_score: the mean recall over the classes present in the test labels
     metrics["balanced_accuracy"] = float(np.mean(list(per_class.values())))
     metrics["test_size"] = int(len(labels))
-    if not metrics["null_reasons"]:
-        del metrics["null_reasons"]
+    if not metrics[NULL_REASONS]:
+        del metrics[NULL_REASONS]
     return metrics
 
 
