@@ -102,3 +102,17 @@ def test_foreign_plugins_and_leaderboard_packages_first_on_the_path_change_nothi
     assert record["main_score"] == expected["main_score"]
     assert 0.15 <= record["main_score"] <= 0.30  # ~0.21, the README's figure for pixels on cifar10-mini
     assert json.dumps(record["metrics"], sort_keys=True) == json.dumps(expected["metrics"], sort_keys=True)
+
+
+def test_python_m_harness_in_a_checkout_finds_the_checkouts_plugins(installed):
+    """`python -m harness` (or `torchrun -m harness`) started in a source checkout imports the checkout's
+    `harness/` before any installed copy; its built-ins and leaderboard are the checkout's top-level folders, which
+    it finds the way the install lays them out."""
+    checkout = installed.parent / "source"  # the copy of the repository the install was built from
+    env = env_with_path(installed)  # an installed copy on the path too, which the checkout shadows
+    where = subprocess.run([sys.executable, "-m", "harness", "datasets", "--path", "cifar10-mini"], cwd=checkout,
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert where.returncode == 0, where.stderr
+    assert Path(where.stdout.strip()) == checkout / "plugins" / "data" / "cifar10-mini"  # the checkout's own files
+    check = harness_cli("plugins", "--check", env=env, cwd=checkout)
+    assert check.returncode == 0 and "0 problem(s)" in check.stderr, check.stdout + check.stderr
