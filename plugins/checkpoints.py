@@ -32,9 +32,10 @@ def read_weights_file(path: str | Path) -> dict[str, Any]:
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            state = load_file(str(path), device="cpu")
         except Exception as error:  # noqa: BLE001 - any parse failure is the file's fault
             raise HarnessError(f"cannot read safetensors file {str(path)!r}: {error}") from error
+        return unwrap_state_dict(state, source=str(path))  # flat, but DDP/SSL prefixes as in a .pth
     import pickle
 
     import torch

@@ -56,18 +56,20 @@ def test_efficientnet_lite0_equals_a_plain_timm_loop(cifar_embeddings):
     np.testing.assert_allclose(np.asarray(test.features[picks]), expected, rtol=0, atol=1e-4)
 
 
-@pytest.mark.parametrize("wrapping", ["bare", "state_dict+module.", "teacher+backbone.", "safetensors"])
+@pytest.mark.parametrize("wrapping", ["bare", "state_dict+module.", "teacher+backbone.", "safetensors",
+                                      "safetensors+module."])
 def test_timm_weights_file_in_common_checkpoint_shapes(tmp_path, wrapping):
     import timm
 
     torch.manual_seed(123)
     source = timm.create_model("test_resnet", pretrained=False, num_classes=7).eval()
     state = source.state_dict()
-    if wrapping == "safetensors":
+    if wrapping.startswith("safetensors"):
         from safetensors.torch import save_file
 
+        prefix = "module." if wrapping.endswith("module.") else ""  # a DDP model saved as .safetensors
         path = tmp_path / "w.safetensors"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        save_file({prefix + k: v.contiguous() for k, v in state.items()}, str(path))
     else:
         if wrapping == "state_dict+module.":
             state = {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 3}
