@@ -43,6 +43,10 @@ def read_weights_file(path: str | Path) -> dict[str, Any]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error):  # not a blocked object: the bytes are no pickle torch can read at all
+            raise HarnessError(f"cannot read weights file {str(path)!r}: it is not a PyTorch checkpoint (damaged, "
+                               f"truncated, or another format); pass a file written by torch.save or a "
+                               f".safetensors file") from error
         raise HarnessError(
             f"refusing to load {str(path)!r}: it contains Python objects other than tensors, which could run "
             f"code when unpickled ({str(error).splitlines()[0]}). Re-save it as a plain state dict "

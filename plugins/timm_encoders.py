@@ -56,6 +56,9 @@ class TimmEncoder(Encoder):
         if pooling not in POOLINGS:
             raise HarnessError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         check_timm_model(model_name)
+        if weights not in (None, "hub") and not Path(weights).expanduser().is_file():  # before any work, not at hashing
+            raise HarnessError(f"weights file {weights!r} of timm:{model_name} does not exist (or is not a file); "
+                               f"pass the path of a .pth, .pt, .bin or .safetensors file")
         self.name = f"random:{model_name}" if weights is None else f"timm:{model_name}"  # the registry renames
         self.model_name = model_name
         self.weights = weights  # "hub", None (random init) or a file path

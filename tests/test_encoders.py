@@ -196,7 +196,9 @@ def test_hub_weights_offline_fail_the_cell_with_a_way_out(tmp_path):
                              "--results-dir", str(tmp_path / "r"), "--device", "cpu"],
                             capture_output=True, text=True, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1
-    assert "failed: timm:resnet18 on synthetic: cannot fetch the pretrained weights" in result.stderr
+    # the error once (not once in the log and again in a summary), and a count of the failed cells
+    assert result.stderr.count("timm:resnet18 on synthetic: cannot fetch the pretrained weights") == 1, result.stderr
+    assert "1 cell(s) failed" in result.stderr
     assert "timm:resnet18@/path/to/weights.pth" in result.stderr
     assert "pixels" in result.stdout  # the other encoder's cell completed and is in the table
 
@@ -218,3 +220,24 @@ def test_seed_option_is_the_init_seed_of_untrained_encoders(tmp_path):
     assert [r["seed"] for r in records] == [3, 4]
     assert [r["encoder"]["fingerprint"]["weights"]["init_seed"] for r in records] == [3, 4]
     assert records[0]["cache_keys"] != records[1]["cache_keys"]  # other random weights, other embeddings
+
+
+def test_a_missing_weights_file_is_refused_when_the_encoder_is_named(tmp_path, harness_plugins):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match=r"weights file '.*nothere.pth' of timm:test_resnet does not exist"):
+        harness_plugins().encoder(f"timm:test_resnet@{tmp_path / 'nothere.pth'}")
+
+
+def test_bytes_that_are_no_checkpoint_say_so_and_a_code_running_pickle_is_refused(tmp_path):
+    from harness.errors import HarnessError
+    from harness.plugins.checkpoints import read_weights_file
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(bytes(range(256)) * 3)
+    with pytest.raises(HarnessError, match="it is not a PyTorch checkpoint"):
+        read_weights_file(garbage)
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint\n")
+    with pytest.raises(HarnessError, match="not a PyTorch checkpoint|cannot read weights file"):
+        read_weights_file(text)

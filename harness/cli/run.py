@@ -205,8 +205,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                if (r["encoder"]["name"], r["dataset"]["name"]) in ran] if ran else []
     if records:
         print(render(build_leaderboard(records), args.format))
-    for failure in report.failures:
-        print(f"failed: {failure}", file=sys.stderr)
+    if report.failures:  # each error is already in the log above (once), and in its failed record
+        print(f"{len(report.failures)} cell(s) failed: the errors are above, and in the failed records under "
+              f"{config.results_dir}", file=sys.stderr)
     return 1 if report.failures else 0
 
 
