@@ -226,3 +226,19 @@ class Evaluator(abc.ABC):
         `settings` says where and within how much memory to compute (`harness.types.ExecutionSettings`).
 
         Evaluators written before 0.2 take `device: str` instead of `settings`; the runner still calls them so."""
+
+
+def require_two_classes(embeddings: Embeddings, evaluator: str, split: str) -> None:
+    """Refuse a split whose labelled items belong to fewer than two classes: there every prediction is right and
+    every clustering agrees with the labels, so a score of 1.0 would look perfect and mean nothing."""
+    labels = np.asarray(embeddings.labels)
+    present = np.unique(labels[labels >= 0])
+    if len(present) < 2:
+        from harness.errors import HarnessError
+
+        names = list(embeddings.meta.get("class_names") or [])
+        which = ", ".join(repr(names[c]) if c < len(names) else str(c) for c in present.tolist()) or "none"
+        raise HarnessError(f"{evaluator}: the {split} split's labelled items belong to {len(present)} class(es) "
+                           f"({which}); a score over fewer than two classes is 1.0 whatever the encoder, so none "
+                           f"is computed. Evaluate on a dataset with at least two classes")
+

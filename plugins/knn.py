@@ -17,7 +17,7 @@ from harness import hookimpl
 from harness.errors import HarnessError
 from harness.metric_names import IDS, LABEL, NULL_REASONS, PREDICTION, SCORE, TOP5
 from harness.memory import budget_bytes, format_bytes
-from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings
+from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings, require_two_classes
 
 #: Caps on the automatic block sizes: larger blocks make the matrix products no faster, only the memory larger.
 MAX_TRAIN_BLOCK = 65_536
@@ -205,6 +205,7 @@ class KNN(Evaluator):
         device = settings.device
 
         assert train is not None
+        require_two_classes(train, "knn", "train")
         ks = sorted(int(k) for k in self.options["ks"])
         temperature = float(self.options["temperature"])
         main_k = int(self.options["main_k"])

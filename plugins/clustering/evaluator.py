@@ -15,7 +15,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.memory import format_bytes
-from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings
+from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings, require_two_classes
 
 from . import metrics as names
 from .clusterers import ClusterJob, ClustererRun, capture, largest_fitting_n, quadratic_memory_bytes, run_clusterer
@@ -120,6 +120,8 @@ class ClusteringEvaluator(Evaluator):
                  settings: ExecutionSettings) -> EvaluationResult:
         from harness.plugins import umap_cache
 
+        if (np.asarray(test.labels) >= 0).any():  # labelled: AMI against one class would be 1.0 by construction
+            require_two_classes(test, "clustering", "test")
         items, budget = self._items(test, seed, settings)
         results = SeedResults(items.clusterers)
         start = time.perf_counter()

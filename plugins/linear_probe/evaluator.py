@@ -14,7 +14,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.metric_names import IDS, LABEL, PREDICTION, SCORE, TOP5
-from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings
+from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings, require_two_classes
 
 from .accuracy import accuracy_metrics, class_names
 from .c_search import SEARCH_STRATEGIES, CPath, c_grid, coarse_indices, select_c_index, validation_split
@@ -118,6 +118,7 @@ class LinearProbe(Evaluator):
         o = self.options
         if train is None:
             raise HarnessError("the linear probe needs the train split")
+        require_two_classes(train, "linear", "train")
         if o["dtype"] not in DTYPES:
             raise HarnessError(f"linear probe dtype must be one of {DTYPES}, not {o['dtype']!r}")
         if o["search"] not in SEARCH_STRATEGIES:
