@@ -309,26 +309,18 @@ def test_label_metrics_noise_rule_directly() -> None:
     assert all_noise["n_clusters"][0] == 0
 
 
-def test_one_cluster_gives_none_with_a_reason_never_nan() -> None:
+def test_one_class_is_refused_and_one_cluster_gives_none_with_a_reason_never_nan() -> None:
     rng = np.random.default_rng(2)
     features = rng.normal(size=(100, 16)).astype(np.float32)
-    labels = np.zeros(100, dtype=np.int64)  # one class: K = 1
+    labels = np.zeros(100, dtype=np.int64)  # one class: every clustering agrees with it, AMI 1.0 by construction
     evaluator = ClusteringEvaluator(n_seeds=2, reduce="pca", n_components=5)
-    assert evaluator.non_default_options == {"n_seeds": 2, "reduce": "pca", "n_components": 5}
-    result = evaluator.evaluate(None, embeddings(features, labels), seed=0, settings=CPU)
-    metrics = result.metrics
-    assert metrics["n_classes"] == 1 and metrics["reduction"]["method"] == "pca"
-    assert metrics["reduction"]["n_components"] == 5
-    for c in ("kmeans", "ward"):
-        assert metrics["mean"][f"{c}.n_clusters"] == 1
-        for space in ("umap", "orig"):
-            assert metrics["mean"][f"{c}.silhouette_{space}"] is None
-            assert "at least 2 clusters" in metrics["null_reasons"][f"{c}.silhouette_{space}"]
-        for m in ("ami", "ari", "nmi"):
-            value = metrics["mean"][f"{c}.{m}"]
-            assert value is not None and math.isfinite(value)
-    assert result.main_score is not None and math.isfinite(result.main_score)
-    assert_json_clean(metrics)
+    with pytest.raises(HarnessError, match=r"1 class\(es\).*at least two classes"):
+        evaluator.evaluate(None, embeddings(features, labels), seed=0, settings=CPU)
+    # A clusterer that predicts one cluster (HDBSCAN can) gets a silhouette of None with a reason, never NaN.
+    from harness.plugins.clustering.silhouette import silhouettes
+
+    [(value, reason)] = silhouettes(features, [np.zeros(100, dtype=np.int64)])
+    assert value is None and "at least 2 clusters" in reason
 
 
 # -- pieces ---------------------------------------------------------------------------------------------------------
