@@ -7,7 +7,6 @@ that the evaluator saved; the UMAP runs are counted by wrapping `umap.UMAP.fit_t
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
