@@ -131,3 +131,4 @@ def test_eval_option_beside_a_suite_is_an_error(harness_plugins, tmp_path):
     with pytest.raises(HarnessError, match="--eval-option cannot be combined with --suite"):
         _config(harness_plugins, "--suite", str(suite), "--eval-option", "knn.main_k=10")
 
+

@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 from typing import Sequence
 
 from harness.cli.board import add_board_parsers, cmd_compare, cmd_leaderboard, cmd_publish
@@ -27,13 +28,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Evaluate frozen encoders: kNN, linear probe and "
                                      "clustering from one extraction, as leaderboard rows.")
     parser.add_argument("--version", action="version", version=f"harness {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log debug details, and show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_run_parser(sub)
     add_board_parsers(sub)
     add_cache_parsers(sub)  # `harness cache ls|prune`, `harness export`
     add_listing_parsers(sub)
+    _verbose_everywhere(parser)
     return parser
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """`-v` after the command too (`harness run -v`), not only before it. SUPPRESS: a subcommand that does not see
+    it keeps the value given before the command."""
+    for action in parser._actions:  # noqa: SLF001 - argparse offers no public walk over subparsers
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for subparser in action.choices.values():
+                subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                       help="log debug details, and show the traceback of an error")
+                _verbose_everywhere(subparser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except HarnessError as error:
+        if args.verbose:  # a user's mistake is one line; -v shows where it was found
+            traceback.print_exc()
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,7 +33,10 @@ def add_board_parsers(sub: Any) -> None:
 
     compare = sub.add_parser("compare", help="a new encoder beside baselines: differences with 95%% confidence "
                              "intervals (paired bootstrap over test items; over seeds for clustering)")
-    compare.add_argument("new", metavar="NEW", help="the encoder to compare (its name in the records)")
+    # NEW is optional for argparse only: `--against A NEW` would otherwise end in argparse's bare "required" error;
+    # cmd_compare says how to order them.
+    compare.add_argument("new", metavar="NEW", nargs="?", default=None,
+                         help="the encoder to compare (its name in the records); before --against")
     compare.add_argument("--against", "-a", nargs="+", action="extend", required=True, metavar="BASELINE",
                          help="one or more baseline encoders")
     compare.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
@@ -74,6 +77,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.records import load_records
     from harness.leaderboard.compare import DEFAULT_N_BOOT, compare_encoders, describe_methods, render_comparison
 
+    if args.new is None:  # `--against A B NEW`: --against took every name after it
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"name the encoder to compare before --against: harness compare NEW --against "
+                           f"{' '.join(args.against[:-1]) or 'BASELINE'} (here NEW may be {args.against[-1]!r})")
     n_boot = args.n_boot or DEFAULT_N_BOOT
     rows = compare_encoders(load_records(args.results_dir), args.new, args.against, datasets=args.dataset,
                             metric=args.metric, n_boot=n_boot, seed=args.seed)
