@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import os
+import socket
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any, Callable
 
 from harness import hookimpl
@@ -120,6 +123,12 @@ class TimmEncoder(Encoder):
 
         if self.weights is None:
             torch.manual_seed(self.init_seed)  # the untrained baseline is reproducible
+        if self.weights == "hub" and (unreachable := hub_unreachable(self.model_name)):
+            # Fail at once: the hub client would retry five times (about a minute) before saying the same.
+            raise HarnessError(
+                f"cannot fetch the pretrained weights of timm model {self.model_name!r}: {unreachable}, and they are "
+                f"not in the local cache. Offline, download them elsewhere and pass the file: "
+                f"timm:{self.model_name}@/path/to/weights.pth (or .safetensors)")
         try:
             return timm.create_model(self.model_name, pretrained=self.weights == "hub", num_classes=0)
         except Exception as error:  # noqa: BLE001 - hub failures come in many types
@@ -185,3 +194,43 @@ def register_encoders(register: Callable[..., None]) -> None:
              prefix=True)
     register("random", random_encoder, "Untrained timm network, seeded: random:<model> (the no-pretraining baseline)",
              prefix=True)
+
+
+#: Files timm looks for in a Hugging Face repository of weights.
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+def hub_unreachable(model_name: str, timeout_s: float = 5.0) -> str | None:
+    """Why the weights of `model_name` cannot come from their hub now (its host does not answer and no copy is in
+    the local cache), or None when they can or the hub client decides itself (HF_HUB_OFFLINE set: it fails at once,
+    from its cache)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(model_name, allow_unregistered=True)
+    if cfg is None:
+        return None
+    if getattr(cfg, "hf_hub_id", None):
+        from huggingface_hub import constants, try_to_load_from_cache
+
+        repo = cfg.hf_hub_id.split("@")[0]
+        if any(isinstance(try_to_load_from_cache(repo, name), str) for name in HUB_WEIGHT_FILES):
+            return None
+        url = constants.ENDPOINT
+    elif getattr(cfg, "url", None):
+        import torch.hub
+
+        if (Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(cfg.url).path).name).is_file():
+            return None
+        url = cfg.url
+    else:
+        return None
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as error:
+        return f"{host}:{port} cannot be reached ({error})"
+    return None
+

@@ -241,3 +241,18 @@ def test_bytes_that_are_no_checkpoint_say_so_and_a_code_running_pickle_is_refuse
     text.write_text("not a checkpoint\n")
     with pytest.raises(HarnessError, match="not a PyTorch checkpoint|cannot read weights file"):
         read_weights_file(text)
+
+
+def test_hub_weights_fail_at_once_when_the_hub_cannot_be_reached(monkeypatch, caplog):
+    """Without HF_HUB_OFFLINE and with the hub unreachable (here: a closed local port as its endpoint), the cell
+    fails with the way out, before the hub client's retries (five, about a minute, each warning logged)."""
+    from huggingface_hub import constants
+
+    from harness.errors import HarnessError
+    from harness.plugins.timm_encoders import TimmEncoder
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(HarnessError, match=r"127\.0\.0\.1:9 cannot be reached .* timm:resnet18@/path/to/weights"):
+        TimmEncoder("resnet18").build()
+    assert "thrown while requesting" not in caplog.text  # no retry of the hub client ran
