@@ -219,6 +219,10 @@ class Evaluator(abc.ABC):
         defaults = self.default_options()
         return {k: v for k, v in self.options.items() if defaults.get(k) != v}
 
+    def check_dataset(self, info: Mapping[str, Any]) -> None:
+        """Refuse, with a HarnessError, options that cannot apply to a dataset, from its `info()` (split sizes,
+        class names) before anything is extracted: e.g. kNN's main_k above the number of train items. Optional."""
+
     @abc.abstractmethod
     def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int,
                  settings: ExecutionSettings) -> EvaluationResult:

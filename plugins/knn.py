@@ -9,7 +9,7 @@ with N. Every parameter, tie rule and difference from DINO's eval_knn.py: docs/p
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -196,6 +196,17 @@ class KNN(Evaluator):
     @classmethod
     def default_options(cls) -> dict[str, Any]:
         return {"ks": [10, 20, 100, 200], "temperature": 0.07, "main_k": 20}
+
+    def check_dataset(self, info: Mapping[str, Any]) -> None:
+        """The main score needs main_k train items: a smaller train split would leave the column empty."""
+        n_train = (info.get("split_sizes") or {}).get("train")
+        main_k = int(self.options["main_k"])
+        if n_train is not None and main_k > n_train:
+            fitting = [k for k in self.options["ks"] if k <= n_train]
+            hint = (f"--eval-option knn.main_k={max(fitting)}" if fitting else
+                    f"a suite with options = {{ ks = [{n_train}], main_k = {n_train} }}")
+            raise HarnessError(f"knn: main_k={main_k} neighbours, but the train split has {n_train} items, so the "
+                               f"main score (top-1 at k={main_k}) cannot be computed; use {hint}")
 
     def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int,
                  settings: ExecutionSettings) -> EvaluationResult:

@@ -205,6 +205,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                if (r["encoder"]["name"], r["dataset"]["name"]) in ran] if ran else []
     if records:
         print(render(build_leaderboard(records), args.format))
+    for record in report.records:  # a "—" in the table: say why here, not only inside the record
+        if record["main_score"] is None:
+            reason = (record["metrics"].get("null_reasons") or {}).get(record["main_metric"], "no reason recorded")
+            print(f"note: {record['encoder']['name']} on {record['dataset']['name']} ({record['evaluator']['name']}): "
+                  f"no {record['main_metric']}: {reason}", file=sys.stderr)
     if report.failures:  # each error is already in the log above (once), and in its failed record
         print(f"{len(report.failures)} cell(s) failed: the errors are above, and in the failed records under "
               f"{config.results_dir}", file=sys.stderr)
