@@ -189,10 +189,10 @@ name = "counting-knn"
 
 
 @pytest.mark.slow  # two `harness` subprocesses
-def test_plain_run_resume_through_the_cli_says_how_many_cells_it_skipped(tmp_path):
+def test_a_plain_rerun_reuses_finished_cells_and_says_how_many(tmp_path):
     command = [sys.executable, "-m", "harness", "run", "-e", "pixels", "-d", "synthetic", "--eval", "knn",
                "--seed", "3", "--results-dir", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"),
-               "--device", "cpu", "--no-progress", "--resume"]
+               "--device", "cpu", "--no-progress"]  # no --resume: reusing finished cells is the default
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     assert "skipped" not in first.stderr and "extracted 192 items" in first.stderr
@@ -202,6 +202,11 @@ def test_plain_run_resume_through_the_cli_says_how_many_cells_it_skipped(tmp_pat
     assert "pixels (baseline)" in second.stdout  # the leaderboard still shows the cells kept
     [record] = load_records(tmp_path / "r")
     assert record["seed"] == 3
+    forced = subprocess.run([*command, "--force"], capture_output=True, text=True)  # measured again, from the cache
+    assert forced.returncode == 0, forced.stderr
+    assert "skipped" not in forced.stderr and "all 2 embedding sets came from the cache" in forced.stderr
+    [again] = load_records(tmp_path / "r")
+    assert again["main_score"] == record["main_score"] and again["date"] >= record["date"]
 
 
 @pytest.mark.slow  # the real offline default (`default_run`)
@@ -216,7 +221,10 @@ def test_default_suite_measures_the_cells_of_a_plain_harness_run(default_run):
     assert (suite.results_dir, suite.cache_dir, suite.device, suite.batch_size) == \
            (plain.results_dir, plain.cache_dir, plain.device, plain.batch_size) == \
            ("results", ".harness-cache", "auto", 64)
-    assert suite.resume and not plain.resume
+    assert suite.resume and plain.resume  # finished cells are reused by default, with or without a suite
+    forced = [run_config(build_parser().parse_args(["run", *flags, "--force"]), plugins)
+              for flags in ([], ["--suite", str(EXAMPLES / "default.toml")])]
+    assert not any(config.resume for config in forced)
     # the cells the real default run wrote are cells of the suite
     report, _, _ = default_run
     assert {r["cell"] for r in report.records} <= set(plan_cells(suite, plugins))

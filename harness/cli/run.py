@@ -32,8 +32,10 @@ def add_run_parser(sub: Any) -> None:
                      help="run the encoders x datasets x evaluators x seeds a suite file lists (examples/suites/); "
                           "flags for places and devices override the file")
     run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
-                     help="keep cells whose record already exists with the same protocol and cache keys "
-                          "(default: on with --suite, off otherwise)")
+                     help="reuse cells whose ok record already exists with the same protocol, options, seed and "
+                          "embedding cache keys (default: on)")
+    run.add_argument("--force", action="store_true",
+                     help="measure every cell again, even those already done (the same as --no-resume)")
     run.add_argument("--encoder", "-e", action="append", metavar="E",
                      help=f"encoder name, repeatable (default: {', '.join(DEFAULT_ENCODERS)})")
     run.add_argument("--dataset", "-d", action="append", metavar="D",
@@ -147,6 +149,7 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
         for attribute in ("results_dir", "cache_dir", "device", "batch_size", "workers", "shard_size", "resume"):
             if getattr(args, attribute) is not None:
                 setattr(config, attribute, getattr(args, attribute))
+        config.resume = config.resume and not args.force
         if args.data_root:
             config.dataset_options = {"data_root": args.data_root}
         config.skip_bad_images = config.skip_bad_images or args.skip_bad_images
@@ -164,7 +167,8 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
                      results_dir=args.results_dir or DEFAULT_RESULTS_DIR, cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
                      device=args.device or "auto", batch_size=args.batch_size or 64, workers=args.workers,
                      seed=seed, skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
-                     encoder_options=encoder_options, progress=not args.no_progress, resume=bool(args.resume),
+                     encoder_options=encoder_options, progress=not args.no_progress,
+                     resume=not args.force and args.resume is not False,  # finished cells are reused by default
                      dataset_options={"data_root": args.data_root} if args.data_root else {},
                      evaluator_options=eval_options(args, evaluators, plugins),
                      storage_dtype=args.storage_dtype or "float32")
@@ -188,7 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1 if report.failures else 0
     if report.already_done:
         print(f"{len(report.already_done)} cell(s) skipped: already done (same protocol, options, seed and cache "
-              f"keys in {config.results_dir})", file=sys.stderr)
+              f"keys in {config.results_dir}); --force measures them again", file=sys.stderr)
     hits = sum(r.cache_hit for r in report.extractions)
     if not report.extractions:
         pass  # nothing needed embeddings: every cell was already done
