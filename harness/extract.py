@@ -212,9 +212,10 @@ class _Items:
     """Dataset adapter for the DataLoader: (index, tensor or None, label, error) so bad items reach the main
     process as data, where they are either reported or skipped."""
 
-    def __init__(self, split: DatasetSplit, transform: Any) -> None:
+    def __init__(self, split: DatasetSplit, transform: Any, encoder: str = "the encoder") -> None:
         self.split = split
         self.transform = transform
+        self.encoder = encoder
 
     def __len__(self) -> int:
         return len(self.split)
@@ -224,7 +225,12 @@ class _Items:
             raw, label = self.split[index]
         except BadItemError as error:
             return index, None, -1, str(error)
-        return index, self.transform(raw), int(label), None
+        item = self.transform(raw)
+        if not hasattr(item, "shape") or not hasattr(item, "dtype"):  # a plugin's transform that stops too early
+            raise HarnessError(f"the transform of encoder {self.encoder!r} returned {type(item).__module__}."
+                               f"{type(item).__qualname__}, not a tensor: end it with a step that makes one (e.g. "
+                               f"torchvision.transforms.ToTensor()), as the encoder's encode() gets a stacked batch")
+        return index, item, int(label), None
 
 
 def _collate(samples: list[tuple[int, Any, int, str | None]]) -> tuple[list[int], Any, list[int], list[tuple]]:
@@ -400,7 +406,7 @@ def _loader(job: SplitJob, extraction: ShardedExtraction, shards: list[int]) -> 
 
     options = job.options
     workers = default_workers(options.device) if options.workers is None else options.workers
-    return DataLoader(_Items(job.split, job.encoder.transform),
+    return DataLoader(_Items(job.split, job.encoder.transform, job.encoder.name),
                       batch_sampler=list(_batches(extraction, shards, options.batch_size)), num_workers=workers,
                       collate_fn=_collate, pin_memory=options.device.startswith("cuda"), persistent_workers=False)
 

@@ -65,3 +65,22 @@ def test_a_cell_without_a_main_score_says_why_on_the_terminal(tmp_path, capsys, 
     captured = capsys.readouterr()
     assert "—" in captured.out  # the empty cell in the table...
     assert "note: pixels on synthetic (undecided): no score: needs more than 96 test items" in captured.err  # ...why
+
+
+def test_a_transform_that_returns_an_image_is_an_error_naming_the_encoder(tmp_path, harness_plugins, caplog):
+    from harness.plugins.pixels import Pixels
+    from harness.runner import RunConfig, run
+
+    class Unfinished(Pixels):
+        name = "unfinished"
+
+        @property
+        def transform(self):
+            return lambda image: image.resize((8, 8))  # a PIL image: the ToTensor step is missing
+
+    report = run(RunConfig(encoders=[Unfinished()], datasets=["synthetic"], evaluators=["knn"], device="cpu",
+                           workers=0, results_dir=tmp_path / "r", cache_dir=tmp_path / "c", progress=False),
+                 harness_plugins())
+    [failure] = report.failures
+    assert "the transform of encoder 'unfinished' returned PIL.Image.Image, not a tensor" in failure.error
+    assert "ToTensor" in failure.error and "Traceback" not in caplog.text  # one clear line, no traceback
