@@ -120,12 +120,14 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
     # Under torchrun, every extraction comes first and the records after (evaluated, or failed markers), on rank 0
     # only, so that no rank waits inside an extraction collective for evaluators that may run for hours.
     deferred: list[Callable[[], None]] = []
-    infos = [dataset.info() for dataset in datasets]  # scans each dataset: a bad path fails here, before any work
-    for dataset, info in zip(datasets, infos):
-        for evaluator in usable_evaluators(dataset, info, evaluators)[0]:
-            evaluator.check_dataset(info)  # an option that cannot apply to this dataset: refused before any work
-    for dataset, info in zip(datasets, infos):
+    plans = []
+    for dataset in datasets:  # every dataset scanned and every option checked before the first extraction
+        info = dataset.info()  # scans the dataset: a bad path fails here, naming it
         usable, skipped = usable_evaluators(dataset, info, evaluators)
+        for evaluator in usable:
+            evaluator.check_dataset(info)  # an option that cannot apply to this dataset: refused before any work
+        plans.append((dataset, info, usable, skipped))
+    for dataset, info, usable, skipped in plans:
         for message in skipped:
             log.warning(message)
         context.report.skipped.extend(skipped)
