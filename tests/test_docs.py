@@ -22,32 +22,18 @@ import pytest
 from harness import hookspecs
 from harness.records import load_predictions, load_records
 from harness.store import EmbeddingStore
-from harness_test_support.plugin_packages import (
+from harness_test_support.plugin_packages import (doc_files, 
     env_with_path, harness_cli, pip_install_target, plugin_block, write_package,
 )
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```\s*$", flags=re.MULTILINE | re.DOTALL)
-FILE_MARK = re.compile(r"#\s*file:\s*(\S+)\s*$")
-
-
-def doc_files(text: str) -> dict[str, str]:
-    """The code blocks whose first line is `# file: <path>`, by path."""
-    files: dict[str, str] = {}
-    for _language, body in FENCE.findall(text):
-        first, _, _ = body.partition("\n")
-        mark = FILE_MARK.match(first.strip())
-        if mark:
-            assert mark.group(1) not in files, f"{mark.group(1)} appears twice in {DOC.name}"
-            files[mark.group(1)] = body
-    return files
 
 
 @pytest.fixture(scope="module")
 def tutorial(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The documented package, written from the doc alone and installed into a private folder: (package, site)."""
     root = tmp_path_factory.mktemp("tutorial")
-    package = write_package(root / "harness-tutorial-plugin", doc_files(DOC.read_text(encoding="utf-8")))
+    package = write_package(root / "harness-tutorial-plugin", doc_files(DOC.read_text(encoding="utf-8"), DOC.name))
     return package, pip_install_target(package, root / "site")
 
 
@@ -60,7 +46,7 @@ def load_doc_module(package: Path, relative: str) -> types.ModuleType:
 
 
 def test_the_doc_holds_a_whole_package():
-    files = doc_files(DOC.read_text(encoding="utf-8"))
+    files = doc_files(DOC.read_text(encoding="utf-8"), DOC.name)
     assert set(files) == {"pyproject.toml", "harness_tutorial/__init__.py", "harness_tutorial/encoders.py",
                           "harness_tutorial/datasets.py", "harness_tutorial/evaluators.py",
                           "tests/test_tutorial_plugin.py"}

@@ -8,7 +8,6 @@ its per-item columns are `ids`, `label`, `prediction`.
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,22 +15,16 @@ from pathlib import Path
 import pytest
 
 from harness.records import load_records
-from harness_test_support.plugin_packages import env_with_path, harness_cli, pip_install_target, write_package
+from harness_test_support.plugin_packages import (doc_files, env_with_path, harness_cli, pip_install_target,
+                                                   write_package)
 
 pytestmark = pytest.mark.slow  # pip install and harness subprocesses
 
 OLD_GUIDE = Path(__file__).parent / "data" / "plugins-doc-0.1.md"
-FENCE = re.compile(r"^```(\w*)\n(.*?)^```\s*$", flags=re.MULTILINE | re.DOTALL)
-FILE_MARK = re.compile(r"#\s*file:\s*(\S+)\s*$")
 
 
 def old_package_files() -> dict[str, str]:
-    files = {}
-    for _language, body in FENCE.findall(OLD_GUIDE.read_text(encoding="utf-8")):
-        mark = FILE_MARK.match(body.partition("\n")[0].strip())
-        if mark:
-            files[mark.group(1)] = body
-    return files
+    return doc_files(OLD_GUIDE.read_text(encoding="utf-8"), OLD_GUIDE.name)
 
 
 @pytest.fixture(scope="module")

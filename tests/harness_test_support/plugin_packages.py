@@ -81,3 +81,21 @@ def plugin_block(stdout: str, plugin: str) -> str:
     match = re.search(rf"^{re.escape(plugin)}  \(.*\)\n(?:    .*\n?)*", stdout, flags=re.MULTILINE)
     assert match, f"plugin {plugin!r} not listed in:\n{stdout}"
     return match.group(0)
+
+
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```\s*$", flags=re.MULTILINE | re.DOTALL)
+FILE_MARK = re.compile(r"#\s*file:\s*(\S+)\s*$")
+
+
+def doc_files(text: str, source: str = "the guide") -> dict[str, str]:
+    """The code blocks of a Markdown guide whose first line is `# file: <path>`, by path: a package written out
+    from the guide alone (docs/plugins.md, and the 0.1 guide kept in tests/data)."""
+    files: dict[str, str] = {}
+    for _language, body in FENCE.findall(text):
+        first, _, _ = body.partition("\n")
+        mark = FILE_MARK.match(first.strip())
+        if mark:
+            assert mark.group(1) not in files, f"{mark.group(1)} appears twice in {source}"
+            files[mark.group(1)] = body
+    return files
+
