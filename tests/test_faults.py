@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import hookimpl
 from harness.errors import HarnessError, NonFiniteEmbeddingError
 from harness.extract import ExtractionOptions, extract
 from harness.plugin_manager import Plugins
@@ -32,7 +31,7 @@ from harness.records import load_predictions, load_record, load_records, write_r
 from harness.runner import RunConfig, run
 from harness.store import EmbeddingStore
 from harness.types import Evaluator
-from harness_test_support.helpers import CountingPixels, EncoderPlugin
+from harness_test_support.helpers import CountingPixels, EncoderPlugin, EvaluatorPlugin
 from harness.plugins.pixels import Pixels
 from harness.plugins.synthetic import Synthetic
 
@@ -521,12 +520,6 @@ class ExplodingEvaluator(Evaluator):
         raise RuntimeError("bug inside a third-party evaluator")
 
 
-class EvaluatorPlugin:
-    @hookimpl
-    def register_evaluators(self, register):
-        register("exploding", ExplodingEvaluator, "raises (test plugin)")
-
-
 @pytest.mark.parametrize("where", ["encode", "evaluate"])
 def test_a_plugin_raising_fails_its_cells_and_the_others_complete(tmp_path, harness_plugins, caplog, where,
                                                                    fault_ledger):
@@ -535,7 +528,7 @@ def test_a_plugin_raising_fails_its_cells_and_the_others_complete(tmp_path, harn
         cfg = config(tmp_path, ["exploding", "pixels"])
         failed_cell, reference_config = ("exploding", "knn"), config(tmp_path / "reference", ["pixels"])
     else:
-        plugins = harness_plugins(EvaluatorPlugin())
+        plugins = harness_plugins(EvaluatorPlugin("exploding", ExplodingEvaluator))
         cfg = config(tmp_path, ["pixels"], evaluators=["exploding", "knn"])
         failed_cell, reference_config = ("pixels", "exploding"), config(tmp_path / "reference", ["pixels"])
     report = run(cfg, plugins)

@@ -9,11 +9,12 @@ import logging
 import pytest
 
 import harness.runner as runner
-from harness import distributed, hookimpl
+from harness import distributed
 from harness.errors import HarnessError
 from harness.records import load_records, validate
 from harness.runner import RunConfig, run
 from harness.types import Evaluator
+from harness_test_support.helpers import EvaluatorPlugin
 
 
 def config(tmp_path, evaluators=("knn",), **kw) -> RunConfig:
@@ -30,12 +31,6 @@ class RefusingEvaluator(Evaluator):
         raise HarnessError("refusing: these embeddings are too small; pass a larger dataset")
 
 
-class RefusingPlugin:
-    @hookimpl
-    def register_evaluators(self, register):
-        register("refusing", RefusingEvaluator, "refuses (test plugin)")
-
-
 def test_the_runner_still_exports_what_callers_import():
     from harness.plan import RunConfig as PlanRunConfig
 
@@ -49,7 +44,7 @@ def test_the_runner_still_exports_what_callers_import():
 
 def test_a_harness_error_from_an_evaluator_is_one_line_and_its_record_keeps_the_message(tmp_path, harness_plugins,
                                                                                          caplog):
-    plugins = harness_plugins(RefusingPlugin())
+    plugins = harness_plugins(EvaluatorPlugin("refusing", RefusingEvaluator))
     with caplog.at_level(logging.ERROR, logger="harness.runner"):
         report = run(config(tmp_path, evaluators=["refusing", "knn"]), plugins)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]

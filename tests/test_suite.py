@@ -11,13 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import hookimpl
 from harness.cli import build_parser, main, run_config
 from harness.errors import HarnessError
 from harness.records import load_records
 from harness.runner import plan_cells, run
 from harness.suite import load_suite
-from harness_test_support.helpers import CountingPixels, EncoderPlugin
+from harness_test_support.helpers import CountingPixels, EncoderPlugin, EvaluatorPlugin
 from harness.plugins.knn import KNN
 
 EXAMPLES = Path(__file__).parent.parent / "examples" / "suites"
@@ -41,15 +40,6 @@ class CountingKNN(KNN):
         if self.calls <= self.fail_first:
             raise RuntimeError("evaluator failed on purpose")
         return super().evaluate(train, test, seed=seed, settings=settings)
-
-
-class EvaluatorPlugin:
-    def __init__(self, name: str, evaluator: KNN) -> None:
-        self.name, self.evaluator = name, evaluator
-
-    @hookimpl
-    def register_evaluators(self, register):
-        register(self.name, lambda: self.evaluator, f"{self.name} (test plugin)")
 
 
 def write_suite(folder: Path, text: str, name: str = "suite.toml") -> Path:
@@ -80,7 +70,7 @@ def test_suite_with_per_encoder_options_and_two_seeds_is_resumable(tmp_path, har
     import torch
 
     pixels, knn = CountingPixels(), CountingKNN()
-    plugins = harness_plugins(EncoderPlugin("counting-pixels", lambda: pixels), EvaluatorPlugin("counting-knn", knn))
+    plugins = harness_plugins(EncoderPlugin("counting-pixels", lambda: pixels), EvaluatorPlugin("counting-knn", lambda: knn))
     folder = tmp_path / "project"
     save_test_vit_weights(folder / "ckpt" / "w.pth", seed=1)
     suite = '''
@@ -164,7 +154,7 @@ name = "counting-knn"
 
 def test_a_failed_cell_is_retried_by_a_resumed_run(tmp_path, harness_plugins):
     knn = CountingKNN(fail_first=1)
-    plugins = harness_plugins(EvaluatorPlugin("counting-knn", knn))
+    plugins = harness_plugins(EvaluatorPlugin("counting-knn", lambda: knn))
     path = write_suite(tmp_path, '''
 [suite]
 seeds = [0, 1]

@@ -35,3 +35,15 @@ class EncoderPlugin:
     @hookimpl
     def register_encoders(self, register):
         register(self.name, self.factory, f"{self.name} (test plugin)")
+
+
+class EvaluatorPlugin:
+    """A plugin object registering one evaluator factory under `name`, for `harness_plugins(...)`."""
+
+    def __init__(self, name: str, factory: Callable[[], Any]) -> None:
+        self.name, self.factory = name, factory
+
+    @hookimpl
+    def register_evaluators(self, register):
+        register(self.name, self.factory, f"{self.name} (test plugin)")
+
