@@ -70,7 +70,8 @@ def test_suite_with_per_encoder_options_and_two_seeds_is_resumable(tmp_path, har
     import torch
 
     pixels, knn = CountingPixels(), CountingKNN()
-    plugins = harness_plugins(EncoderPlugin("counting-pixels", lambda: pixels), EvaluatorPlugin("counting-knn", lambda: knn))
+    plugins = harness_plugins(EncoderPlugin("counting-pixels", lambda: pixels),
+                              EvaluatorPlugin("counting-knn", lambda: knn))
     folder = tmp_path / "project"
     save_test_vit_weights(folder / "ckpt" / "w.pth", seed=1)
     suite = '''
