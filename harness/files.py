@@ -134,12 +134,34 @@ def writes_into(directory: str | os.PathLike, what: str, option: str) -> Iterato
     except OSError as error:
         if error.errno not in NO_SPACE | NO_PERMISSION or not _under(error.filename, directory):
             raise
-        if error.errno in NO_SPACE:
-            advice = f"free some space there, or choose another {option}"
-        else:
-            advice = f"make it writable (permissions, a read-only mount), or choose another {option}"
+        advice = _advice(error, option)
         raise HarnessError(f"cannot write to the {what} {str(directory)!r}: {error.strerror or error} "
                            f"({error.filename}); {advice}. Nothing half-written was left behind.") from error
+
+
+def _advice(error: OSError, option: str) -> str:
+    if error.errno in NO_SPACE:
+        return f"free some space there, or choose another {option}"
+    return f"make it writable (permissions, a read-only mount), or choose another {option}"
+
+
+def check_writable_dir(directory: str | os.PathLike, what: str, option: str) -> None:
+    """Raise a HarnessError naming `directory` and `option` unless a file can be written there (into its nearest
+    existing ancestor, when it is still to be created): a run checks its results and cache directories before any
+    work, so that a read-only directory is not found only after an hour of extraction. Leaves nothing behind."""
+    path = Path(directory).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise HarnessError(f"the {what} {str(directory)!r} cannot be a directory: {str(existing)!r} is a file; "
+                           f"remove it or choose another {option}")
+    probe = temp_path(existing / "write-check")
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        where = "" if existing == path else f" (it would be created in {str(existing)!r})"
+        raise HarnessError(f"cannot write to the {what} {str(directory)!r}{where}: {error.strerror or error}; "
+                           f"{_advice(error, option)}. Nothing was computed yet.") from error
 
 
 def _under(filename: Any, directory: str | os.PathLike) -> bool:

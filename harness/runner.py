@@ -21,6 +21,7 @@ from harness import distributed
 from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCODERS, DEFAULT_RESULTS_DIR
 from harness.distributed import Ranks, together
 from harness.errors import HarnessError
+from harness.files import check_writable_dir
 from harness.extract import ExtractionOptions, ExtractionReport, check_storage_dtype, extract, resolve_device
 from harness.plan import (DatasetSpec, EncoderSpec, PlannedEncoder, RunConfig, build_dataset, build_encoders,
                           build_evaluators, done_cells, encoder_label, needed_splits, options_for, plan_cells,
@@ -155,6 +156,8 @@ def _current_ranks() -> Ranks:
 
 def _run_context(config: RunConfig, plugins: Plugins, ranks: Ranks) -> RunContext:
     check_storage_dtype(config.storage_dtype)  # before any work, not once per cell
+    check_writable_dir(config.results_dir, "results directory", "--results-dir")
+    check_writable_dir(config.cache_dir, "embedding cache", "--cache-dir")
     device = resolve_device(distributed.rank_device(config.device, ranks))
     extraction = ExtractionOptions(device=device, batch_size=config.batch_size, workers=config.workers,
                                    skip_bad_images=config.skip_bad_images, progress=config.progress,
