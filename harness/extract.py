@@ -36,6 +36,7 @@ __all__ = ["DEFAULT_SHARD_SIZE", "LOCK_POLL_S", "STORAGE_DTYPES", "ExtractionOpt
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_SIZE = 1024
+DEFAULT_PIECE_EVERY_S = 15.0
 #: How often (s) rank 0 retries the lock of a key another run is extracting, telling the other ranks each time.
 LOCK_POLL_S = 10.0
 #: How features may be stored in the cache: float16 halves the disk and page-cache size (evaluators compute in
@@ -50,6 +51,9 @@ class ExtractionOptions:
     workers: int | None = None  # None: chosen for the machine
     skip_bad_images: bool = False
     shard_size: int = DEFAULT_SHARD_SIZE
+    #: A shard still unfinished after this many seconds is saved in pieces (`harness.shards`), so that Ctrl-C
+    #: loses at most this much work, on a slow CPU as on a fast GPU (where shards finish first).
+    piece_every_s: float = DEFAULT_PIECE_EVERY_S
     progress: bool = True
     storage_dtype: str = "float32"
 
@@ -242,10 +246,11 @@ def _collate(samples: list[tuple[int, Any, int, str | None]]) -> tuple[list[int]
     return [s[0] for s in good], batch, [s[2] for s in good], bad
 
 
-def _batches(extraction: ShardedExtraction, shards: list[int], batch_size: int) -> Iterator[list[int]]:
-    """Index batches that never straddle a shard boundary, so every shard closes on a batch end."""
-    for shard in shards:
-        start, stop = extraction.bounds(shard)
+def _batches(extraction: ShardedExtraction, todo: list[tuple[int, int]], batch_size: int) -> Iterator[list[int]]:
+    """Index batches of the (shard, first item still to do) of `todo` that never straddle a shard boundary, so
+    every shard closes on a batch end."""
+    for shard, start in todo:
+        stop = extraction.bounds(shard)[1]
         for begin in range(start, stop, batch_size):
             yield list(range(begin, min(begin + batch_size, stop)))
 
@@ -327,7 +332,7 @@ def _extract_locked(job: SplitJob) -> tuple[Embeddings, ExtractionReport]:
     if n == 0:
         raise HarnessError(f"dataset {job.dataset.name!r} split {job.split_name!r} has no items")
     extraction, todo = _plan(job, n)
-    report.items_resumed = n - extraction.items(todo)
+    report.items_resumed = n - _items(extraction, todo)
     if report.items_resumed and job.ranks.leader:
         log.info("resuming %s: %d of %d items already extracted", job.what, report.items_resumed, n)
     work = _encode_in_rounds(job, extraction, todo)
@@ -353,16 +358,21 @@ def _extract_locked(job: SplitJob) -> tuple[Embeddings, ExtractionReport]:
     return embeddings, report
 
 
-def _plan(job: SplitJob, n: int) -> tuple[ShardedExtraction, list[int]]:
-    """The partial directory of `job` and the shards still to do, on every rank. Rank 0 prepares the directory
-    (writing the plan) and lists what is missing, once; the others then open it, checking the plan they see."""
+def _items(extraction: ShardedExtraction, todo: list[tuple[int, int]]) -> int:
+    return sum(extraction.bounds(shard)[1] - start for shard, start in todo)
+
+
+def _plan(job: SplitJob, n: int) -> tuple[ShardedExtraction, list[tuple[int, int]]]:
+    """The partial directory of `job` and the shards still to do, each with its first item not saved in pieces, on
+    every rank. Rank 0 prepares the directory (writing the plan) and lists what is missing, once; the others then
+    open it, checking the plan they see."""
     ranks, directory, shard_size = job.ranks, job.store.partial_dir(job.key), job.options.shard_size
 
-    def prepare() -> tuple[ShardedExtraction | None, list[int] | None]:
+    def prepare() -> tuple[ShardedExtraction | None, list[tuple[int, int]] | None]:
         if not ranks.leader:
             return None, None
         extraction = ShardedExtraction(directory, n, shard_size)
-        return extraction, extraction.missing()
+        return extraction, [(shard, extraction.resume_point(shard)) for shard in extraction.missing()]
 
     leaders, todo = together(ranks, "planning the extraction", prepare)
     todo = ranks.broadcast(todo)
@@ -371,7 +381,8 @@ def _plan(job: SplitJob, n: int) -> tuple[ShardedExtraction, list[int]]:
     return extraction, todo
 
 
-def _encode_in_rounds(job: SplitJob, extraction: ShardedExtraction, todo: list[int]) -> list[dict[str, Any]]:
+def _encode_in_rounds(job: SplitJob, extraction: ShardedExtraction,
+                      todo: list[tuple[int, int]]) -> list[dict[str, Any]]:
     """Encode this rank's share of `todo`; what every rank did ({"shards", "items", "forward_passes"}), by rank."""
     ranks = job.ranks
     # Shard i of those still to do goes to rank i % world_size: every shard has exactly one writer, the ranks get
@@ -400,14 +411,14 @@ def _encode_in_rounds(job: SplitJob, extraction: ShardedExtraction, todo: list[i
     return ranks.gather({"shards": written, **counts})
 
 
-def _loader(job: SplitJob, extraction: ShardedExtraction, shards: list[int]) -> Any:
-    """The DataLoader of `shards`' items, in order, in batches that end on shard boundaries."""
+def _loader(job: SplitJob, extraction: ShardedExtraction, todo: list[tuple[int, int]]) -> Any:
+    """The DataLoader of the items still to do, in order, in batches that end on shard boundaries."""
     from torch.utils.data import DataLoader
 
     options = job.options
     workers = default_workers(options.device) if options.workers is None else options.workers
     return DataLoader(_Items(job.split, job.encoder.transform, job.encoder.name),
-                      batch_sampler=list(_batches(extraction, shards, options.batch_size)), num_workers=workers,
+                      batch_sampler=list(_batches(extraction, todo, options.batch_size)), num_workers=workers,
                       collate_fn=_collate, pin_memory=options.device.startswith("cuda"), persistent_workers=False)
 
 
@@ -421,40 +432,45 @@ def _progress_bar(job: SplitJob, total: int) -> Any:
                 file=sys.stderr, dynamic_ncols=True)
 
 
-def _encode_shards(job: SplitJob, extraction: ShardedExtraction, shards: list[int],
+def _encode_shards(job: SplitJob, extraction: ShardedExtraction, todo: list[tuple[int, int]],
                    counts: dict[str, int]) -> Iterator[int]:
-    """Encode `shards` in order, writing each one as soon as its last batch is done; yields each shard written."""
+    """Encode the (shard, first item) of `todo` in order, writing each shard as soon as its last batch is done (and
+    a piece of it every `piece_every_s` seconds before that); yields each shard written."""
     import torch
 
-    if not shards:
+    if not todo:
         return
     encoder, device = job.encoder, job.options.device
     if getattr(encoder, "_loaded_on", None) != device:  # train and test share one loaded model
         encoder.load(device)
         encoder._loaded_on = device  # type: ignore[attr-defined]
-    loader = _loader(job, extraction, shards)
+    loader = _loader(job, extraction, todo)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext())
-    buffers: dict[int, dict[str, list]] = {}
-    with torch.inference_mode(), autocast, _progress_bar(job, extraction.items(shards)) as bar:
+    buffer = _Buffer(*todo[0])
+    with torch.inference_mode(), autocast, _progress_bar(job, _items(extraction, todo)) as bar:
         for indices, batch, labels, bad in loader:
             shard = (indices or [bad[0][0]])[0] // extraction.shard_size
-            buffer = buffers.setdefault(shard, {"features": [], "labels": [], "indices": [], "skipped": []})
+            if shard != buffer.shard:  # batches come in order: the previous shard was written at its end
+                buffer = _Buffer(shard, (indices or [bad[0][0]])[0])
             for index, reason in bad:
                 if not job.options.skip_bad_images:
                     raise BadItemError(job.split.item_id(index), f"{reason} (pass --skip-bad-images to skip and "
                                                                  f"count such items instead)")
-                buffer["skipped"].append((index, reason))
+                buffer.skipped.append((index, reason))
             if batch is not None:
-                buffer["features"].append(_encode_batch(job, batch, indices))
-                buffer["labels"].extend(labels)
-                buffer["indices"].extend(indices)
+                buffer.features.append(_encode_batch(job, batch, indices))
+                buffer.labels.extend(labels)
+                buffer.indices.extend(indices)
                 counts["items"] += len(indices)
                 counts["forward_passes"] += 1
             bar.update(len(indices) + len(bad))
-            start, stop = extraction.bounds(shard)
-            if len(buffer["indices"]) + len(buffer["skipped"]) == stop - start:
-                _write_shard(extraction, shard, buffers.pop(shard))
+            buffer.end = max(indices + [i for i, _ in bad]) + 1
+            if buffer.end == extraction.bounds(shard)[1]:
+                extraction.write(shard, buffer.arrays())
                 yield shard
+            elif time.monotonic() - buffer.since >= job.options.piece_every_s:
+                extraction.write_piece(shard, buffer.begin, buffer.end, buffer.arrays())
+                buffer = _Buffer(shard, buffer.end)
 
 
 def _encode_batch(job: SplitJob, batch: Any, indices: list[int]) -> np.ndarray:
@@ -479,10 +495,25 @@ def _encode_batch(job: SplitJob, batch: Any, indices: list[int]) -> np.ndarray:
     return output.cpu().numpy()
 
 
-def _write_shard(extraction: ShardedExtraction, shard: int, buffer: dict[str, list]) -> None:
-    features = (np.concatenate(buffer["features"]) if buffer["features"] else np.zeros((0, 0), dtype=np.float32))
-    extraction.write(shard, features, np.asarray(buffer["labels"], dtype=np.int64),
-                     np.asarray(buffer["indices"], dtype=np.int64), buffer["skipped"])
+@dataclass
+class _Buffer:
+    """The items of one shard encoded since its last piece (or its start): items `begin` to `end`."""
+
+    shard: int
+    begin: int
+    end: int = -1
+    features: list[np.ndarray] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    since: float = field(default_factory=time.monotonic)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        features = np.concatenate(self.features) if self.features else np.zeros((0, 0), dtype=np.float32)
+        return {"features": features, "labels": np.asarray(self.labels, dtype=np.int64),
+                "indices": np.asarray(self.indices, dtype=np.int64),
+                "skipped": np.array([i for i, _ in self.skipped], dtype=np.int64),
+                "skip_reasons": np.array([r for _, r in self.skipped], dtype=str)}
 
 
 def _finish_entry(job: SplitJob, extraction: ShardedExtraction, report: ExtractionReport,

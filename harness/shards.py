@@ -3,6 +3,10 @@
 Each shard holds the vectors, labels and indices of `shard_size` consecutive items (fewer for the last one), and
 the indices and reasons of the items skipped in it; it is written atomically, so a shard on disk is complete or
 absent, and a torn or short one is deleted and redone.
+
+A shard that takes long (a slow encoder, a CPU) is also saved in pieces as it goes, `piece-SSSSS-BEGIN-END.npz`
+(items BEGIN to END of shard SSSSS), every `ExtractionOptions.piece_every_s` seconds: an interrupted run then
+loses at most that much work, whatever the shard size. The pieces are merged into the shard when it is done.
 """
 
 from __future__ import annotations
@@ -59,10 +63,6 @@ class ShardedExtraction:
     def bounds(self, shard: int) -> tuple[int, int]:
         return shard * self.shard_size, min(self.n, (shard + 1) * self.shard_size)
 
-    def items(self, shards: list[int]) -> int:
-        """How many items `shards` cover."""
-        return sum(self.bounds(s)[1] - self.bounds(s)[0] for s in shards)
-
     def missing(self) -> list[int]:
         """The shards not yet on disk (or unreadable, and then removed), in order; no shard's vectors are read."""
         return [s for s in range(self.count) if self.read(s, features=False) is None]
@@ -70,12 +70,32 @@ class ShardedExtraction:
     def path(self, shard: int) -> Path:
         return self.directory / f"shard-{shard:05d}.npz"
 
+    def piece_path(self, shard: int, begin: int, end: int) -> Path:
+        return self.directory / f"piece-{shard:05d}-{begin:010d}-{end:010d}.npz"
+
+    def resume_point(self, shard: int) -> int:
+        """The first item of a missing `shard` that its pieces on disk do not hold (its first item when none do).
+
+        Pieces that do not continue the run of pieces from the shard's start (torn, or after a gap) are removed."""
+        position = self.bounds(shard)[0]
+        for path in sorted(self.directory.glob(f"piece-{shard:05d}-*.npz")):
+            begin, end = (int(part) for part in path.stem.split("-")[2:4])
+            if begin != position or self._read_file(path, begin, end, features=False) is None:
+                path.unlink(missing_ok=True)
+                continue
+            position = end
+        return position
+
     def read(self, shard: int, features: bool = True) -> dict[str, np.ndarray] | None:
         """A finished shard, or None when it is absent or unreadable (then it is simply redone).
 
         `features=False` reads everything but the vectors (and their shape from the array header only): a cheap
         check that a shard is there, so a resume never holds every shard's vectors in memory."""
-        path = self.path(shard)
+        return self._read_file(self.path(shard), *self.bounds(shard), features=features)
+
+    def _read_file(self, path: Path, start: int, stop: int, features: bool) -> dict[str, np.ndarray] | None:
+        """The arrays of a shard or piece file holding items start to stop, or None (and the file removed) when
+        it is absent, unreadable or holds another number of items."""
         if not path.exists():
             return None
         try:
@@ -90,18 +110,40 @@ class ShardedExtraction:
         except Exception:  # noqa: BLE001 - a torn shard is redone, whatever numpy says about it
             path.unlink(missing_ok=True)
             return None
-        start, stop = self.bounds(shard)
         if len(arrays["indices"]) + len(arrays["skipped"]) != stop - start:
             path.unlink(missing_ok=True)
             return None
         return arrays
 
-    def write(self, shard: int, features: np.ndarray, labels: np.ndarray, indices: np.ndarray,
-              skipped: list[tuple[int, str]]) -> None:
-        with atomic_file(self.path(shard)) as handle:
-            np.savez(handle, features=features, labels=labels, indices=indices,
-                     skipped=np.array([i for i, _ in skipped], dtype=np.int64),
-                     skip_reasons=np.array([r for _, r in skipped], dtype=str))
+    def write_piece(self, shard: int, begin: int, end: int, arrays: dict[str, np.ndarray]) -> None:
+        """Save items begin to end of an unfinished shard (see `resume_point`)."""
+        _save(self.piece_path(shard, begin, end), arrays)
+
+    def write(self, shard: int, arrays: dict[str, np.ndarray]) -> None:
+        """Save the finished `shard`: its pieces on disk followed by `arrays` (the items after them); then the
+        pieces are removed."""
+        pieces = sorted(self.directory.glob(f"piece-{shard:05d}-*.npz"))
+        parts = []
+        for path in pieces:
+            begin, end = (int(part) for part in path.stem.split("-")[2:4])
+            piece = self._read_file(path, begin, end, features=True)
+            if piece is None:
+                raise HarnessError(f"{path} became unreadable while its shard was finished; rerun to redo it")
+            parts.append(piece)
+        parts.append(arrays)
+        with_vectors = [p["features"] for p in parts if len(p["indices"])]
+        merged = {key: np.concatenate([p[key] for p in parts]) for key in ("labels", "indices", "skipped",
+                                                                             "skip_reasons")}
+        merged["features"] = np.concatenate(with_vectors) if with_vectors else arrays["features"]
+        _save(self.path(shard), merged)
+        for path in pieces:
+            path.unlink(missing_ok=True)
+
+
+def _save(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_file(path) as handle:
+        np.savez(handle, **{key: arrays[key] for key in ("features", "labels", "indices", "skipped",
+                                                          "skip_reasons")})
 
 
 def _npz_member_shape(data: Any, name: str) -> tuple[int, ...]:

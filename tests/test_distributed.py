@@ -131,7 +131,10 @@ def test_two_ranks_merge_to_the_single_process_embeddings(tmp_path):
 def test_every_rank_fails_when_rank_0_cannot_write_the_records(tmp_path):
     out, logs, results = tmp_path / "out", tmp_path / "logs", tmp_path / "results"
     out.mkdir()
-    results.write_text("a file where the results directory should be\n")
+    # The results directory passes the check before any work; the encoder's folder inside it is a file, so
+    # writing the records fails on rank 0 after the shared extraction.
+    results.mkdir()
+    (results / "pixels").write_text("a file where the encoder's folder of records should be\n")
     launch = torchrun([str(RECORDS_WORKER), str(out), "--", "-e", "pixels", "-d",
                        "synthetic", "--eval", "knn", "--cache-dir", str(tmp_path / "cache"), "--results-dir",
                        str(results), "--device", "cpu", "--batch-size", "16", "--shard-size", "32",
@@ -144,4 +147,4 @@ def test_every_rank_fails_when_rank_0_cannot_write_the_records(tmp_path):
     assert "failed on rank 0" in rank1 and str(results) in rank1, rank1
     assert "extraction shared and done" not in rank1  # it did not report success before hearing from rank 0
     assert launch.returncode == 0, output  # the worker itself exits 0 once every rank wrote its status
-    assert results.read_text() == "a file where the results directory should be\n"
+    assert (results / "pixels").read_text() == "a file where the encoder's folder of records should be\n"

@@ -256,6 +256,31 @@ def test_ctrl_c_during_extraction_resumes_from_finished_shards(tmp_path, fault_l
     fault_ledger.lost += 2 - report.items_resumed // 16
 
 
+def test_ctrl_c_inside_a_long_shard_keeps_the_pieces_saved_so_far(tmp_path, fault_ledger):
+    """One shard holds the whole split (as the default 1,024 items hold cifar10-mini's 1,000); a piece saved
+    every `piece_every_s` seconds (here after every batch) means Ctrl-C keeps the work done before it."""
+    store = EmbeddingStore(tmp_path)
+    one_shard = {"shard_size": 1024, "piece_every_s": 0.0}
+    reference, _ = extract(CountingPixels(), dataset(), "train", EmbeddingStore(tmp_path / "ref"), options())
+    with pytest.raises(KeyboardInterrupt):
+        extract(CountingPixels(fail_after=5), dataset(), "train", store, options(**one_shard))  # 5 batches of 8
+    assert not list((tmp_path / "partial").rglob("shard-*.npz"))  # the shard is unfinished
+    pieces = sorted(p.name for p in (tmp_path / "partial").rglob("piece-*.npz"))
+    assert pieces == [f"piece-00000-{8 * i:010d}-{8 * (i + 1):010d}.npz" for i in range(5)]
+    fault_ledger.injected += 1
+    # A torn last piece is dropped and redone; the four before it are kept.
+    last = next((tmp_path / "partial").rglob(pieces[-1]))
+    last.write_bytes(last.read_bytes()[:100])
+    resumed_encoder = CountingPixels()
+    resumed, report = extract(resumed_encoder, dataset(), "train", store, options(**one_shard))
+    assert report.items_resumed == 32 and report.items_encoded == SPLIT_ITEMS - 32 and resumed_encoder.calls == 6
+    np.testing.assert_array_equal(resumed.features, reference.features)
+    np.testing.assert_array_equal(resumed.ids, reference.ids)
+    np.testing.assert_array_equal(resumed.labels, reference.labels)
+    fault_ledger.survived += 1
+    fault_ledger.lost += 4 - report.items_resumed // 8
+
+
 # -- damaged on disk -----------------------------------------------------------------------------------------------
 
 
@@ -435,11 +460,11 @@ def test_disk_full_or_not_writable_is_a_clear_error_and_loses_nothing(tmp_path, 
     with monkeypatch.context() as patch:
         # ENOSPC in the cache after plan.json and one shard reached the disk, so the failure lands mid-extraction.
         disk = FailingDisk(patch, cache if where == "cache" else results, code, allow=2 if where == "cache" else 0)
-        if where == "cache":
+        if where == "cache" and code == errno.ENOSPC:  # the disk fills up mid-extraction: that cell fails
             failed = run(config(tmp_path, ["pixels"]), plugins)
             [failure] = failed.failures
             message = failure.error
-        else:
+        else:  # a directory refused from the start is found before any work; a full results disk at the write
             with pytest.raises(HarnessError) as raised:
                 run(config(tmp_path, ["pixels"]), plugins)
             message = str(raised.value)
