@@ -8,24 +8,27 @@ from typing import Any
 
 from harness.defaults import DEFAULT_RESULTS_DIR
 
+RESULTS_DIR_HELP = "where the result records are (default: ./%(default)s)"
+FORMAT_HELP = "how the table is written (default: %(default)s)"
+
 
 def add_board_parsers(sub: Any) -> None:
     from harness.leaderboard import FORMATS
 
     board = sub.add_parser("leaderboard", help="print the leaderboard from result records alone")
-    board.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
-    board.add_argument("--format", choices=FORMATS, default="plain")
+    board.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=RESULTS_DIR_HELP)
+    board.add_argument("--format", choices=FORMATS, default="plain", help=FORMAT_HELP)
     board.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
     board.add_argument("--sort", default="rank", metavar="COLUMN",
-                       help="order rows by a column: rank (default), encoder, mean or a column header such as "
-                            "'cifar10-mini knn' (scores best first, missing cells last)")
+                       help="order rows by a column: rank, encoder, mean or a column header such as "
+                            "'cifar10-mini knn'; scores best first, missing cells last (default: %(default)s)")
     board.add_argument("--label-free", action="store_true",
                        help="rank encoders per dataset by UMAP silhouette (no labels) beside their AMI ranking")
 
     publish = sub.add_parser("publish", help="write a static site (index.html + plots) from result records")
-    publish.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
-    publish.add_argument("--out", default="site", help="directory of the site (default: ./site)")
-    publish.add_argument("--title", default="Encoder leaderboard", help="title of the page")
+    publish.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=RESULTS_DIR_HELP)
+    publish.add_argument("--out", default="site", help="directory of the site (default: ./%(default)s)")
+    publish.add_argument("--title", default="Encoder leaderboard", help="title of the page (default: %(default)s)")
     publish.add_argument("--compare", action="append", metavar="NEW",
                          help="encoder(s) of the comparison section (default: every non-baseline encoder)")
     publish.add_argument("--against", nargs="+", action="extend", metavar="BASELINE",
@@ -39,12 +42,14 @@ def add_board_parsers(sub: Any) -> None:
                          help="the encoder to compare (its name in the records); before --against")
     compare.add_argument("--against", "-a", nargs="+", action="extend", required=True, metavar="BASELINE",
                          help="one or more baseline encoders")
-    compare.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
+    compare.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=RESULTS_DIR_HELP)
     compare.add_argument("--dataset", "-d", action="append", metavar="D", help="only these datasets (repeatable)")
     compare.add_argument("--metric", default=None, help="a metric other than each evaluator's main score")
-    compare.add_argument("--format", choices=FORMATS, default="plain")
-    compare.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 2000)")
-    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default 0)")
+    compare.add_argument("--format", choices=FORMATS, default="plain", help=FORMAT_HELP)
+    # None, not DEFAULT_N_BOOT: importing harness.leaderboard.compare (numpy) here would slow every command;
+    # tests/test_cli_help.py checks that the help names the constant's value.
+    compare.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default: 2000)")
+    compare.add_argument("--seed", type=int, default=0, help="seed of the bootstrap resampling (default: %(default)s)")
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -9,14 +9,17 @@ import time
 from harness.defaults import DEFAULT_CACHE_DIR as DEFAULT_CACHE
 
 
+CACHE_DIR_HELP = "the embedding cache (default: ./%(default)s)"
+
+
 def add_cache_parsers(sub: argparse._SubParsersAction) -> None:
     cache = sub.add_parser("cache", help="list or prune the embedding cache")
     actions = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
     ls = actions.add_parser("ls", help="entries with encoder, dataset, split, size and last use")
-    ls.add_argument("--cache-dir", default=DEFAULT_CACHE)
+    ls.add_argument("--cache-dir", default=DEFAULT_CACHE, help=CACHE_DIR_HELP)
     prune = actions.add_parser("prune", help="remove entries by age, total size or encoder (never one that a "
                                              "running extraction holds), and leftovers of killed runs")
-    prune.add_argument("--cache-dir", default=DEFAULT_CACHE)
+    prune.add_argument("--cache-dir", default=DEFAULT_CACHE, help=CACHE_DIR_HELP)
     prune.add_argument("--older-than", type=float, metavar="DAYS", help="remove entries not used for DAYS days")
     prune.add_argument("--max-size", metavar="SIZE",
                        help="then remove least recently used entries until the cache is at most SIZE (500M, 2G)")
@@ -25,12 +28,12 @@ def add_cache_parsers(sub: argparse._SubParsersAction) -> None:
 
     export = sub.add_parser("export", help="write the cached embeddings of (encoder, dataset, split) as .npy/.npz")
     export.add_argument("--encoder", "-e", help="encoder name, as `harness cache ls` shows it")
-    export.add_argument("--dataset", "-d")
+    export.add_argument("--dataset", "-d", help="dataset name, as `harness cache ls` shows it")
     export.add_argument("--split", "-s", help="train, val or test")
     export.add_argument("--key", help="the entry's key (or a unique prefix), when several entries match")
     export.add_argument("--out", "-o", required=True, metavar="FILE",
                         help="FILE.npz (features, labels, ids) or FILE.npy (features; labels and ids beside it)")
-    export.add_argument("--cache-dir", default=DEFAULT_CACHE)
+    export.add_argument("--cache-dir", default=DEFAULT_CACHE, help=CACHE_DIR_HELP)
 
 
 def _ago(seconds: float) -> str:

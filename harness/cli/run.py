@@ -37,21 +37,27 @@ def add_run_parser(sub: Any) -> None:
     run.add_argument("--force", action="store_true",
                      help="measure every cell again, even those already done (the same as --no-resume)")
     run.add_argument("--encoder", "-e", action="append", metavar="E",
-                     help=f"encoder name, repeatable (default: {', '.join(DEFAULT_ENCODERS)})")
+                     help="encoder, repeatable: timm:<model> (timm's hub weights); timm:<model>@<weights file> "
+                          "(.pth, .pt, .bin or .safetensors, e.g. timm:resnet50@/path/weights.safetensors); "
+                          "open_clip:<architecture>@<pretrained tag or weights file> (e.g. "
+                          "open_clip:ViT-B-32@laion2b_s34b_b79k); random:<timm model> (untrained, seeded); or a "
+                          f"plain name such as pixels (default: {', '.join(DEFAULT_ENCODERS)}). `harness encoders` "
+                          "lists every name and prefix, plugins' included")
     run.add_argument("--dataset", "-d", action="append", metavar="D",
-                     help=f"dataset name, repeatable (default: {', '.join(DEFAULT_DATASETS)})")
+                     help="dataset name, repeatable; imagefolder:<path> for images on disk; `harness datasets` "
+                          f"lists them all (default: {', '.join(DEFAULT_DATASETS)})")
     run.add_argument("--eval", dest="evaluators", action="append", metavar="EV[,EV...]",
                      help="evaluators (default: every built-in evaluator)")
     # None defaults: a flag given beside --suite overrides the file, one left out does not
     run.add_argument("--results-dir", default=None, help=f"where records go (default: ./{DEFAULT_RESULTS_DIR})")
     run.add_argument("--cache-dir", default=None, help=f"embedding cache (default: ./{DEFAULT_CACHE_DIR})")
     run.add_argument("--device", default=None, help="auto (CUDA when present, the default), cpu or cuda[:N]")
-    run.add_argument("--batch-size", type=int, default=None, help="(default 64)")
+    run.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: 64)")
     run.add_argument("--workers", type=int, default=None,
                      help="DataLoader workers, and the CPU workers an evaluator may start (default: chosen for the "
                           "machine)")
     run.add_argument("--seed", type=int, default=None,
-                     help="seed of every stochastic step (and of random: encoders) (default 0)")
+                     help="seed of every stochastic step (and of random: encoders) (default: 0)")
     run.add_argument("--pooling", choices=("default", "cls", "mean"), default=None,
                      help="feature pooling of timm encoders (default: the model's own)")
     run.add_argument("--data-root", default=None,
@@ -73,7 +79,8 @@ def add_run_parser(sub: Any) -> None:
     run.add_argument("--memory-budget-mb", type=float, default=None,
                      help="working memory every evaluator may use (default: from the device); an execution "
                           "setting, like the device: it changes how results are computed, never which cell they are")
-    run.add_argument("--format", choices=FORMATS, default="plain", help="format of the printed leaderboard")
+    run.add_argument("--format", choices=FORMATS, default="plain",
+                     help="format of the printed leaderboard (default: %(default)s)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
