@@ -146,8 +146,7 @@ def test_a_failed_record_superseded_by_an_ok_one_from_another_machine_is_pointed
     assert main(["leaderboard", "--results-dir", str(merged)]) == 2
     assert "harness results prune --failed" in capsys.readouterr().err
     assert main(["results", "ls", "--failed", "--results-dir", str(merged)]) == 0
-    out = capsys.readouterr().out
-    assert f"superseded by {merged / 'b'}" in out  # the ok record of the same cell
+    assert f"superseded by {merged / 'b'}" in capsys.readouterr().err  # the ok record of the same cell
     assert main(["results", "prune", "--failed", "--yes", "--results-dir", str(merged)]) == 0
     capsys.readouterr()
     assert [r["main_score"] for r in load_records(merged)] == [0.7]
