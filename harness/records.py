@@ -10,6 +10,7 @@ record on disk always has its predictions beside it.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import importlib.metadata
 import json
@@ -121,7 +122,7 @@ def write_record(results_dir: str | os.PathLike, record: dict[str, Any],
     if predictions:
         record["predictions_file"] = f"{stem}.predictions.npz"
         arrays[record["predictions_file"]] = predictions
-    for name, array in (artifacts or {}).items():
+    for name, array in (artifacts or {}).items():  # `<stem>.*.npz`, the naming `files_beside` relies on
         record["artifacts"][name] = f"{stem}.{safe_part(name)}.npz"
         arrays[record["artifacts"][name]] = {name: array}
     validate(record, source=f"record for {path}")
@@ -158,11 +159,24 @@ def load_records(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
     Result directories from several machines are merged by copying them together, so the records are also
     checked against each other (`merge_records`): one measurement held twice is kept once, anything that would
     make a table silently wrong is an error naming the files."""
+    return merge_records([load_record(p) for p in record_paths(results_dir)])
+
+
+def record_paths(results_dir: str | os.PathLike) -> list[Path]:
+    """The record files under `results_dir`, at any depth, sorted (hidden temporary files ignored)."""
     root = Path(results_dir)
     if not root.is_dir():
         raise HarnessError(f"results directory {str(root)!r} does not exist; run `harness run` first")
-    paths = sorted(p for p in root.rglob("seed-*.json") if not p.name.startswith("."))
-    return merge_records([load_record(p) for p in paths])
+    return sorted(p for p in root.rglob("seed-*.json") if not p.name.startswith("."))
+
+
+def files_beside(path: Path) -> list[Path]:
+    """The files `write_record` puts beside the record at `path` (`<stem>.predictions.npz`, `<stem>.<artifact>.npz`).
+
+    Found by that naming rather than read from the record, so a file an earlier record of the same cell left there
+    is found too: in one folder, `<stem>.` belongs to one cell alone."""
+    stem = path.name[: -len(".json")]
+    return sorted(p for p in path.parent.glob(f"{glob.escape(stem)}.*.npz") if p.is_file())
 
 
 def _measurement(record: dict[str, Any]) -> tuple[str, str, str, str, int]:
@@ -203,11 +217,16 @@ def merge_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         other = kept[cell]
         same = all(other.get(k) == record.get(k) for k in ("status", "metrics", "main_score"))
         if not same:
+            # A failed record beside an ok one of its cell (copied from another machine) is the usual case, and
+            # rerunning would not help: the run writes a third file.
+            way_out = ("`harness results prune --failed` removes the failed one"
+                       if {other["status"], record["status"]} == {"ok", "failed"}
+                       else "Remove the one you do not trust, or rerun the cell")
             raise HarnessError(
                 f"result files {other['_path']!r} and {record['_path']!r} hold the same cell ({encoder} on {dataset}, "
                 f"{protocol}, seed {seed}) with different results (main score {other['main_score']!r} vs "
                 f"{record['main_score']!r}, status {other['status']} vs {record['status']}); a table would mix "
-                f"them. Remove the one you do not trust, or rerun the cell")
+                f"them. {way_out}")
         log.warning("note: %s duplicates %s (same cell, same results); counted once", record["_path"], other["_path"])
     return list(kept.values())
 

@@ -72,7 +72,8 @@ def publish(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike, *, re
     `compare`/`against` choose the encoders of the comparison section (default: every non-baseline encoder
     against every baseline encoder)."""
     records = list(records)
-    board = build_leaderboard(records)  # no records -> a HarnessError saying to run `harness run`
+    # no records -> a HarnessError saying to run `harness run`; failed ones -> one note naming the commands
+    board = build_leaderboard(records, results_dir=results_dir)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--out {str(out)!r} is a file; give a directory for the site")

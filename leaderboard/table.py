@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import shlex
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -61,19 +63,22 @@ def _scores(record: dict[str, Any], metric: str | None) -> dict[str, float] | No
             else {})
 
 
-def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = None) -> Leaderboard:
+def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = None,
+                      results_dir: str | os.PathLike | None = None) -> Leaderboard:
+    """The table of the ok records; failed ones are counted in one note, whose commands name `results_dir` when
+    given (give it when it is not the default, so the commands can be pasted as they are)."""
     records = list(records)
     if not records:
         raise HarnessError("no result records found; run `harness run` first (or point --results-dir at them)")
     rows: dict[str, dict[str, Any]] = {}
     columns: list[str] = []
-    failed = []
+    failed = 0
     by_seed: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     lacking: dict[str, dict[str, Any]] = {}  # column -> a record of it without `metric`
     having: set[str] = set()  # columns with at least one record holding `metric`
     for record in records:
         if record["status"] != "ok":
-            failed.append(f"{record['encoder']['name']} / {column_name(record)} (seed {record['seed']}) failed")
+            failed += 1
             continue
         column = column_name(record)
         if column not in columns:
@@ -117,7 +122,16 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
         row["rank"] = None
     for row, rank in zip(ranked, ranks):
         row["rank"] = int(rank)
-    return Leaderboard(columns, ordered, notes=failed + notes + incomplete)
+    failures = [failed_cells_note(failed, results_dir)] if failed else []
+    return Leaderboard(columns, ordered, notes=failures + notes + incomplete)
+
+
+def failed_cells_note(count: int, results_dir: str | os.PathLike | None = None) -> str:
+    """One line for every failed cell: failed records pile up (one per mistake, until the cell is rerun), and a
+    note per record buried the other notes. Their errors are for `harness results ls --failed`."""
+    flag = f" --results-dir {shlex.quote(str(results_dir))}" if results_dir is not None else ""
+    return (f"{count} failed cell(s) not shown; list them: harness results ls --failed{flag}; "
+            f"remove them: harness results prune --failed{flag} (a dry run; --yes removes)")
 
 
 def _unknown_metric(metric: str, records: list[dict[str, Any]]) -> HarnessError:

@@ -1,6 +1,6 @@
 """The `harness` command, the top layer: it may import everything, and nothing below imports it. One module per
-group of subcommands (run, board: leaderboard/publish/compare, cache, listing). Errors meant for the user print as
-one message (exit 2); bugs keep their traceback."""
+group of subcommands (run, board: leaderboard/publish/compare, cache, results, listing). Errors meant for the user
+print as one message (exit 2); bugs keep their traceback."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Sequence
 from harness.cli.board import add_board_parsers, cmd_compare, cmd_leaderboard, cmd_publish
 from harness.cli.cache import add_cache_parsers, cmd_cache, cmd_export
 from harness.cli.listing import LISTINGS, add_listing_parsers
+from harness.cli.results import add_results_parsers, cmd_results
 from harness.cli.run import add_run_parser, cmd_run, run_config
 from harness.errors import HarnessError
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     add_board_parsers(sub)
     add_cache_parsers(sub)  # `harness cache ls|prune`, `harness export`
+    add_results_parsers(sub)  # `harness results ls|prune`
     add_listing_parsers(sub)
     _verbose_everywhere(parser)
     return parser
@@ -88,5 +90,6 @@ COMMANDS = {
     "compare": cmd_compare,
     "cache": cmd_cache,
     "export": cmd_export,
+    "results": cmd_results,
     **LISTINGS,
 }

@@ -61,7 +61,10 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
         print(render_label_free(load_records(args.results_dir), args.format))
         return 0
-    board = sort_board(build_leaderboard(load_records(args.results_dir), metric=args.metric), args.sort)
+    # the failure note's commands name --results-dir only when it is not the default, as a user would type them
+    shown_dir = None if args.results_dir == DEFAULT_RESULTS_DIR else args.results_dir
+    board = sort_board(build_leaderboard(load_records(args.results_dir), metric=args.metric, results_dir=shown_dir),
+                       args.sort)
     print(render(board, args.format))
     for note in board.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -8,6 +8,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from harness.cli.listing import warn_problems
+from harness.cli.results import with_results_dir
 from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
 from harness.errors import HarnessError
 
@@ -223,7 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"no {record['main_metric']}: {reason}", file=sys.stderr)
     if report.failures:  # each error is already in the log above (once), and in its failed record
         print(f"{len(report.failures)} cell(s) failed: the errors are above, and in the failed records under "
-              f"{config.results_dir}", file=sys.stderr)
+              f"{config.results_dir} (`{with_results_dir('harness results ls --failed', config.results_dir)}` lists "
+              f"them)", file=sys.stderr)
     return 1 if report.failures else 0
 
 
