@@ -53,7 +53,7 @@ def write_crafted(results: Path) -> dict[str, dict[str, float]]:
     return scores
 
 
-LONG_ENCODERS = ["timm:vit_large_patch14_clip_224.openai_ft_in12k_in1k@checkpoints/run-2026-11-27/epoch-0100.safetensors",
+LONG_ENCODERS = ["timm:vit_large_patch14_clip_224.openai_ft_in12k_in1k@checkpoints/run-2026-11-27/epoch-100.pth",
                  "open_clip:ViT-bigG-14-CLIPA-336@laion2b_s39b_b160k/finetuned-on-our-own-photos"]
 
 
