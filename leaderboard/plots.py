@@ -8,12 +8,16 @@ backend is switched and nothing tries to open a window on a machine without a di
 from __future__ import annotations
 
 import io
+import textwrap
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 DPI = 100
+#: Legend entries longer than this wrap onto more lines: constrained layout narrows the axes to make room for the
+#: legend, and an entry wider than the figure leaves no room at all (the legend is then cut off at the edge).
+LEGEND_CHARS = 28
 
 
 @dataclass
@@ -58,12 +62,13 @@ def umap_scatter_png(layout: np.ndarray, labels: np.ndarray | None, class_names:
     for code in np.unique(labels[~unlabelled]):
         points = layout[labels == code]
         name = class_names[code] if code < len(class_names) else str(code)
-        axes.scatter(points[:, 0], points[:, 1], s=5, color=colours[code], linewidths=0, label=plain_text(name))
-    axes.set_title(plain_text(title), fontsize=9)
+        axes.scatter(points[:, 0], points[:, 1], s=5, color=colours[code], linewidths=0,
+                     label=plain_text(textwrap.fill(name, LEGEND_CHARS)))
     axes.set_xticks([])
     axes.set_yticks([])
     if (~unlabelled).any():
         axes.legend(fontsize=6, markerscale=2.5, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+    set_title(axes, title, fontsize=9)  # last: where it lands depends on everything else
     return _png(figure)
 
 
@@ -84,13 +89,34 @@ def score_bars_png(bars: Sequence[Bar], title: str) -> bytes:
                 xs.append(c - 0.4 + width * (e + 0.5))
                 values.append(bar.value)
                 spreads.append(bar.spread)
-        axes.bar(xs, values, width=width, yerr=spreads, capsize=2, color=colours[e], label=plain_text(encoder))
+        axes.bar(xs, values, width=width, yerr=spreads, capsize=2, color=colours[e],
+                 label=plain_text(textwrap.fill(encoder, LEGEND_CHARS)))
     axes.set_xticks(range(len(columns)), [plain_text(c) for c in columns], fontsize=8)
     axes.set_ylabel("main score", fontsize=8)
-    axes.set_title(plain_text(title), fontsize=9)
     axes.tick_params(axis="y", labelsize=7)
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    set_title(axes, title, fontsize=9)  # last: where it lands depends on everything else
     return _png(figure)
+
+
+def set_title(axes: Any, title: str, fontsize: float) -> None:
+    """The title, wrapped onto as many lines as keep it inside the figure.
+
+    Constrained layout makes room above the axes for a title but never narrows one, and the canvas cuts off what
+    runs past its edges. A title is centred on the axes, not the figure (the legend sits to the right), and names
+    can be long and unbroken (checkpoint paths) or wide (capitals, CJK), so the lines are measured where the
+    title lands, not guessed from a character count."""
+    figure = axes.figure
+    chars = max(len(title), 1)
+    while True:
+        axes.set_title(plain_text(textwrap.fill(title, chars)), fontsize=fontsize)
+        figure.draw_without_rendering()  # runs the layout: where the title lands depends on the legend's width
+        box = axes.title.get_window_extent()
+        centre = (box.x0 + box.x1) / 2
+        room = 2 * min(centre, figure.bbox.width - centre)  # the widest line that fits, centred there
+        if box.width <= room or chars <= 10:
+            return
+        chars = max(10, min(chars - 1, int(chars * room / box.width)))
 
 
 def plain_text(text: str) -> str:

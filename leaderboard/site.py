@@ -127,7 +127,7 @@ def comparison_html(records: Sequence[dict[str, Any]], board: Leaderboard, compa
                 raise
             parts.append(f"<p>{esc(name)}: {esc(error)}</p>")
             continue
-        parts.append(f"<h3>{esc(name)}</h3>\n{render_comparison(rows, 'html')}")
+        parts.append(f'<h3>{esc(name)}</h3>\n<div class="table-scroll">{render_comparison(rows, "html")}</div>')
     parts.append(f'<p class="hint">{esc(describe_methods(DEFAULT_N_BOOT, 0))}</p>')
     return "\n".join(parts)
 
@@ -227,8 +227,8 @@ def leaderboard_html(board: Leaderboard, cell_ids: dict[tuple[str, str], int],
         body.append(f'<tr data-row="{index}">{"".join(cells)}</tr>')
     return (f'<p class="hint">Click a column header to sort (again to reverse); missing cells sort last. '
             f"Each score links to its provenance.</p>\n"
-            f'<table id="leaderboard-table"><thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(body)
-            + "\n</tbody></table>")
+            f'<div class="table-scroll"><table id="leaderboard-table"><thead><tr>{head}</tr></thead>\n<tbody>\n'
+            + "\n".join(body) + "\n</tbody></table></div>")
 
 
 def _tooltip(entry: dict[str, Any]) -> str:
@@ -356,9 +356,12 @@ def provenance_html(entries: list[dict[str, Any]]) -> str:
 
 
 STYLE = """
-body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem auto; max-width: 1200px; padding: 0 1rem; color: #222; }
+body { font: 14px/1.45 system-ui, sans-serif; margin: 1.5rem auto; max-width: 1200px; padding: 0 1rem; color: #222;
+       overflow-wrap: break-word; }  /* a long unbroken name in a heading or caption breaks, not the page */
 nav a { margin-right: 1rem; }
-table { border-collapse: collapse; margin: .5rem 0 1rem; }
+/* a table wider than the page (many columns, long names) scrolls sideways in its own box, never the page */
+.table-scroll { overflow-x: auto; margin: .5rem 0 1rem; }
+table { border-collapse: collapse; }
 th, td { border-bottom: 1px solid #ddd; padding: .3rem .7rem; text-align: left; }
 thead th { cursor: pointer; background: #f3f3f3; user-select: none; white-space: nowrap; }
 thead th[aria-sort=ascending]::after { content: " \\25B2"; }
@@ -369,8 +372,9 @@ th.encoder { font-weight: 600; }
 .tag { margin-left: .4rem; font-size: 11px; font-weight: normal; background: #eee; border-radius: 3px; padding: 0 .3rem; }
 .hint, figcaption, .meta { color: #666; font-size: 12px; }
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure { margin: 0; }
-figure img { max-width: 100%; border: 1px solid #eee; }
+/* narrow windows: a figure shrinks with its image (border included) instead of widening the page */
+figure { margin: 0; max-width: 100%; }
+figure img { max-width: 100%; box-sizing: border-box; border: 1px solid #eee; }
 details { margin: .2rem 0; }
 details:target, details[open] { background: #fafafa; }
 dl { display: grid; grid-template-columns: max-content 1fr; gap: .1rem 1rem; margin: .3rem 1rem; }

@@ -53,6 +53,32 @@ def write_crafted(results: Path) -> dict[str, dict[str, float]]:
     return scores
 
 
+LONG_ENCODERS = ["timm:vit_large_patch14_clip_224.openai_ft_in12k_in1k@checkpoints/run-2026-11-27/epoch-100.pth",
+                 "open_clip:ViT-bigG-14-CLIPA-336@laion2b_s39b_b160k/finetuned-on-our-own-photos"]
+
+
+def write_wide(results: Path) -> None:
+    """Many columns with long names: two long-named encoders and a baseline on five long-named datasets, kNN
+    (with per-item predictions, so the comparison tables fill) and linear on each, and clustering with a 2-D
+    layout (a UMAP plot whose title is longer than the figure) on one."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 4
+    for encoder in [*LONG_ENCODERS, "pixels"]:
+        pretraining = "none" if encoder == "pixels" else "supervised"
+        for d in range(5):
+            dataset = f"imagefolder:/data/field-photos-of-birds-{d}"
+            score = (rng.random(40) < 0.7).astype(np.float64)
+            write_record(results, make_record(encoder, dataset, "knn", float(score.mean()), pretraining=pretraining),
+                         predictions={"ids": np.array([f"t/{i}" for i in range(40)]), "label": labels,
+                                      "prediction": np.where(score == 1, labels, 9), "score": score})
+            write_record(results, make_record(encoder, dataset, "linear", float(rng.random()), pretraining=pretraining))
+        record = make_record(encoder, "imagefolder:/data/field-photos-of-birds-0", "clustering", 0.4,
+                             pretraining=pretraining)
+        record["dataset"]["class_names"] = ["sparrow", "blackbird", "great crested grebe", "wren"]
+        write_record(results, record, predictions={"ids": np.array([f"t/{i}" for i in range(40)]), "label": labels},
+                     artifacts={"umap2d": rng.normal(size=(40, 2)) + labels[:, None]})
+
+
 def expected_order(scores, column, descending):
     """Encoders by a column's value, missing last either way (the table's rule, written out independently)."""
     present = sorted((s[column], e) for e, s in scores.items() if column in s)
@@ -124,6 +150,37 @@ def test_sorting_escaping_and_no_network_in_chromium(tmp_path, open_page):
     assert {row["encoder"] for row in data["rows"]} == set(scores)
     # everything came from the page's directory: no request left file://
     assert opened.requests and all(url.startswith("file://") for url in opened.requests), opened.requests
+
+
+# The page's width against the window's, and for each table in a section, its box: a table either fits its box or
+# the box scrolls sideways (overflow-x auto/scroll) inside the page.
+LAYOUT_JS = """() => ({
+    innerWidth: window.innerWidth, clientWidth: document.documentElement.clientWidth,
+    scrollWidth: document.documentElement.scrollWidth,
+    tables: Array.from(document.querySelectorAll('section table')).map(table => {
+        const box = table.parentElement;
+        return {id: table.id || table.closest('section').id, width: table.offsetWidth, boxWidth: box.clientWidth,
+                boxRight: box.getBoundingClientRect().right, overflowX: getComputedStyle(box).overflowX};
+    }),
+})"""
+
+
+@pytest.mark.slow  # headless Chromium
+def test_wide_tables_scroll_in_their_own_box_and_the_page_never_scrolls_sideways(tmp_path, open_page):
+    """Issue 11: at 1,400 px the leaderboard overflowed the window; narrower windows, down to a phone's, must not."""
+    write_wide(tmp_path / "results")
+    opened = open_page(publish(load_records(tmp_path / "results"), tmp_path / "site"))
+    for width in (1400, 1000, 800, 400):
+        opened.page.set_viewport_size({"width": width, "height": 900})
+        layout = opened.page.evaluate(LAYOUT_JS)
+        assert layout["scrollWidth"] <= layout["clientWidth"], layout
+        assert len(layout["tables"]) == 1 + 2, layout  # the leaderboard, a comparison table per long-named encoder
+        # the data is wide enough that the leaderboard cannot fit, so the scrolling branch is what is tested
+        assert layout["tables"][0]["id"] == "leaderboard-table" and layout["tables"][0]["width"] > width, layout
+        for table in layout["tables"]:
+            assert table["boxRight"] <= layout["clientWidth"], (width, table)
+            assert table["width"] <= table["boxWidth"] or table["overflowX"] in ("auto", "scroll"), (width, table)
+    assert opened.errors == []
 
 
 @pytest.mark.slow  # the real offline default, a subprocess, Chromium
@@ -234,3 +291,34 @@ def test_publish_reads_each_predictions_file_once_and_survives_records_without_t
         npz.unlink()
     page = publish(load_records(results), tmp_path / "site").read_text()
     assert "No UMAP plot for" in page and "is missing (records shared without their .npz files?)" in page
+
+
+def test_long_plot_titles_and_legends_stay_inside_their_figures(tmp_path, monkeypatch):
+    """Issue 11: a UMAP title longer than the figure was cut off at its edges; long names are wrapped instead."""
+    import harness.leaderboard.plots as plots
+
+    figures = []
+    real_png = plots._png
+
+    def keep(figure):
+        png = real_png(figure)  # saving lays the figure out; the text is measured where it was drawn
+        figures.append(figure)
+        return png
+
+    monkeypatch.setattr(plots, "_png", keep)
+    write_wide(tmp_path / "results")
+    publish(load_records(tmp_path / "results"), tmp_path / "site")
+    assert len(figures) == 3 + 5  # a UMAP scatter per encoder on the clustered dataset, a bar chart per dataset
+    titles = []
+    for figure in figures:
+        axes = figure.axes[0]
+        titles.append(axes.get_title())
+        # everything the axes drew (title, legend, tick labels; not the labels of ticks outside the view, which
+        # matplotlib keeps but does not draw), in pixels of the saved image
+        box = axes.get_tightbbox(figure.canvas.get_renderer())
+        inside = box.x0 >= 0 and box.y0 >= 0 and box.x1 <= figure.bbox.width and box.y1 <= figure.bbox.height
+        assert inside, (f"{titles[-1]!r}: drawn over x {box.x0:.0f}..{box.x1:.0f}, y {box.y0:.0f}..{box.y1:.0f} "
+                        f"of a {figure.bbox.width:.0f} x {figure.bbox.height:.0f} px image")
+    # wrapping drops no character of a name: the long encoder's title, its line breaks taken out
+    expected = f"{LONG_ENCODERS[0]} on imagefolder:/data/field-photos-of-birds-0"
+    assert any("".join(title.split()) == "".join(expected.split()) for title in titles), titles
