@@ -8,6 +8,7 @@ import shlex
 import sys
 from typing import Any
 
+from harness.cli.board import RESULTS_DIR_HELP
 from harness.defaults import DEFAULT_RESULTS_DIR
 
 
@@ -15,13 +16,13 @@ def add_results_parsers(sub: Any) -> None:
     results = sub.add_parser("results", help="list result records, or remove the failed ones")
     actions = results.add_subparsers(dest="results_command", metavar="ACTION", required=True)
     ls = actions.add_parser("ls", help="records with encoder, dataset, evaluator, seed, date, file, score or error")
-    ls.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
+    ls.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=RESULTS_DIR_HELP)
     ls.add_argument("--failed", action="store_true", help="only the failed records")
     prune = actions.add_parser(
         "prune", help="remove failed records and the files beside them (ok records never); a dry run unless --yes",
         description="Without --yes, say what would be removed and remove nothing: run it once as it is, read the "
                     "list, then add --yes. Do not prune while a `harness run` writes into the same directory.")
-    prune.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR)
+    prune.add_argument("--results-dir", default=DEFAULT_RESULTS_DIR, help=RESULTS_DIR_HELP)
     prune.add_argument("--failed", action="store_true",
                        help="remove the failed records (required: the only kind prune removes)")
     prune.add_argument("--yes", action="store_true", help="remove them; without it, only say what would be removed")
