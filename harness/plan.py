@@ -16,9 +16,9 @@ from typing import Any, Sequence
 from harness.defaults import (DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCODERS, DEFAULT_EVALUATORS,
                               DEFAULT_RESULTS_DIR)
 from harness.errors import HarnessError
-from harness.extract import ExtractionOptions, split_cache_key
+from harness.extract import ExtractionOptions, encoder_fingerprint, split_cache_key
 from harness.plugin_manager import Plugins, get_plugins
-from harness.records import cell_key, load_record, record_path
+from harness.records import cell_key, library_versions, load_record, record_path, safe_part
 from harness.types import Encoder, Evaluator
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class RunConfig:
     seed: int = 0
     seeds: Sequence[int] | None = None  # several evaluation seeds (one record each); None: (seed,)
     resume: bool = False  # keep cells whose ok record has the same cell key and cache keys
+    force: bool = False  # write even where the results hold a row of the same name from another encoder
     skip_bad_images: bool = False
     shard_size: int | None = None
     encoder_options: dict[str, Any] = field(default_factory=dict)  # applied to every encoder built by name
@@ -216,3 +217,44 @@ def _finished_record(label: str, dataset_name: str, evaluator: Evaluator, seed: 
     except HarnessError as error:
         log.warning("%s; its cell is measured again", error)
         return None
+
+
+def check_row_name(planned: PlannedEncoder, device: str, results_dir: str | Path) -> None:
+    """Refuse a row name that records in `results_dir` already give to another encoder (other weights, another
+    model): its new results would silently replace some of those and sit beside the others in one leaderboard row.
+    Other library versions, another device's precision or weights moved to another path are the same encoder."""
+    folder = Path(results_dir) / safe_part(planned.label)
+    if not folder.is_dir():
+        return
+    try:
+        mine = _identity(encoder_fingerprint(planned.encoder, device))
+    except Exception:  # noqa: BLE001 - an encoder too broken to fingerprint fails its own cells later
+        return
+    for path in sorted(folder.rglob("seed-*.json")):
+        try:
+            record = load_record(path)
+        except HarnessError:
+            continue
+        if record["status"] != "ok" or record["encoder"]["name"] != planned.label:
+            continue
+        theirs = _identity(record["encoder"]["fingerprint"])
+        if theirs != mine:
+            differs = ", ".join(sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)))
+            raise HarnessError(
+                f"{str(results_dir)!r} already holds results of a row named {planned.label!r} from another encoder "
+                f"(it differs in: {differs}; {path}). Give this one another name (a suite's `label`, "
+                f"evaluate_model(name=...)), or another --results-dir; --force (force=True in the API) measures it "
+                f"under this name anyway, replacing those cells (remove {str(folder)!r} first to drop the row's other cells)")
+
+
+def _identity(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """An encoder fingerprint without what does not make it another encoder: library versions, the precision
+    the device chose, and where a weights file lies (its hash stays)."""
+    versions = set(library_versions()) | {"open_clip"}  # open_clip_torch's own name for itself
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "path"}
+        return value
+
+    return {k: strip(v) for k, v in fingerprint.items() if k not in versions and k != "precision"}

@@ -24,8 +24,8 @@ from harness.errors import HarnessError
 from harness.files import check_writable_dir
 from harness.extract import ExtractionOptions, ExtractionReport, check_storage_dtype, extract, resolve_device
 from harness.plan import (DatasetSpec, EncoderSpec, PlannedEncoder, RunConfig, build_dataset, build_encoders,
-                          build_evaluators, done_cells, encoder_label, needed_splits, options_for, plan_cells,
-                          run_seeds, spec_label, usable_evaluators)
+                          build_evaluators, check_row_name, done_cells, encoder_label, needed_splits, options_for,
+                          plan_cells, run_seeds, spec_label, usable_evaluators)
 from harness.plugin_manager import Plugins, get_plugins
 from harness.record_builder import PairRecords
 from harness.record_types import ResultRecord
@@ -116,6 +116,9 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
     context = _run_context(config, plugins, ranks)
     # Resolve every name first: a typo must fail before any extraction.
     encoders = build_encoders(config, plugins)
+    if not config.force:  # a row name is one encoder; --force replaces what the results hold under it
+        for planned in encoders:
+            check_row_name(planned, context.extraction.device, config.results_dir)
     datasets = [build_dataset(spec, config, plugins) for spec in config.datasets]
     evaluators = build_evaluators(config, plugins)
     # Under torchrun, every extraction comes first and the records after (evaluated, or failed markers), on rank 0

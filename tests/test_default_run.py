@@ -108,9 +108,18 @@ def test_evaluate_an_in_memory_module(tmp_path):
     again = harness.evaluate_model(model, transform, **kwargs)
     assert again[0]["main_score"] == records[0]["main_score"]
     with torch.no_grad():
-        model[0].weight.add_(1.0)  # new weights, new cache entry
-    changed = harness.evaluate_model(model, transform, **kwargs)
-    assert changed[0]["cache_keys"] != records[0]["cache_keys"]
+        model[0].weight.add_(1.0)  # new weights under the same row name: refused before any work
+    with pytest.raises(HarnessError, match=r"already holds results of a row named 'tiny-cnn' from another encoder "
+                                           r"\(it differs in: weights_sha256;"):
+        harness.evaluate_model(model, transform, **kwargs)
+    [kept] = load_records(tmp_path / "r")
+    assert kept["main_score"] == records[0]["main_score"] and kept["date"] == again[0]["date"]
+    assert len(list((tmp_path / "c" / "entries").iterdir())) == 2  # nothing extracted (train and test of before)
+    renamed = harness.evaluate_model(model, transform, **{**kwargs, "name": "tiny-cnn-v2"})  # a row of its own
+    assert renamed[0]["cache_keys"] != records[0]["cache_keys"]
+    assert {r["encoder"]["name"] for r in load_records(tmp_path / "r")} == {"tiny-cnn", "tiny-cnn-v2"}
+    replaced = harness.evaluate_model(model, transform, **kwargs, force=True)  # asked for: replaced
+    assert replaced[0]["cache_keys"] == renamed[0]["cache_keys"] != records[0]["cache_keys"]
 
 
 def test_record_paths_cannot_escape_the_results_directory(tmp_path):

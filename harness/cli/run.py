@@ -36,7 +36,8 @@ def add_run_parser(sub: Any) -> None:
                      help="reuse cells whose ok record already exists with the same protocol, options, seed and "
                           "embedding cache keys (default: on)")
     run.add_argument("--force", action="store_true",
-                     help="measure every cell again, even those already done (the same as --no-resume)")
+                     help="measure every cell again, even those already done (as --no-resume), and write them "
+                          "even where the results hold a row of that name from another encoder (other weights)")
     run.add_argument("--encoder", "-e", action="append", metavar="E",
                      help="encoder, repeatable: timm:<model> (timm's hub weights); timm:<model>@<weights file> "
                           "(.pth, .pt, .bin or .safetensors, e.g. timm:resnet50@/path/weights.safetensors); "
@@ -158,6 +159,7 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
             if getattr(args, attribute) is not None:
                 setattr(config, attribute, getattr(args, attribute))
         config.resume = config.resume and not args.force
+        config.force = args.force
         if args.data_root:
             config.dataset_options = {"data_root": args.data_root}
         config.skip_bad_images = config.skip_bad_images or args.skip_bad_images
@@ -177,6 +179,7 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
                      seed=seed, skip_bad_images=args.skip_bad_images, shard_size=args.shard_size,
                      encoder_options=encoder_options, progress=not args.no_progress,
                      resume=not args.force and args.resume is not False,  # finished cells are reused by default
+                     force=args.force,
                      dataset_options={"data_root": args.data_root} if args.data_root else {},
                      evaluator_options=eval_options(args, evaluators, plugins),
                      storage_dtype=args.storage_dtype or "float32")
