@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import logging
 import shutil
-import sys
 import time
 from collections import OrderedDict
 from contextlib import nullcontext
@@ -24,6 +23,7 @@ from harness.distributed import Ranks, together
 from harness.errors import BadItemError, HarnessError, NonFiniteEmbeddingError
 from harness.device import default_workers, precision_for, resolve_device
 from harness.files import writes_into
+from harness.progress import Progress
 from harness.shards import ShardedExtraction
 from harness.store import EmbeddingStore
 from harness.store import cache_key as store_key  # `cache_key` is extract()'s argument
@@ -422,14 +422,13 @@ def _loader(job: SplitJob, extraction: ShardedExtraction, todo: list[tuple[int, 
                       collate_fn=_collate, pin_memory=options.device.startswith("cuda"), persistent_workers=False)
 
 
-def _progress_bar(job: SplitJob, total: int) -> Any:
-    from tqdm import tqdm
-
+def _progress(job: SplitJob, total: int) -> Progress:
+    """A bar on a terminal, a line every 30 s elsewhere; rank 0 speaks for every rank (`_extract_locked` logs
+    the end, with every rank's items)."""
     ranks = job.ranks
-    desc = f"{job.encoder.name} | {job.dataset.name}/{job.split_name}" + (
-        f" | rank 0 of {ranks.world_size}" if ranks.distributed else "")
-    return tqdm(total=total, unit="img", desc=desc, disable=not (job.options.progress and ranks.leader) or None,
-                file=sys.stderr, dynamic_ncols=True)
+    what = f"extracting {job.encoder.name} on {job.dataset.name}/{job.split_name}" + (
+        f" (rank 0 of {ranks.world_size})" if ranks.distributed else "")
+    return Progress(total, what, unit="img", enabled=job.options.progress and ranks.leader, summary=False)
 
 
 def _encode_shards(job: SplitJob, extraction: ShardedExtraction, todo: list[tuple[int, int]],
@@ -447,7 +446,7 @@ def _encode_shards(job: SplitJob, extraction: ShardedExtraction, todo: list[tupl
     loader = _loader(job, extraction, todo)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else nullcontext())
     buffer = _Buffer(*todo[0])
-    with torch.inference_mode(), autocast, _progress_bar(job, _items(extraction, todo)) as bar:
+    with torch.inference_mode(), autocast, _progress(job, _items(extraction, todo)) as bar:
         for indices, batch, labels, bad in loader:
             shard = (indices or [bad[0][0]])[0] // extraction.shard_size
             if shard != buffer.shard:  # batches come in order: the previous shard was written at its end

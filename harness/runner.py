@@ -167,7 +167,8 @@ def _run_context(config: RunConfig, plugins: Plugins, ranks: Ranks) -> RunContex
                                    storage_dtype=config.storage_dtype)
     if config.shard_size:
         extraction.shard_size = config.shard_size
-    settings = ExecutionSettings(device=device, memory_budget_mb=config.memory_budget_mb, workers=config.workers)
+    settings = ExecutionSettings(device=device, memory_budget_mb=config.memory_budget_mb, workers=config.workers,
+                                 progress=config.progress)
     command = config.command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
     return RunContext(config, command, EmbeddingStore(config.cache_dir), ranks, RunReport(ranks=ranks), extraction,
                       settings)
@@ -246,6 +247,8 @@ def _evaluate_pair(context: RunContext, job: PairJob, embeddings: dict[str, Embe
     pair = PairRecords.extracted(job.planned, job.dataset, job.info, embeddings, job.options.device, context.command)
     for evaluator, seed in todo:
         started = time.perf_counter()
+        cell = f"{job.where}, {evaluator.name}" + (f" (seed {seed})" if len(context.seeds) > 1 else "")
+        log.info("%s: evaluating", cell)
         try:
             result = call_evaluate(evaluator, embeddings.get("train"), embeddings["test"], seed, context.settings)
         except Exception as error:  # noqa: BLE001 - one failing cell must not stop the others
@@ -258,6 +261,8 @@ def _evaluate_pair(context: RunContext, job: PairJob, embeddings: dict[str, Embe
             continue
         cell_timings = {**timings, "evaluate_s": round(time.perf_counter() - started, 3)}
         record = pair.record(evaluator, seed, result=result, timings=cell_timings)
+        score = "—" if result.main_score is None else f"{result.main_score:.3f}"
+        log.info("%s: %s %s, %.1f s", cell, result.main_metric, score, cell_timings["evaluate_s"])
         path = write_record(context.config.results_dir, record, result.predictions, result.artifacts)
         context.report.records.append(load_record(path))  # exactly what is on disk, file names of its arrays included
         context.report.record_paths.append(path)

@@ -177,6 +177,7 @@ class ExecutionSettings:
     device: str = "cpu"  # a torch device string: "cpu", "cuda", "cuda:1"
     memory_budget_mb: float | None = None  # None: the device's default (`harness.memory.default_budget_bytes`)
     workers: int | None = None  # CPU worker processes or threads an evaluator may start (None: its own choice)
+    progress: bool = True  # show the progress of long stages (`harness.progress.Progress`); --no-progress: False
 
     def memory_budget_bytes(self) -> int:
         """The working-memory budget in bytes: `memory_budget_mb`, else the device's default."""

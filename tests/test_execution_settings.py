@@ -65,7 +65,7 @@ def test_settings_reach_new_and_legacy_evaluators(harness_plugins, tmp_path):
                        memory_budget_mb=48, workers=0)
     report = run(config, plugins)
     assert not report.failures, report.failures
-    assert NearestMean.seen == [ExecutionSettings(device="cpu", memory_budget_mb=48, workers=0)]
+    assert NearestMean.seen == [ExecutionSettings(device="cpu", memory_budget_mb=48, workers=0, progress=False)]
     assert NearestMean.seen[0].memory_budget_bytes() == 48 * 2**20
     assert LegacyNearestMean.seen == ["cpu"]
     scores = {r["evaluator"]["name"]: r["main_score"] for r in report.records}

@@ -15,6 +15,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.memory import format_bytes
+from harness.progress import Progress
 from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings, require_two_classes
 
 from . import metrics as names
@@ -87,6 +88,7 @@ class SeedContext:
     results: SeedResults
     device: str
     budget: int  # memory budget in bytes
+    progress: Progress  # one step per reduction and per clusterer run
 
 
 class ClusteringEvaluator(Evaluator):
@@ -128,12 +130,18 @@ class ClusteringEvaluator(Evaluator):
         digest = umap_cache.features_digest(items.features) if self.options["reduce"] != "none" else None
         results.seconds["digest"] = time.perf_counter() - start
         reduce = Reducer(items.features, test.meta.get("derived_dir"), digest, results)
-        context = SeedContext(reduce, results, settings.device, budget)
-        for s in items.seeds:
-            self._one_seed(items, s, context)
-        self._original_silhouettes(items, results, settings.device)
-        layout, _, _, took = reduce(items.seeds[0], 2, "umap")
-        results.seconds[names.UMAP2D] = took
+        steps = len(items.seeds) * (1 + len(items.clusterers)) + 2  # + silhouettes in the original space + layout
+        with Progress(steps, f"clustering: {len(items.seeds)} seed(s) x ({self.options['reduce']} + "
+                             f"{', '.join(items.clusterers)}) on {items.n} items", unit="step",
+                      enabled=settings.progress, every_s=10.0) as progress:
+            context = SeedContext(reduce, results, settings.device, budget, progress)
+            for s in items.seeds:
+                self._one_seed(items, s, context)
+            self._original_silhouettes(items, results, settings.device)
+            progress.update(1, "silhouettes in the original space")
+            layout, _, source, took = reduce(items.seeds[0], 2, "umap")
+            results.seconds[names.UMAP2D] = took
+            progress.update(1, f"2-D UMAP layout for the plots ({source}) {took:.1f} s")
 
         metrics = assemble(items, results, self.options)
         if results.ward_threshold:
@@ -194,6 +202,7 @@ class ClusteringEvaluator(Evaluator):
         reduced, params, source, took = context.reduce(s, self.options["n_components"], self.options["reduce"])
         results.seconds["reduce"].append(took)
         results.sources.append(source)
+        context.progress.update(1, f"seed {s}: {self.options['reduce']} ({source}) {took:.1f} s")
         if not results.reduction_params:
             results.reduction_params = {key: v for key, v in params.items() if key != "seed"}
         job = ClusterJob(reduced, items.k, s, items.labelled, items.sample, context.device, context.budget,
@@ -201,6 +210,8 @@ class ClusteringEvaluator(Evaluator):
         labelings: list[tuple[str, np.ndarray]] = []
         for c in items.clusterers:
             run = run_clusterer(c, job)
+            context.progress.update(1, f"seed {s}: {c} {run.seconds:.1f} s" + (" (no labels)" if run.labels is None
+                                                                                else ""))
             self._record_run(items, s, c, run, results)
             if run.labels is not None:
                 labelings.append((c, run.labels))

@@ -14,6 +14,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.metric_names import IDS, LABEL, PREDICTION, SCORE, TOP5
+from harness.progress import Progress
 from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings, require_two_classes
 
 from .accuracy import accuracy_metrics, class_names
@@ -145,7 +146,7 @@ class LinearProbe(Evaluator):
         streamed = (not plan["fits"]) if self.streaming is None else self.streaming
         holding = Holding(settings.device, o["dtype"], plan["chunk_rows"] if streamed else None)
         x_train = holding.load(data.train.features, rows=data.labelled)
-        choice = self._choose_c(x_train, data.train_labels, grid, seed)
+        choice = self._choose_c(x_train, data.train_labels, grid, seed, settings.progress)
 
         refit_problem = SoftmaxRegression(x_train, data.train_labels)
         final = refit_problem.fit(float(grid[choice.chosen]), choice.start, max_iter=o["max_iter"],
@@ -179,7 +180,7 @@ class LinearProbe(Evaluator):
                          SCORE: (prediction[known] == data.test_labels[known]).astype(np.float64)})
 
     def _choose_c(self, x_train: CentredFeatures | StreamedFeatures, train_labels: np.ndarray, grid: np.ndarray,
-                  seed: int) -> CChoice:
+                  seed: int, progress: bool = True) -> CChoice:
         """The C search on a seeded stratified split of train (`c_search`)."""
         import torch
 
@@ -191,8 +192,18 @@ class LinearProbe(Evaluator):
                      coarse=coarse_indices(len(grid), int(o["coarse_stride"])), max_iter=o["max_iter"],
                      tol=o["tolerance"])
         margin = max(2, int(math.floor(o["refine_margin"] * len(val_rows))))
-        chosen, correct = select_c_index(path.correct_at, len(grid), strategy=o["search"],
-                                         stride=int(o["coarse_stride"]), refine_margin=margin)
+        # The coarse grid first; the refinement around its best points adds to the count as it goes.
+        expected = len(grid) if o["search"] == "full" else len(path.coarse)
+        with Progress(expected, f"linear: C search ({len(fit_rows)} train, {len(val_rows)} validation items)",
+                      unit="fit", enabled=progress, every_s=10.0) as shown:
+            def fit_at(i: int) -> int:
+                correct_here = path.correct_at(i)
+                shown.update(1, f"C={grid[i]:.3g}: {correct_here / len(val_rows):.3f} on validation")
+                return correct_here
+
+            chosen, correct = select_c_index(fit_at, len(grid), strategy=o["search"],
+                                             stride=int(o["coarse_stride"]), refine_margin=margin)
+            shown.note = f"chose C={grid[chosen]:.3g} ({correct[chosen] / len(val_rows):.3f} on validation)"
         solutions = path.solutions
         curve = [{"C": float(grid[i]), "val_top1": correct[i] / len(val_rows),
                   "iterations": solutions[i].iterations, "converged": solutions[i].converged}
