@@ -83,7 +83,8 @@ def add_run_parser(sub: Any) -> None:
                           "setting, like the device: it changes how results are computed, never which cell they are")
     run.add_argument("--format", choices=FORMATS, default="plain",
                      help="format of the printed leaderboard (default: %(default)s)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bars or periodic progress lines (the end of each stage is still logged)")
 
 
 
