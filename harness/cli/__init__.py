@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished shards and records are kept, rerun the same command to resume",
+        print("interrupted; the finished records and what was extracted are kept: rerun the same command to resume",
               file=sys.stderr)
         return 130
 
