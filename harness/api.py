@@ -10,6 +10,7 @@ checkpoint of the same model is a new cache entry, and the same weights are neve
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,8 +29,9 @@ class ModuleEncoder(Encoder):
         self.name = name
         self.pretraining = pretraining
         # repr() of a torchvision Compose lists every step and parameter; a lambda's repr does not, so a caller
-        # with a custom callable can name it explicitly.
-        self.transform_id = transform_id or repr(transform)
+        # with a custom callable can name it explicitly. A memory address in a repr ("<function f at 0x7f..>")
+        # changes with every process: without it, the same transform keeps its cache key and its row.
+        self.transform_id = transform_id or re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
         self._sha256: str | None = None
 
     def weights_sha256(self) -> str:

@@ -51,8 +51,9 @@ class ExtractionOptions:
     workers: int | None = None  # None: chosen for the machine
     skip_bad_images: bool = False
     shard_size: int = DEFAULT_SHARD_SIZE
-    #: A shard still unfinished after this many seconds is saved in pieces (`harness.shards`), so that Ctrl-C
-    #: loses at most this much work, on a slow CPU as on a fast GPU (where shards finish first).
+    #: A shard still unfinished after this many seconds is saved in pieces (`harness.shards`, checked after each
+    #: batch), so that Ctrl-C loses about this much work and a batch or two (those in flight), on a slow CPU as on
+    #: a fast GPU (where shards finish first).
     piece_every_s: float = DEFAULT_PIECE_EVERY_S
     progress: bool = True
     storage_dtype: str = "float32"

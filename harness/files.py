@@ -149,19 +149,30 @@ def check_writable_dir(directory: str | os.PathLike, what: str, option: str) -> 
     """Raise a HarnessError naming `directory` and `option` unless a file can be written there (into its nearest
     existing ancestor, when it is still to be created): a run checks its results and cache directories before any
     work, so that a read-only directory is not found only after an hour of extraction. Leaves nothing behind."""
-    path = Path(directory).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
-    if not existing.is_dir():
-        raise HarnessError(f"the {what} {str(directory)!r} cannot be a directory: {str(existing)!r} is a file; "
-                           f"remove it or choose another {option}")
-    probe = temp_path(existing / "write-check")
+    problem = writable_dir_problem(directory, what, option)
+    if problem is not None:
+        raise HarnessError(f"{problem} (nothing was computed yet)")
+
+
+def writable_dir_problem(directory: str | os.PathLike, what: str, option: str) -> str | None:
+    """Why no file can be written into `directory` (see `check_writable_dir`), or None when one can."""
+    path = existing = Path(directory).absolute()
     try:
+        existing = next(p for p in (path, *path.parents) if os.path.lexists(p))
+        if existing.is_symlink() and not existing.exists():
+            return (f"the {what} {str(directory)!r} cannot be a directory: {str(existing)!r} is a symbolic link to "
+                    f"nothing; fix or remove it, or choose another {option}")
+        if not existing.is_dir():
+            return (f"the {what} {str(directory)!r} cannot be a directory: {str(existing)!r} is a file; remove it "
+                    f"or choose another {option}")
+        probe = temp_path(existing / "write-check")
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as error:
+    except OSError as error:  # also a parent this user may not enter
         where = "" if existing == path else f" (it would be created in {str(existing)!r})"
-        raise HarnessError(f"cannot write to the {what} {str(directory)!r}{where}: {error.strerror or error}; "
-                           f"{_advice(error, option)}. Nothing was computed yet.") from error
+        return (f"cannot write to the {what} {str(directory)!r}{where}: {error.strerror or error}; "
+                f"{_advice(error, option)}")
+    return None
 
 
 def _under(filename: Any, directory: str | os.PathLike) -> bool:

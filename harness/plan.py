@@ -18,7 +18,7 @@ from harness.defaults import (DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCOD
 from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, encoder_fingerprint, split_cache_key
 from harness.plugin_manager import Plugins, get_plugins
-from harness.records import cell_key, library_versions, load_record, record_path, safe_part
+from harness.records import cell_key, library_versions, load_record, record_path, record_paths, safe_part
 from harness.types import Encoder, Evaluator
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def _finished_record(label: str, dataset_name: str, evaluator: Evaluator, seed: 
         return None
 
 
-def check_row_name(planned: PlannedEncoder, device: str, results_dir: str | Path) -> None:
+def check_row_name(planned: PlannedEncoder, options: ExtractionOptions, results_dir: str | Path) -> None:
     """Refuse a row name that records in `results_dir` already give to another encoder (other weights, another
     model): its new results would silently replace some of those and sit beside the others in one leaderboard row.
     Other library versions, another device's precision or weights moved to another path are the same encoder."""
@@ -227,10 +227,12 @@ def check_row_name(planned: PlannedEncoder, device: str, results_dir: str | Path
     if not folder.is_dir():
         return
     try:
-        mine = _identity(encoder_fingerprint(planned.encoder, device))
+        mine = _identity(encoder_fingerprint(planned.encoder, options.device))
     except Exception:  # noqa: BLE001 - an encoder too broken to fingerprint fails its own cells later
         return
-    for path in sorted(folder.rglob("seed-*.json")):
+    if options.storage_dtype != "float32":  # as `split_cache_key` records it: another row, not another encoder
+        mine["storage_dtype"] = options.storage_dtype
+    for path in record_paths(folder):
         try:
             record = load_record(path)
         except HarnessError:

@@ -62,6 +62,8 @@ class Progress:
 
     def close(self, failed: bool = False) -> None:
         if self.bar is not None:
+            if self.note:  # the last word (a chosen C) stays on the finished bar
+                self.bar.set_postfix_str(self.note, refresh=False)
             self.bar.close()
             self.bar = None
         elif self.summary and not failed and self.done:

@@ -21,7 +21,7 @@ from harness import distributed
 from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCODERS, DEFAULT_RESULTS_DIR
 from harness.distributed import Ranks, together
 from harness.errors import HarnessError
-from harness.files import check_writable_dir
+from harness.files import check_writable_dir, writable_dir_problem
 from harness.extract import ExtractionOptions, ExtractionReport, check_storage_dtype, extract, resolve_device
 from harness.plan import (DatasetSpec, EncoderSpec, PlannedEncoder, RunConfig, build_dataset, build_encoders,
                           build_evaluators, check_row_name, done_cells, encoder_label, needed_splits, options_for,
@@ -118,7 +118,7 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
     encoders = build_encoders(config, plugins)
     if not config.force:  # a row name is one encoder; --force replaces what the results hold under it
         for planned in encoders:
-            check_row_name(planned, context.extraction.device, config.results_dir)
+            check_row_name(planned, context.extraction, config.results_dir)
     datasets = [build_dataset(spec, config, plugins) for spec in config.datasets]
     evaluators = build_evaluators(config, plugins)
     # Under torchrun, every extraction comes first and the records after (evaluated, or failed markers), on rank 0
@@ -160,7 +160,12 @@ def _current_ranks() -> Ranks:
 def _run_context(config: RunConfig, plugins: Plugins, ranks: Ranks) -> RunContext:
     check_storage_dtype(config.storage_dtype)  # before any work, not once per cell
     check_writable_dir(config.results_dir, "results directory", "--results-dir")
-    check_writable_dir(config.cache_dir, "embedding cache", "--cache-dir")
+    cache_problem = writable_dir_problem(config.cache_dir, "embedding cache", "--cache-dir")
+    if cache_problem and Path(config.cache_dir).is_dir():
+        # A read-only shared cache still serves the entries it holds (`EmbeddingStore`): only a split it lacks fails.
+        log.warning("%s (only the embeddings it already holds can be used)", cache_problem)
+    elif cache_problem:
+        raise HarnessError(f"{cache_problem} (nothing was computed yet)")
     device = resolve_device(distributed.rank_device(config.device, ranks))
     extraction = ExtractionOptions(device=device, batch_size=config.batch_size, workers=config.workers,
                                    skip_bad_images=config.skip_bad_images, progress=config.progress,

@@ -5,8 +5,8 @@ the indices and reasons of the items skipped in it; it is written atomically, so
 absent, and a torn or short one is deleted and redone.
 
 A shard that takes long (a slow encoder, a CPU) is also saved in pieces as it goes, `piece-SSSSS-BEGIN-END.npz`
-(items BEGIN to END of shard SSSSS), every `ExtractionOptions.piece_every_s` seconds: an interrupted run then
-loses at most that much work, whatever the shard size. The pieces are merged into the shard when it is done.
+(items BEGIN to END of shard SSSSS), after the first batch past each `ExtractionOptions.piece_every_s` seconds:
+an interrupted run then loses about that much work and the batches in flight, whatever the shard size. The pieces are merged into the shard when it is done.
 """
 
 from __future__ import annotations
@@ -123,13 +123,19 @@ class ShardedExtraction:
         """Save the finished `shard`: its pieces on disk followed by `arrays` (the items after them); then the
         pieces are removed."""
         pieces = sorted(self.directory.glob(f"piece-{shard:05d}-*.npz"))
-        parts = []
+        parts, position = [], self.bounds(shard)[0]
         for path in pieces:
             begin, end = (int(part) for part in path.stem.split("-")[2:4])
-            piece = self._read_file(path, begin, end, features=True)
+            piece = self._read_file(path, begin, end, features=True) if begin == position else None
             if piece is None:
-                raise HarnessError(f"{path} became unreadable while its shard was finished; rerun to redo it")
+                raise HarnessError(f"{path} became unreadable, or does not follow the pieces before it, while its "
+                                   f"shard was finished; rerun to redo it")
             parts.append(piece)
+            position = end
+        covered = [*arrays["indices"], *arrays["skipped"]]
+        if covered and min(covered) != position:
+            raise HarnessError(f"shard {shard} of {self.directory.name}: its pieces end at item {position}, the rest "
+                               f"starts at item {min(covered)}; rerun to redo it")
         parts.append(arrays)
         with_vectors = [p["features"] for p in parts if len(p["indices"])]
         merged = {key: np.concatenate([p[key] for p in parts]) for key in ("labels", "indices", "skipped",

@@ -74,6 +74,27 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
     assert "test/light/2.png" not in set(embeddings.ids.tolist())
 
 
+def test_a_skipped_image_inside_a_piece_is_kept_across_an_interruption(tmp_path):
+    """Pieces (a shard saved as it goes) hold the items skipped in them too: an interrupted extraction resumed from
+    pieces gives the entry an uninterrupted one gives, skipped item included."""
+    root = write_image_folder(tmp_path / "images", corrupt=True)  # test/light/2.png (item 6 of 8) is corrupt
+    (root / "test" / "dark" / "1.png").write_bytes(b"not an image")  # item 1: in the first piece
+    data = ImageFolder(root)
+    data.name = f"imagefolder:{root}"
+    pieces = options(batch_size=3, shard_size=1024, skip_bad_images=True, piece_every_s=0.0)
+    reference, _ = extract(CountingPixels(), data, "test", EmbeddingStore(tmp_path / "ref"), pieces)
+    store = EmbeddingStore(tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        extract(CountingPixels(fail_after=2), data, "test", store, pieces)  # batches 0-2 and 3-5 saved as pieces
+    assert sorted(p.name for p in (tmp_path / "cache" / "partial").rglob("piece-*.npz")) == [
+        "piece-00000-0000000000-0000000003.npz", "piece-00000-0000000003-0000000006.npz"]
+    resumed, report = extract(CountingPixels(), data, "test", store, pieces)
+    assert report.items_resumed == 6
+    assert [s["id"] for s in report.skipped] == ["test/dark/1.png", "test/light/2.png"]
+    np.testing.assert_array_equal(resumed.features, reference.features)
+    np.testing.assert_array_equal(resumed.ids, reference.ids)
+
+
 def test_run_extracts_each_split_once_and_a_rerun_runs_no_forward_pass(tmp_path, harness_plugins):
     encoder = CountingPixels()
     plugins = harness_plugins(EncoderPlugin("counting-pixels", lambda: encoder))

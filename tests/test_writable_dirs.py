@@ -72,3 +72,35 @@ def test_a_cache_directory_that_is_a_file_is_refused_and_nothing_is_created(tmp_
         check_writable_dir(tmp_path / "cache", "embedding cache", "--cache-dir")
     check_writable_dir(tmp_path / "new" / "cache", "embedding cache", "--cache-dir")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]  # the check leaves nothing behind
+
+
+def test_a_broken_symbolic_link_as_results_directory_is_named(tmp_path):
+    from harness.errors import HarnessError
+    from harness.files import check_writable_dir
+
+    (tmp_path / "results").symlink_to(tmp_path / "gone")
+    with pytest.raises(HarnessError, match="is a symbolic link to nothing; fix or remove it"):
+        check_writable_dir(tmp_path / "results" / "sub", "results directory", "--results-dir")
+
+
+def test_a_read_only_cache_that_holds_the_embeddings_still_serves_them():
+    """A shared cache others filled, read-only here: every split it holds is used; the run warns, not refuses."""
+    base = Path(tempfile.mkdtemp())
+    try:
+        base.chmod(0o755)
+        cache = base / "cache"
+        first = _run("--results-dir", str(base / "mine"), "--cache-dir", str(cache), cwd=base)  # fills it
+        assert first.returncode == 0, first.stderr
+        for folder in [cache, *cache.rglob("*")]:
+            if folder.is_dir():
+                folder.chmod(0o555)
+        results = base / "theirs"
+        results.mkdir()
+        results.chmod(0o777)
+        again = _run("--results-dir", str(results), "--cache-dir", str(cache), cwd=base, user=_as_another_user())
+        assert again.returncode == 0, again.stderr
+        assert f"cannot write to the embedding cache {str(cache)!r}" in again.stderr
+        assert "only the embeddings it already holds can be used" in again.stderr
+        assert "came from the cache: no forward pass was run" in again.stderr
+    finally:
+        subprocess.run(["rm", "-rf", str(base)], check=False)

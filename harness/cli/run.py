@@ -84,7 +84,8 @@ def add_run_parser(sub: Any) -> None:
     run.add_argument("--format", choices=FORMATS, default="plain",
                      help="format of the printed leaderboard (default: %(default)s)")
     run.add_argument("--no-progress", action="store_true",
-                     help="no progress bars or periodic progress lines (the end of each stage is still logged)")
+                     help="no progress bars or periodic progress lines (each cell, and the end of each stage, are still "
+                          "logged)")
 
 
 
