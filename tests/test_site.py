@@ -226,6 +226,7 @@ def test_offline_default_published_through_the_cli(full_default_run, tmp_path, o
     lite = next(r for r in records if r["encoder"]["name"] == "efficientnet_lite0" and r["evaluator"]["name"] == "knn")
     page.locator("#leaderboard-table a", has_text=f"{lite['main_score']:.3f}").first.click()
     details = page.locator("details[open]")
+    details.first.wait_for()  # opened by the page's hashchange handler, which runs after the click returns
     assert details.count() == 1
     text = details.inner_text()
     assert lite["encoder"]["info"]["weights"]["sha256"] in text and "knn/dino-v1" in text

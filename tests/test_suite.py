@@ -144,13 +144,19 @@ name = "counting-knn"
     assert {(r["encoder"]["name"], r["seed"]) for r in added.records} == {("random:test_vit", s) for s in (0, 1)}
     assert len(added.extractions) == 2 and knn.calls == 2 and pixels.items == 0 and len(added.already_done) == 6
 
-    # other weights under the same file name: another cache key, so the ViT's cells are measured again
+    # other weights under the same file name, so under the same row name: refused before any work, naming what
+    # differs; --force measures again (only the ViT is extracted again, the rest comes from the cache)
     save_test_vit_weights(folder / "ckpt" / "w.pth", seed=2)
     knn.calls = 0
-    _, changed = run_suite(path, plugins)
-    assert {(r["encoder"]["name"], r["seed"]) for r in changed.records} == {(vit, 0), (vit, 1)}
-    assert knn.calls == 2 and changed.forward_passes == 6 and len(changed.already_done) == 6
-    assert changed.records[0]["cache_keys"] != rows[vit, 0]["cache_keys"]
+    with pytest.raises(HarnessError, match=r"a row named 'timm:test_vit@ckpt/w.pth\[pooling=cls\]' from another "
+                                           r"encoder \(it differs in: weights;"):
+        run_suite(path, plugins)
+    assert knn.calls == 0
+    _, changed = run_suite(path, plugins, "--force")
+    assert {(vit, 0), (vit, 1)} <= {(r["encoder"]["name"], r["seed"]) for r in changed.records}
+    assert changed.forward_passes == 6 and not changed.already_done
+    vit_record = next(r for r in changed.records if r["encoder"]["name"] == vit)
+    assert vit_record["cache_keys"] != rows[vit, 0]["cache_keys"]
 
 
 def test_a_failed_cell_is_retried_by_a_resumed_run(tmp_path, harness_plugins):
