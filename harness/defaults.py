@@ -11,3 +11,4 @@ DEFAULT_EVALUATORS = ("knn",)
 #: Where records go and where embeddings are cached, relative to the current directory.
 DEFAULT_RESULTS_DIR = "results"
 DEFAULT_CACHE_DIR = ".harness-cache"
+

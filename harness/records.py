@@ -18,12 +18,14 @@ import logging
 import os
 import platform
 import re
+import shlex
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from harness.defaults import DEFAULT_RESULTS_DIR
 from harness.errors import HarnessError
 from harness.files import AtomicWrites, remove_stale_temps, writes_into
 from harness.store import canonical_json
@@ -160,6 +162,12 @@ def load_records(results_dir: str | os.PathLike) -> list[dict[str, Any]]:
     checked against each other (`merge_records`): one measurement held twice is kept once, anything that would
     make a table silently wrong is an error naming the files."""
     return merge_records([load_record(p) for p in record_paths(results_dir)])
+
+
+def with_results_dir(command: str, results_dir: str | os.PathLike) -> str:
+    """A command to paste: it names --results-dir when `results_dir` is not the default."""
+    results_dir = str(results_dir)
+    return command if results_dir == DEFAULT_RESULTS_DIR else f"{command} --results-dir {shlex.quote(results_dir)}"
 
 
 def record_paths(results_dir: str | os.PathLike) -> list[Path]:

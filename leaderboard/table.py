@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import shlex
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -129,9 +128,12 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
 def failed_cells_note(count: int, results_dir: str | os.PathLike | None = None) -> str:
     """One line for every failed cell: failed records pile up (one per mistake, until the cell is rerun), and a
     note per record buried the other notes. Their errors are for `harness results ls --failed`."""
-    flag = f" --results-dir {shlex.quote(str(results_dir))}" if results_dir is not None else ""
-    return (f"{count} failed cell(s) not shown; list them: harness results ls --failed{flag}; "
-            f"remove them: harness results prune --failed{flag} (a dry run; --yes removes)")
+    from harness.records import DEFAULT_RESULTS_DIR, with_results_dir
+
+    directory = DEFAULT_RESULTS_DIR if results_dir is None else results_dir
+    return (f"{count} failed cell(s) not shown; list them: {with_results_dir('harness results ls --failed', directory)}"
+            f"; remove them: {with_results_dir('harness results prune --failed', directory)} (a dry run; --yes "
+            f"removes)")
 
 
 def _unknown_metric(metric: str, records: list[dict[str, Any]]) -> HarnessError:

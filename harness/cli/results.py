@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
 import sys
 from typing import Any
 
 from harness.cli.board import RESULTS_DIR_HELP
 from harness.defaults import DEFAULT_RESULTS_DIR
+from harness.records import with_results_dir
 
 
 def add_results_parsers(sub: Any) -> None:
@@ -27,12 +26,6 @@ def add_results_parsers(sub: Any) -> None:
                        help="remove the failed records (required: the only kind prune removes)")
     prune.add_argument("--yes", action="store_true", help="remove them; without it, only say what would be removed")
     prune.add_argument("--dry-run", action="store_true", help="remove nothing (the default; as `harness cache prune`)")
-
-
-def with_results_dir(command: str, results_dir: str | os.PathLike) -> str:
-    """A command to paste: it names --results-dir when this one did not use the default."""
-    results_dir = str(results_dir)
-    return command if results_dir == DEFAULT_RESULTS_DIR else f"{command} --results-dir {shlex.quote(results_dir)}"
 
 
 def _evaluator(record: dict[str, Any]) -> str:

@@ -8,9 +8,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from harness.cli.listing import warn_problems
-from harness.cli.results import with_results_dir
 from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
 from harness.errors import HarnessError
+from harness.records import with_results_dir
 
 if TYPE_CHECKING:
     from harness.plugin_manager import Plugins
