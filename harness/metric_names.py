@@ -18,6 +18,8 @@ LABEL = "label"
 PREDICTION = "prediction"
 #: ... and the five best classes of each item (N x 5), for the top-5 metric named like the main one.
 TOP5 = "top5"
+#: The probability a classifier gave its predicted class (the linear probe's softmax), for calibration (ECE).
+CONFIDENCE = "confidence"
 
 # -- keys of `record["metrics"]` ----------------------------------------------------------------------------------
 

@@ -13,11 +13,12 @@ from typing import Any
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.metric_names import IDS, LABEL, PREDICTION, SCORE, TOP5
+from harness.metric_names import CONFIDENCE, IDS, LABEL, NULL_REASONS, PREDICTION, SCORE, TOP5
 from harness.progress import Progress
 from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings, require_two_classes
 
 from .accuracy import accuracy_metrics, class_names
+from .calibration import calibration_metrics
 from .c_search import SEARCH_STRATEGIES, CPath, c_grid, coarse_indices, select_c_index, validation_split
 from .features import CentredFeatures, StreamedFeatures
 from .solver import Solution, SoftmaxRegression, scores, streaming_plan
@@ -166,6 +167,11 @@ class LinearProbe(Evaluator):
         num_classes = max(num_classes, len(data.test.meta.get("class_names") or []))
         metrics = accuracy_metrics(data.test_labels, prediction, top5,
                                    class_names(data.test, data.train, num_classes))
+        calibration, confidence = calibration_metrics(logits, final.classes, data.test_labels, prediction)
+        reasons = {**metrics.get(NULL_REASONS, {}), **calibration.pop(NULL_REASONS, {})}
+        metrics.update(calibration)
+        if reasons:
+            metrics[NULL_REASONS] = reasons
         metrics.update(self._fit_metrics(grid, choice, final))
         # How it was computed (differs between machines, not the objective or the solver).
         metrics["runtime"] = {"streamed": bool(streamed), "chunk_rows": holding.chunk_rows,
@@ -176,7 +182,7 @@ class LinearProbe(Evaluator):
         return EvaluationResult(
             metrics=metrics, main_score=metrics["top1"], main_metric="top1",
             predictions={IDS: np.asarray(data.test.ids)[known], LABEL: data.test_labels[known],
-                         PREDICTION: prediction[known], TOP5: top5[known],
+                         PREDICTION: prediction[known], TOP5: top5[known], CONFIDENCE: confidence[known],
                          SCORE: (prediction[known] == data.test_labels[known]).astype(np.float64)})
 
     def _choose_c(self, x_train: CentredFeatures | StreamedFeatures, train_labels: np.ndarray, grid: np.ndarray,
