@@ -34,6 +34,10 @@ WARD_SILHOUETTE_UMAP = "ward.silhouette_umap"
 #: Whether the dataset had labels (clustering records of unlabelled sets have no AMI).
 LABELLED = "labelled"
 
+#: The few-shot evaluator's summary per shot count: {"<shots>": {"<classifier>": {mean, sd, ci95_low, ci95_high},
+#: "draws": [{"<classifier>_top1": accuracy, ...} per draw]}}; the site plots accuracy against shots from it.
+PER_SHOTS = "per_shots"
+
 # -- record["artifacts"] ------------------------------------------------------------------------------------------
 
 #: A 2-D UMAP layout of the test items (N x 2), for the scatter plots of the site.
@@ -50,3 +54,5 @@ BASELINE_PRETRAINING = ("random", "none")
 #: The clustering protocols whose records carry `mean[WARD_SILHOUETTE_UMAP]`, which the label-free ranking reads
 #: (v2 differs from v1 only in the clustering seeds of run seeds >= 1; see docs/protocols.md).
 LABEL_FREE_PROTOCOLS = ("clustering/umap-v1", "clustering/umap-v2")
+#: The few-shot protocols, whose records carry `metrics[PER_SHOTS]`, which the site's accuracy-against-shots plot reads.
+FEWSHOT_PROTOCOLS = ("fewshot/simpleshot-logreg-v1",)

@@ -1,4 +1,5 @@
-"""Plots for the published site, as PNG bytes: a 2-D UMAP scatter per (encoder, dataset) and a bar chart per dataset.
+"""Plots for the published site, as PNG bytes: a 2-D UMAP scatter per (encoder, dataset), a bar chart per dataset and
+a few-shot accuracy-against-shots plot per dataset.
 
 matplotlib is imported here, when a plot is drawn, never at `import harness.leaderboard`: printing a table must not pay
 for it. Figures are drawn on an explicit Agg canvas (`matplotlib.figure.Figure`, no `pyplot`), so no global
@@ -28,6 +29,23 @@ class Bar:
     column: str
     value: float
     spread: float = 0.0
+
+
+@dataclass
+class ShotCurve:
+    """One encoder's few-shot accuracy with one classifier: the mean at each shot count, with its 95 % interval
+    (None where there is none, e.g. a single draw)."""
+
+    encoder: str
+    classifier: str
+    shots: list[int]
+    means: list[float]
+    lows: list[float | None]
+    highs: list[float | None]
+
+
+#: Line style per few-shot classifier; one colour per encoder.
+SHOT_LINE_STYLES = {"logistic": "-", "centroid": "--"}
 
 
 def _figure(width: float, height: float) -> Any:
@@ -97,6 +115,41 @@ def score_bars_png(bars: Sequence[Bar], title: str) -> bytes:
     axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     set_title(axes, title, fontsize=9)  # last: where it lands depends on everything else
     return _png(figure)
+
+
+def shots_figure(curves: Sequence[ShotCurve], title: str) -> Any:
+    """Accuracy against shots per class (log axis), a colour per encoder, a line style per classifier, the 95 %
+    intervals as error bars. The lines carry the values; the error bars are drawn apart, unlabelled."""
+    encoders = list(dict.fromkeys(curve.encoder for curve in curves))
+    colours = dict(zip(encoders, _palette(len(encoders))))
+    figure = _figure(5.4, 3.6)
+    axes = figure.add_subplot()
+    for curve in curves:
+        colour = colours[curve.encoder]
+        axes.plot(curve.shots, curve.means, SHOT_LINE_STYLES.get(curve.classifier, ":"), marker="o", markersize=3,
+                  color=colour, label=plain_text(textwrap.fill(f"{curve.encoder} ({curve.classifier})", LEGEND_CHARS)))
+        with_interval = [i for i, low in enumerate(curve.lows) if low is not None and curve.highs[i] is not None]
+        if with_interval:
+            means = np.array([curve.means[i] for i in with_interval])
+            spread = np.array([[curve.means[i] - curve.lows[i], curve.highs[i] - curve.means[i]]  # type: ignore[operator]
+                               for i in with_interval]).T
+            axes.errorbar([curve.shots[i] for i in with_interval], means, yerr=spread, fmt="none", ecolor=colour,
+                          capsize=2, linewidth=0.8)
+    shots = sorted({s for curve in curves for s in curve.shots})
+    axes.set_xscale("log")
+    axes.set_xticks(shots, [str(s) for s in shots], fontsize=7)
+    axes.minorticks_off()
+    axes.set_xlabel("shots per class", fontsize=8)
+    axes.set_ylabel("test top-1 (mean over draws)", fontsize=8)
+    axes.tick_params(axis="y", labelsize=7)
+    # long handles: the default is too short to tell a dashed line (centroid) from a solid one
+    axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, handlelength=3.5)
+    set_title(axes, title, fontsize=9)  # last: where it lands depends on everything else
+    return figure
+
+
+def shots_png(curves: Sequence[ShotCurve], title: str) -> bytes:
+    return _png(shots_figure(curves, title))
 
 
 def set_title(axes: Any, title: str, fontsize: float) -> None:

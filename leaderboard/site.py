@@ -9,7 +9,8 @@ Every name that reaches the page (encoders, datasets, columns, class names, comm
 written: `html.escape` in markup, `\\u003c`-style escapes in the inline JSON (so a name holding `</script>`
 cannot end the data block). A name is shown as text, never interpreted.
 
-The page is a list of `Section` fragments: the leaderboard, the charts, the UMAP scatters, the comparison with
+The page is a list of `Section` fragments: the leaderboard, the charts, the UMAP scatters, the few-shot accuracy
+against shots (one plot per dataset with few-shot records), the comparison with
 baselines (`harness compare`'s view: by default every non-baseline encoder against every baseline) and the
 provenance; more views are one more `Section` passed as `extra_sections`.
 """
@@ -38,7 +39,7 @@ from harness.leaderboard.table import Leaderboard, build_leaderboard, column_nam
 
 ASSETS = "assets"
 #: Files in `assets/` that a publish writes; others there are left alone, stale ones of ours are removed.
-_OUR_ASSET = re.compile(r"^(umap|bars)-.*\.png$")
+_OUR_ASSET = re.compile(r"^(umap|bars|fewshot)-.*\.png$")
 
 
 @dataclass
@@ -89,6 +90,7 @@ def publish(records: Iterable[dict[str, Any]], out_dir: str | os.PathLike, *, re
         Section("leaderboard", "Leaderboard", leaderboard_html(board, cell_ids, provenance)),
         Section("charts", "Scores per dataset", charts_html(board, cells, assets, written)),
         Section("umap", "UMAP of the test embeddings", umap_html(records, assets, written, read)),
+        Section("fewshot", "Few-shot accuracy against shots", fewshot_html(records, assets, written)),
         Section("comparison", "Compared with the baselines", comparison_html(records, board, compare, against, read)),
         *extra_sections,
         Section("provenance", "Provenance of every cell", provenance_html(provenance)),
@@ -307,6 +309,57 @@ def umap_html(records: Sequence[dict[str, Any]], assets: Path, written: set[str]
         parts.append(f"<p>No UMAP plot for {esc(', '.join(missing))}: the layout files (.npz) beside those records "
                      "are missing (records shared without them).</p>")
     return "\n".join(parts)
+
+
+def fewshot_curves(records: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """{dataset: [ShotCurve per (encoder, classifier)]} from the few-shot records (`names.FEWSHOT_PROTOCOLS`).
+
+    One record per (encoder, dataset), as for the UMAP plots: the default options' record, then the lowest seed.
+    Its classifiers are the entries of `per_shots` that hold a mean; the curve is their means, with their 95 %
+    intervals, at the shot counts of the record."""
+    from harness.leaderboard.plots import ShotCurve
+
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        if (record["status"] != "ok" or record["evaluator"]["protocol"] not in names.FEWSHOT_PROTOCOLS
+                or names.PER_SHOTS not in record["metrics"]):
+            continue
+        key = (record["dataset"]["name"], record["encoder"]["name"])
+        rank = (bool(record["evaluator"].get("non_default_options")), record["seed"])
+        if key not in chosen or rank < (bool(chosen[key]["evaluator"].get("non_default_options")),
+                                        chosen[key]["seed"]):
+            chosen[key] = record
+    curves: dict[str, list[Any]] = {}
+    for (dataset, encoder), record in sorted(chosen.items()):
+        per_shots = record["metrics"][names.PER_SHOTS]
+        shots = sorted(per_shots, key=int)
+        classifiers = [k for k, v in per_shots[shots[0]].items() if isinstance(v, dict) and "mean" in v]
+        for classifier in classifiers:
+            summaries = [per_shots[s][classifier] for s in shots]
+            curves.setdefault(dataset, []).append(ShotCurve(
+                encoder, classifier, [int(s) for s in shots], [float(x["mean"]) for x in summaries],
+                [x.get("ci95_low") for x in summaries], [x.get("ci95_high") for x in summaries]))
+    return curves
+
+
+def fewshot_html(records: Sequence[dict[str, Any]], assets: Path, written: set[str]) -> str:
+    from harness.leaderboard.plots import shots_png
+
+    curves = fewshot_curves(records)
+    if not curves:
+        return ("<p>No few-shot record: run the few-shot evaluator (<code>harness run --eval fewshot</code>) to get "
+                "these plots.</p>")
+    figures = []
+    for dataset, dataset_curves in sorted(curves.items()):
+        name = _asset_name("fewshot", dataset)
+        _write_asset(assets / name, shots_png(dataset_curves, f"{dataset}: few-shot accuracy against shots"),
+                     written)
+        caption = (f"{dataset}: mean test top-1 over draws; solid: logistic regression, dashed: nearest centroid "
+                   "(CL2N); error bars: 95 % Student-t interval over draws (one record per encoder: the default "
+                   "options', lowest seed)")
+        figures.append(_figure_html(name, f"Few-shot test accuracy against shots per class on {dataset}, per encoder",
+                                    caption))
+    return '<div class="figures">' + "".join(figures) + "</div>"
 
 
 def _load_artifact(record: dict[str, Any], name: str) -> np.ndarray:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import stats
 
 from harness.errors import HarnessError
 from harness.records import load_records, write_record
@@ -323,3 +324,72 @@ def test_long_plot_titles_and_legends_stay_inside_their_figures(tmp_path, monkey
     # wrapping drops no character of a name: the long encoder's title, its line breaks taken out
     expected = f"{LONG_ENCODERS[0]} on imagefolder:/data/field-photos-of-birds-0"
     assert any("".join(title.split()) == "".join(expected.split()) for title in titles), titles
+
+
+def fewshot_record(encoder: str, dataset: str, seed: int, draws: dict[int, list[tuple[float, float]]],
+                   pretraining: str = "ssl") -> dict:
+    """A few-shot record laid out as the evaluator writes it: {shots: [(logistic, centroid) per draw]}."""
+    from harness.plugins.fewshot import PROTOCOL
+    from harness.plugins.fewshot.interval import summarise
+
+    per_shots = {}
+    for shots, values in draws.items():
+        per_shots[str(shots)] = {
+            "logistic": summarise([v[0] for v in values]), "centroid": summarise([v[1] for v in values]),
+            "draws": [{"draw": d, "logistic_top1": v[0], "centroid_top1": v[1]} for d, v in enumerate(values)]}
+    metrics = {"per_shots": per_shots, **{f"{c}_{s}shot": per_shots[str(s)][c]["mean"]
+                                          for s in draws for c in ("logistic", "centroid")}}
+    record = make_record(encoder, dataset, "fewshot", metrics["logistic_5shot"], seed=seed, pretraining=pretraining,
+                         metrics=metrics, protocol=PROTOCOL)
+    record["main_metric"] = "logistic_5shot"
+    return record
+
+
+def test_fewshot_plot_draws_accuracy_against_shots_per_encoder(tmp_path, monkeypatch):
+    import harness.leaderboard.plots as plots
+
+    figures = []
+    real_png = plots._png
+    monkeypatch.setattr(plots, "_png", lambda figure: figures.append(figure) or real_png(figure))
+    rng = np.random.default_rng(0)
+    results = tmp_path / "results"
+    draws = {}
+    for encoder, seeds, pretraining in (("new-ssl", [0], "ssl"), ("pixels", [0, 1], "none")):
+        for seed in seeds:
+            draws[encoder, seed] = {s: [tuple(rng.random(2)) for _ in range(3)] for s in (1, 2, 5, 10)}
+            write_record(results, fewshot_record(encoder, "set1", seed, draws[encoder, seed], pretraining))
+    write_record(results, make_record("new-ssl", "set2", "knn", 0.5))  # a dataset without few-shot records
+    records = load_records(results)
+    source = publish(records, tmp_path / "site").read_text(encoding="utf-8")
+
+    [png] = (tmp_path / "site" / "assets").glob("fewshot-set1-*.png")
+    assert f'<img src="assets/{png.name}"' in source and png.read_bytes().startswith(b"\x89PNG")
+    assert '<a href="#fewshot">Few-shot accuracy against shots</a>' in source
+    [figure] = [f for f in figures if f.axes[0].get_title().startswith("set1: few-shot")]
+    axes = figure.axes[0]
+    lines = {line.get_label(): line for line in axes.get_lines() if not line.get_label().startswith("_")}
+    assert sorted(lines) == ["new-ssl (centroid)", "new-ssl (logistic)", "pixels (centroid)", "pixels (logistic)"]
+    # pixels has two seeds: the plot shows seed 0's record, as the UMAP plots choose theirs
+    shown = {r["encoder"]["name"]: r for r in records if r["evaluator"]["name"] == "fewshot" and r["seed"] == 0}
+    for encoder, record in shown.items():
+        for classifier in ("logistic", "centroid"):
+            line = lines[f"{encoder} ({classifier})"]
+            assert list(line.get_xdata()) == [1, 2, 5, 10]
+            assert list(line.get_ydata()) == [record["metrics"]["per_shots"][s][classifier]["mean"]
+                                              for s in ("1", "2", "5", "10")]
+    # ... and the means are those of the draws (seed 0's), the error bars their 95 % Student-t interval
+    for c, classifier in enumerate(("logistic", "centroid")):
+        means = [np.mean([v[c] for v in draws["pixels", 0][s]]) for s in (1, 2, 5, 10)]
+        assert np.allclose(lines[f"pixels ({classifier})"].get_ydata(), means, atol=1e-12)
+    segments = [seg for collection in axes.collections for seg in collection.get_segments()]
+    for s in (1, 2, 5, 10):
+        values = [v[0] for v in draws["new-ssl", 0][s]]
+        low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=np.std(values, ddof=1) / np.sqrt(3))
+        assert any(np.allclose(seg[:, 0], s) and np.allclose(sorted(seg[:, 1]), [low, high]) for seg in segments)
+    assert not list((tmp_path / "site" / "assets").glob("fewshot-set2-*.png"))
+
+
+def test_no_fewshot_record_says_how_to_get_the_plot(tmp_path):
+    write_record(tmp_path / "results", make_record("a", "set1", "knn", 0.5))
+    source = publish(load_records(tmp_path / "results"), tmp_path / "site").read_text(encoding="utf-8")
+    assert "No few-shot record" in source and "harness run --eval fewshot" in source

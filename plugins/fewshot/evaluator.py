@@ -15,7 +15,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.metric_names import IDS, LABEL, NULL_REASONS, SCORE
+from harness.metric_names import IDS, LABEL, NULL_REASONS, PER_SHOTS, SCORE
 from harness.progress import Progress
 from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings, require_two_classes
 from harness.plugins.linear_probe import c_grid, class_names
@@ -185,7 +185,7 @@ class FewShot(Evaluator):
                     reasons[f"per_shots.{shots}.{classifier}.ci95"] = "one draw: no spread, no interval"
         summary: dict[str, Any] = {
             "shots": list(o.shots), "draws": o.draws, "classes_in_support": int(len(classes)),
-            "test_size": int(n_test), "per_shots": per_shots, "interval": INTERVAL_DESCRIPTION,
+            "test_size": int(n_test), PER_SHOTS: per_shots, "interval": INTERVAL_DESCRIPTION,
             "support_ids": f"artifact {SUPPORT_IDS!r}: every draw's support item ids, shot counts ascending, draws in "
                            "order; each draw's `support` is its [start, stop) in that array",
             "C_grid": [float(c) for c in grid], "one_shot_C": o.one_shot_c,
@@ -224,4 +224,4 @@ def rows_per_test_block(budget: int, dim: int, num_classes: int) -> int:
 def support_sets(record: Mapping[str, Any], support_ids: np.ndarray) -> dict[tuple[int, int], np.ndarray]:
     """{(shots, draw): support item ids} of a few-shot record, given its `support_ids` artifact array."""
     return {(int(shots), draw["draw"]): support_ids[draw["support"][0]:draw["support"][1]]
-            for shots, summary in record["metrics"]["per_shots"].items() for draw in summary["draws"]}
+            for shots, summary in record["metrics"][PER_SHOTS].items() for draw in summary["draws"]}
