@@ -330,3 +330,18 @@ def test_every_option_is_documented_in_the_protocol_section():
     docs = (Path(__file__).resolve().parents[1] / "docs" / "protocols.md").read_text(encoding="utf-8")
     section = docs.split(f"## `{PROTOCOL}`", 1)[1].split("\n## ", 1)[0]
     assert [name for name in DEFAULTS if f"`{name}`" not in section] == []
+
+
+def test_memory_budget_and_threads_change_how_not_what(digits, result):
+    """A budget that cuts the test split into blocks of a few rows gives the same record; the fits of these small
+    supports ran on one torch thread, and the process's setting is back afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    small = FewShot(**OPTIONS).evaluate(*digits, seed=0, settings=ExecutionSettings(
+        device="cpu", progress=False, memory_budget_mb=0.1))
+    assert small.metrics["runtime"]["test_block_rows"] < 20 < len(digits[1].labels)
+    assert result.metrics["runtime"]["test_block_rows"] >= len(digits[1].labels)  # the default: one block
+    strip = lambda r: {k: v for k, v in r.metrics.items() if k != "runtime"}  # noqa: E731
+    assert strip(small) == strip(result)
+    assert small.metrics["runtime"]["torch_threads"] == 1 and torch.get_num_threads() == threads

@@ -130,8 +130,8 @@ class FewShot(Evaluator):
                 for classifier in CLASSIFIERS:
                     metrics[metric_name(classifier, shots)] = per_shots[str(shots)][classifier]["mean"]
         metrics.update(self._summary(o, per_shots, classes, len(known), grid))
-        metrics["runtime"] = {"seconds": time.monotonic() - started, "rows_per_test_block": block_rows,
-                              "memory_budget_bytes": budget}
+        metrics["runtime"] = {"seconds": time.monotonic() - started, "test_block_rows": block_rows,
+                              "memory_budget_bytes": budget, "torch_threads": torch.get_num_threads()}
         score = np.mean(np.stack(main_correct), axis=0)  # per test item; its mean is the main score
         return EvaluationResult(
             metrics=metrics, main_score=metrics[o.main_metric], main_metric=o.main_metric,
