@@ -264,22 +264,28 @@ def charts_html(board: Leaderboard, cells: dict[tuple[str, str], list[dict[str, 
     return '<div class="figures">' + "".join(figures) + "</div>"
 
 
+def one_record_each(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(dataset, encoder): record} for the plots that show one record per cell: of the ok records, the default
+    options' one, then the lowest seed."""
+    chosen: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        if record["status"] != "ok":
+            continue
+        key = (record["dataset"]["name"], record["encoder"]["name"])
+        rank = (bool(record["evaluator"].get("non_default_options")), record["seed"])
+        if key not in chosen or rank < (bool(chosen[key]["evaluator"].get("non_default_options")),
+                                        chosen[key]["seed"]):
+            chosen[key] = record
+    return chosen
+
+
 def umap_html(records: Sequence[dict[str, Any]], assets: Path, written: set[str], read: Any = None) -> str:
     from harness.leaderboard.compare import PredictionsReader
     from harness.leaderboard.plots import umap_scatter_png
 
     read = read if read is not None else PredictionsReader()
 
-    chosen: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in records:
-        if record["status"] != "ok" or names.UMAP2D not in (record.get("artifacts") or {}):
-            continue
-        key = (record["dataset"]["name"], record["encoder"]["name"])
-        # one plot per (encoder, dataset): prefer the default options' record, then the lowest seed
-        rank = (bool(record["evaluator"].get("non_default_options")), record["seed"])
-        if key not in chosen or rank < (bool(chosen[key]["evaluator"].get("non_default_options")),
-                                        chosen[key]["seed"]):
-            chosen[key] = record
+    chosen = one_record_each([r for r in records if names.UMAP2D in (r.get("artifacts") or {})])
     if not chosen:
         return ("<p>No record has a 2-D UMAP layout: run the clustering evaluator "
                 "(<code>harness run --eval clustering</code>) to get these plots.</p>")
@@ -319,16 +325,8 @@ def fewshot_curves(records: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
     intervals, at the shot counts of the record."""
     from harness.leaderboard.plots import ShotCurve
 
-    chosen: dict[tuple[str, str], dict[str, Any]] = {}
-    for record in records:
-        if (record["status"] != "ok" or record["evaluator"]["protocol"] not in names.FEWSHOT_PROTOCOLS
-                or names.PER_SHOTS not in record["metrics"]):
-            continue
-        key = (record["dataset"]["name"], record["encoder"]["name"])
-        rank = (bool(record["evaluator"].get("non_default_options")), record["seed"])
-        if key not in chosen or rank < (bool(chosen[key]["evaluator"].get("non_default_options")),
-                                        chosen[key]["seed"]):
-            chosen[key] = record
+    chosen = one_record_each([r for r in records if r["evaluator"]["protocol"] in names.FEWSHOT_PROTOCOLS
+                              and names.PER_SHOTS in r["metrics"]])
     curves: dict[str, list[Any]] = {}
     for (dataset, encoder), record in sorted(chosen.items()):
         per_shots = record["metrics"][names.PER_SHOTS]
