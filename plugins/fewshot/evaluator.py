@@ -51,13 +51,10 @@ class FewShot(Evaluator):
         return {key: list(value) if isinstance(value, list) else value for key, value in DEFAULTS.items()}
 
     def check_dataset(self, info: Mapping[str, Any]) -> None:
-        """Fewer than two classes, or a train split too small for the largest shot count in every class."""
+        """A train split too small for the largest shot count in every class: refused before any extraction.
+        (Fewer than two classes fail the cell in `evaluate`, as with every evaluator: `require_two_classes`.)"""
         o = self.parsed
         names = list(info.get("class_names") or [])
-        if names and len(names) < 2:
-            raise HarnessError(f"fewshot: the dataset has {len(names)} class ({names[0]!r}); a score over fewer than "
-                               f"two classes is 1.0 whatever the encoder. Evaluate on a dataset with at least two "
-                               f"classes")
         n_train = (info.get("split_sizes") or {}).get("train")
         if names and n_train is not None and not o.allow_smaller_classes and n_train < len(names) * max(o.shots):
             fitting = [s for s in o.shots if s * len(names) <= n_train]
