@@ -32,7 +32,7 @@ read, and may live anywhere.
     path = "data/my-set"              # optional: `name:path`, resolved against this folder
     options = { classes = 3 }         # optional: keyword options of the dataset's factory
 
-    [[evaluators]]                    # repeatable; default: every built-in evaluator
+    [[evaluators]]                    # repeatable; default: every built-in evaluator but opt-in presets
     name = "clustering"
     options = { reduce = "pca" }
 """

@@ -196,6 +196,9 @@ class Evaluator(abc.ABC):
     needs: Sequence[str] = ("train", "test")
     #: Whether the evaluator needs class labels; it is skipped on unlabelled datasets otherwise.
     requires_labels: bool = True
+    #: Whether a built-in evaluator runs in a plain `harness run` (and a suite without `[[evaluators]]`). A preset
+    #: that measures a second column of another evaluator's kind sets False: it runs when asked for by name.
+    in_default_run: bool = True
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.default_options())

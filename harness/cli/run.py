@@ -49,7 +49,8 @@ def add_run_parser(sub: Any) -> None:
                      help="dataset name, repeatable; imagefolder:<path> for images on disk; `harness datasets` "
                           f"lists them all (default: {', '.join(DEFAULT_DATASETS)})")
     run.add_argument("--eval", dest="evaluators", action="append", metavar="EV[,EV...]",
-                     help="evaluators (default: every built-in evaluator)")
+                     help="evaluators (default: every built-in evaluator but opt-in presets such as "
+                          "clustering-study)")
     # None defaults: a flag given beside --suite overrides the file, one left out does not
     run.add_argument("--results-dir", default=None, help=f"where records go (default: ./{DEFAULT_RESULTS_DIR})")
     run.add_argument("--cache-dir", default=None, help=f"embedding cache (default: ./{DEFAULT_CACHE_DIR})")
@@ -148,7 +149,8 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
     from harness.defaults import DEFAULT_DATASETS, DEFAULT_ENCODERS
     from harness.runner import RunConfig
 
-    default_evaluators = [e.name for e in plugins.evaluators if plugins.infos[e.plugin].builtin]
+    default_evaluators = [e.name for e in plugins.evaluators
+                          if plugins.infos[e.plugin].builtin and getattr(e.factory, "in_default_run", True)]
     if args.suite:
         from harness.suite import load_suite
 
