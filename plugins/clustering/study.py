@@ -22,8 +22,8 @@ STUDY_CLUSTERERS: ClustererParams = replace(
     kmeans={"init": "k-means++", "n_init": 1, "max_iter": 1000},
     # cluster.py: sklearn.cluster.HDBSCAN(min_cluster_size=--min-samples (5), max_cluster_size=round(--max-samples
     # (0.2 in param_setup.py) * N)), min_samples left at its default, min_cluster_size. scikit-learn counts the
-    # point itself in min_samples, so this is the hdbscan package's min_samples=4 (the default protocol's
-    # package default, 5, is scikit-learn's 6).
+    # point itself in min_samples, so this is about the hdbscan package's min_samples=4 (and the default
+    # protocol's package default, 5, about scikit-learn's 6; close, not label for label).
     hdbscan_library="sklearn",
     hdbscan={**HDBSCAN_PARAMS, "min_samples": HDBSCAN_PARAMS["min_cluster_size"]},
     hdbscan_max_cluster_fraction=0.2,
