@@ -25,7 +25,8 @@ class ClustererParams:
 
     kmeans: Mapping[str, Any]  # sklearn.cluster.KMeans keywords
     #: "hdbscan": the hdbscan package's HDBSCAN (its min_samples does not count the point itself);
-    #: "sklearn": sklearn.cluster.HDBSCAN (its min_samples does, so sklearn's min_samples=k is hdbscan's k - 1).
+    #: "sklearn": sklearn.cluster.HDBSCAN (its min_samples does: its k is close to, not the same as, the package's
+    #: k - 1; docs/protocols.md has the measured agreement).
     hdbscan_library: str
     hdbscan: Mapping[str, Any]
     #: HDBSCAN's max_cluster_size as a fraction of the N items clustered, round(fraction * N) (None: unbounded).
