@@ -18,7 +18,9 @@ from harness.defaults import (DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCOD
 from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, encoder_fingerprint, split_cache_key
 from harness.plugin_manager import Plugins, get_plugins
+from harness.layers import split_choices
 from harness.records import cell_key, library_versions, load_record, record_path, record_paths, safe_part
+from harness.shared_forward import forward_groups
 from harness.types import Encoder, Evaluator
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,8 @@ class PlannedEncoder:
     encoder: Encoder
     batch_size: int | None = None
     baseline: bool | None = None
+    #: The encoders of the plan that share this one's forward pass (itself included), or empty.
+    siblings: list[Encoder] = field(default_factory=list)
 
 
 def run_seeds(config: RunConfig) -> list[int]:
@@ -92,6 +96,14 @@ def encoder_label(name: str, options: dict[str, Any], defaults: dict[str, Any]) 
     """The name a record shows: non-default encoder options make another row, never a silent merge."""
     shown = {k: v for k, v in options.items() if defaults.get(k, object()) != v}
     return name if not shown else f"{name}[{','.join(f'{k}={v}' for k, v in sorted(shown.items()))}]"
+
+
+def layer_choices(options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `layers` option of each encoder a comma list of layer choices makes (`harness.layers`); [{}] for an
+    encoder that does not take the option."""
+    if "layers" not in options:
+        return [{}]
+    return [{"layers": choice} for choice in split_choices(options["layers"])]
 
 
 def options_for(factory: Any, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -121,8 +133,13 @@ def build_encoders(config: RunConfig, plugins: Plugins) -> list[PlannedEncoder]:
             continue
         entry, _ = plugins.encoders.resolve(spec)
         options, defaults = options_for(entry.factory, config.encoder_options)
-        encoder = plugins.encoder(spec, **options)
-        built.append(PlannedEncoder(encoder_label(spec, options, defaults), encoder))
+        for choice in layer_choices(options):  # `--layers last,last4`: an encoder (and a row) per choice
+            encoder = plugins.encoder(spec, **{**options, **choice})
+            built.append(PlannedEncoder(encoder_label(spec, {**options, **choice}, defaults), encoder))
+    for group in forward_groups([planned.encoder for planned in built]):  # one forward pass for each group
+        for planned in built:
+            if any(planned.encoder is member for member in group):
+                planned.siblings = group
     if config.storage_dtype != "float32":  # features rounded for storage are another measurement: another row
         for planned in built:
             planned.label = f"{planned.label}[storage={config.storage_dtype}]"

@@ -30,6 +30,7 @@ from harness.plugin_manager import Plugins, get_plugins
 from harness.record_builder import PairRecords
 from harness.record_types import ResultRecord
 from harness.records import load_record, record_path, write_record
+from harness.shared_forward import extract_shared
 from harness.store import EmbeddingStore
 from harness.types import BASELINE_PRETRAINING, Embeddings, EvaluationResult, Evaluator, ExecutionSettings
 
@@ -242,6 +243,9 @@ def _find_done(context: RunContext, job: PairJob) -> tuple[dict[tuple[str, int],
 def _extract_split(context: RunContext, job: PairJob, split: str,
                    cache_key: str | None) -> tuple[Embeddings, ExtractionReport]:
     # A resumed run passes the key it computed while looking for finished cells: no split is fingerprinted twice.
+    if job.planned.siblings:  # encoders sharing its forward pass (other layer choices of its model): done with it
+        return extract_shared(job.planned.encoder, job.planned.siblings, job.dataset, split, context.store,
+                              job.options, context.ranks, cache_key=cache_key)
     return extract(job.planned.encoder, job.dataset, split, context.store, job.options, context.ranks,
                    cache_key=cache_key)
 

@@ -63,6 +63,12 @@ def add_run_parser(sub: Any) -> None:
                      help="seed of every stochastic step (and of random: encoders) (default: 0)")
     run.add_argument("--pooling", choices=("default", "cls", "mean"), default=None,
                      help="feature pooling of timm encoders (default: the model's own)")
+    run.add_argument("--layers", default=None, metavar="L[,L...]",
+                     help="which layers' features timm and open_clip encoders give: last (the default: the model's "
+                          "own output), last<n> (the last n blocks or stages, e.g. last4), dinov2 (DINOv2's "
+                          "linear-eval features: class tokens of the last 4 blocks and the mean patch token), "
+                          "stages:<i,j> (CNN feature levels, average-pooled). Several, comma-separated, make a row "
+                          "each and share one forward pass")
     run.add_argument("--data-root", default=None,
                      help="where torchvision datasets are downloaded or found (default: $HARNESS_DATA_ROOT, "
                           "else ~/.cache/harness/data)")
@@ -92,8 +98,8 @@ def add_run_parser(sub: Any) -> None:
 
 #: `harness run` flags that choose *what* is measured: with --suite, the file says that.
 SUITE_CONFLICTS = (("encoder", "--encoder"), ("dataset", "--dataset"), ("evaluators", "--eval"), ("seed", "--seed"),
-                   ("pooling", "--pooling"), ("eval_option", "--eval-option"), ("reduce", "--reduce"),
-                   ("n_components", "--n-components"), ("cluster_subsample", "--cluster-subsample"),
+                   ("pooling", "--pooling"), ("layers", "--layers"), ("eval_option", "--eval-option"),
+                   ("reduce", "--reduce"), ("n_components", "--n-components"), ("cluster_subsample", "--cluster-subsample"),
                    ("storage_dtype", "--storage-dtype"))
 #: The pre-0.2 clustering flags and the clustering option each one sets.
 LEGACY_CLUSTERING_FLAGS = (("reduce", "--reduce", "reduce"), ("n_components", "--n-components", "n_components"),
@@ -175,6 +181,8 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
     encoder_options = {"init_seed": seed} if seed else {}
     if args.pooling:
         encoder_options["pooling"] = args.pooling
+    if args.layers:
+        encoder_options["layers"] = args.layers
     evaluators = _csv_list(args.evaluators) or default_evaluators
     return RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
                      evaluators=evaluators, memory_budget_mb=args.memory_budget_mb,
