@@ -31,7 +31,7 @@ class LayerLayout:
 
     @property
     def unit(self) -> str:
-        return "blocks" if self.tokens else "feature levels (stem and stages)"
+        return "blocks" if self.tokens else "feature levels"
 
     def has(self) -> str:
         """What the model has, as errors say it."""

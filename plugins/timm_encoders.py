@@ -148,15 +148,21 @@ class TimmEncoder(Encoder):
         if self.pooling != "default" and self.layers.kind == "dinov2":
             raise HarnessError(f"timm:{self.model_name}: layers 'dinov2' fixes its own pooling (class tokens and the "
                                f"mean patch token); leave pooling at 'default' (got {self.pooling!r})")
-        with torch.device("meta"):
-            model = timm.create_model(self.model_name, pretrained=False, num_classes=0)
-        self.layout = layer_layout(model, self.name)
-        self.levels = needed_levels(self.layers, self.layout)
-        if self.pooling == "cls" and not self.layout.class_token:
-            raise HarnessError(f"pooling 'cls' needs a model with a class token; {self.model_name} has none "
-                               f"(use pooling 'default' or 'mean')")
-        size = self.data_config()["input_size"]
-        self.layers_dim = int(self.encode_together(torch.empty(1, *size, device="meta"), [self], model)[0].shape[1])
+        def sized(device: str) -> int:
+            with torch.device(device), torch.inference_mode():
+                model = timm.create_model(self.model_name, pretrained=False, num_classes=0).eval()
+                self.layout = layer_layout(model, self.name)
+                self.levels = needed_levels(self.layers, self.layout)
+                if self.pooling == "cls" and not self.layout.class_token:
+                    raise HarnessError(f"pooling 'cls' needs a model with a class token; {self.model_name} has none "
+                                       f"(use pooling 'default' or 'mean')")
+                batch = torch.zeros(1, *self.data_config()["input_size"])
+                return int(self.encode_together(batch, [self], model)[0].shape[1])
+
+        try:
+            self.layers_dim = sized("meta")
+        except (RuntimeError, NotImplementedError):  # an architecture that needs real tensors: a CPU copy, once
+            self.layers_dim = sized("cpu")
 
     def _pooled(self, model: Any, features: Any) -> Any:
         """Features of the model's final output (B, L, C) or (B, C, H, W), or of one normed block's tokens, pooled
