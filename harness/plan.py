@@ -17,8 +17,8 @@ from harness.defaults import (DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCOD
                               DEFAULT_RESULTS_DIR)
 from harness.errors import HarnessError
 from harness.extract import ExtractionOptions, encoder_fingerprint, split_cache_key
-from harness.plugin_manager import Plugins, get_plugins
 from harness.layers import split_choices
+from harness.plugin_manager import Plugins, get_plugins
 from harness.records import cell_key, library_versions, load_record, record_path, record_paths, safe_part
 from harness.shared_forward import forward_groups
 from harness.types import Encoder, Evaluator

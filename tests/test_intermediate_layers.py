@@ -39,6 +39,13 @@ def stored(report, cache) -> dict[str, tuple[np.ndarray, dict]]:
             for r in report.records}
 
 
+def run_choices(tmp_path, plugins, encoder: str, layers: str):
+    """Run kNN for `encoder` with the layer choices `layers`: (report, what `stored` reads from it)."""
+    report = run(config(tmp_path, [encoder], encoder_options={"layers": layers}), plugins)
+    assert not report.failures, report.failures
+    return report, stored(report, tmp_path / "cache")
+
+
 def model_and_batch(model_name: str, **kwargs):
     """The random network the harness builds for `random:<model_name>` (same seed), in eval mode, and the test
     split's images transformed as the encoder transforms them."""
@@ -63,11 +70,7 @@ def test_the_spelling_of_layer_choices():
 
 
 def test_vit_choices_equal_timm_forward_intermediates_from_one_forward_pass(tmp_path, harness_plugins):
-    plugins = harness_plugins()
-    report = run(config(tmp_path, ["random:test_vit"],
-                        encoder_options={"layers": "last,last4,dinov2,stages:0,2"}), plugins)
-    assert not report.failures, report.failures
-    features = stored(report, tmp_path / "cache")
+    report, features = run_choices(tmp_path, harness_plugins(), "random:test_vit", "last,last4,dinov2,stages:0,2")
     rows = ["random:test_vit", "random:test_vit[layers=last4]", "random:test_vit[layers=dinov2]",
             "random:test_vit[layers=stages:0,2]"]
     assert sorted(features) == sorted(rows)
@@ -127,11 +130,7 @@ def test_the_default_is_todays_encoder_exactly(tmp_path, harness_plugins):
 
 
 def test_cnn_stages_are_global_average_pooled_feature_maps(tmp_path, harness_plugins):
-    plugins = harness_plugins()
-    report = run(config(tmp_path, ["random:test_resnet"],
-                        encoder_options={"layers": "last,last2,stages:1,3"}), plugins)
-    assert not report.failures, report.failures
-    features = stored(report, tmp_path / "cache")
+    report, features = run_choices(tmp_path, harness_plugins(), "random:test_resnet", "last,last2,stages:1,3")
     assert report.forward_passes == 6
     model, batch = model_and_batch("test_resnet")
     with torch.inference_mode():

@@ -99,8 +99,8 @@ def add_run_parser(sub: Any) -> None:
 #: `harness run` flags that choose *what* is measured: with --suite, the file says that.
 SUITE_CONFLICTS = (("encoder", "--encoder"), ("dataset", "--dataset"), ("evaluators", "--eval"), ("seed", "--seed"),
                    ("pooling", "--pooling"), ("layers", "--layers"), ("eval_option", "--eval-option"),
-                   ("reduce", "--reduce"), ("n_components", "--n-components"), ("cluster_subsample", "--cluster-subsample"),
-                   ("storage_dtype", "--storage-dtype"))
+                   ("reduce", "--reduce"), ("n_components", "--n-components"),
+                   ("cluster_subsample", "--cluster-subsample"), ("storage_dtype", "--storage-dtype"))
 #: The pre-0.2 clustering flags and the clustering option each one sets.
 LEGACY_CLUSTERING_FLAGS = (("reduce", "--reduce", "reduce"), ("n_components", "--n-components", "n_components"),
                            ("cluster_subsample", "--cluster-subsample", "subsample"))
