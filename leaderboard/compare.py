@@ -47,6 +47,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness import metric_names as names
+from harness.eval_splits import dataset_column
 from harness.records import load_predictions
 from harness.leaderboard.table import FORMATS, MISSING, TABULATE_FORMATS, column_name
 
@@ -129,7 +130,7 @@ def welch_interval(new_values: Sequence[float], baseline_values: Sequence[float]
 # -- from records ------------------------------------------------------------------------------------------------
 
 def _column_key(record: dict[str, Any]) -> tuple[str, str, str]:
-    return record["dataset"]["name"], column_name(record), record["evaluator"]["protocol"]
+    return dataset_column(record), column_name(record), record["evaluator"]["protocol"]  # pairs within a split
 
 
 class PredictionsReader:

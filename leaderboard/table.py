@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from harness import metric_names as names
 from harness.errors import HarnessError
+from harness.eval_splits import dataset_column
 
 FORMATS = ("plain", "github", "latex", "csv", "html")
 TABULATE_FORMATS = {"plain": "simple", "github": "github", "latex": "latex_booktabs", "html": "html"}
@@ -34,7 +35,7 @@ class Leaderboard:
 
 def column_name(record: dict[str, Any]) -> str:
     evaluator = record["evaluator"]
-    name = f"{record['dataset']['name']} {evaluator['name']}"
+    name = f"{dataset_column(record)} {evaluator['name']}"  # `cifar10-mini [test-sketch] knn` for another split
     if evaluator.get("non_default_options"):
         shown = ",".join(f"{k}={v}" for k, v in sorted(evaluator["non_default_options"].items()))
         name += f" [{shown}]"
