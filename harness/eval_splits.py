@@ -107,13 +107,3 @@ def train_for(train: Embeddings | None, split: Embeddings) -> Embeddings | None:
     """`train` as an evaluator without a fit-once `evaluate_splits` sees it for `split`."""
     return None if train is None else train_of_classes(train, classes_of(split))
 
-
-def split_of(record: Mapping[str, Any]) -> str:
-    """The evaluation split a record measures (`test` for records without a `split` key)."""
-    return record.get("split") or TEST
-
-
-def dataset_column(record: Mapping[str, Any]) -> str:
-    """The dataset part of a record's leaderboard column: its name, then `[split]` for a split other than test."""
-    split = split_of(record)
-    return record["dataset"]["name"] + ("" if split == TEST else f" [{split}]")

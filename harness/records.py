@@ -28,7 +28,7 @@ import numpy as np
 
 from harness.defaults import DEFAULT_RESULTS_DIR
 from harness.errors import HarnessError
-from harness.eval_splits import TEST, dataset_column, split_of
+from harness.eval_splits import TEST
 from harness.files import AtomicWrites, remove_stale_temps, writes_into
 from harness.store import canonical_json
 
@@ -60,6 +60,17 @@ def safe_part(name: str, limit: int = 80) -> str:
 
 def options_hash(options: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(options).encode()).hexdigest()[:8]
+
+
+def split_of(record: dict[str, Any]) -> str:
+    """The evaluation split a record measures (`test` for records without a `split` key)."""
+    return record.get("split") or TEST
+
+
+def dataset_column(record: dict[str, Any]) -> str:
+    """The dataset part of a record's leaderboard column: its name, then `[split]` for a split other than test."""
+    split = split_of(record)
+    return record["dataset"]["name"] + ("" if split == TEST else f" [{split}]")
 
 
 def record_path(results_dir: Path, record: dict[str, Any]) -> Path:

@@ -47,8 +47,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness import metric_names as names
-from harness.eval_splits import dataset_column
-from harness.records import load_predictions
+from harness.records import dataset_column, load_predictions
 from harness.leaderboard.table import FORMATS, MISSING, TABULATE_FORMATS, column_name
 
 DEFAULT_N_BOOT = 2000

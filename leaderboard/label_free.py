@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from harness import metric_names as names
 from harness.errors import HarnessError
-from harness.eval_splits import dataset_column
+from harness.records import dataset_column
 
 SILHOUETTE_KEY = names.WARD_SILHOUETTE_UMAP
 MIN_ENCODERS_FOR_CORRELATION = 5

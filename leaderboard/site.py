@@ -31,10 +31,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from harness.errors import HarnessError
-from harness.eval_splits import dataset_column
 from harness.files import atomic_file
 from harness import metric_names as names
-from harness.records import safe_part
+from harness.records import dataset_column, safe_part
 from harness.leaderboard.table import Leaderboard, build_leaderboard, column_name, format_cell
 
 ASSETS = "assets"

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from harness import metric_names as names
 from harness.errors import HarnessError
-from harness.eval_splits import dataset_column
+from harness.records import dataset_column
 
 FORMATS = ("plain", "github", "latex", "csv", "html")
 TABULATE_FORMATS = {"plain": "simple", "github": "github", "latex": "latex_booktabs", "html": "html"}
