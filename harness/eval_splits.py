@@ -88,8 +88,9 @@ def classes_of(split: Embeddings) -> np.ndarray | None:
 
 
 def train_of_classes(train: Embeddings, classes: np.ndarray | None) -> Embeddings:
-    """The train items of `classes` only (a copy of their rows), or `train` itself for every class."""
-    if classes is None:
+    """The train items of `classes` only (a copy of their rows), or `train` itself for every class (or when it
+    already holds just those)."""
+    if classes is None or train.meta.get(SPLIT_CLASSES) == classes.tolist():
         return train
     rows = np.flatnonzero(np.isin(np.asarray(train.labels), classes))
     return Embeddings(features=np.asarray(train.features[rows]), labels=np.asarray(train.labels)[rows],

@@ -17,11 +17,12 @@ from PIL import Image, ImageOps
 import harness
 from harness import hookimpl
 from harness.errors import HarnessError
-from harness.eval_splits import check_evaluation_splits, evaluation_splits, split_classes
+from harness.eval_splits import check_evaluation_splits, evaluation_splits, split_classes, with_split_classes
 from harness.extract import ExtractionOptions, extract
 from harness.leaderboard.compare import compare_encoders
 from harness.leaderboard.table import build_leaderboard
 from harness.plugin_manager import Plugins
+from harness.plugins.knn import KNN
 from harness.plugins.linear_probe import LinearProbe
 from harness.plugins.pixels import Pixels
 from harness.records import load_predictions, load_records
@@ -200,6 +201,13 @@ def test_knn_on_the_subset_uses_the_train_items_of_its_classes_only(shifted_run)
     np.testing.assert_array_equal(saved["prediction"], expected)
     assert record["main_score"] == pytest.approx(np.mean(expected == shifted.labels))
     assert record["metrics"]["n_train"] == 30
+    # Only the split's classes are ranked: the top-5 holds the two of them, the better first.
+    assert np.array_equal(np.sort(saved["top5"], axis=1), np.tile([1, 3], (16, 1)))
+    assert record["metrics"]["top5_k20"] == 1.0
+    # The evaluator alone, given all of train, limits its bank the same way.
+    alone = KNN().evaluate(train, with_split_classes(shifted, [1, 3]), seed=0,
+                           settings=ExecutionSettings(device="cpu", progress=False))
+    np.testing.assert_array_equal(alone.predictions["prediction"], expected)
     # The whole bank would predict classes the split does not hold: the restriction is what the test checks.
     assert not np.isin(knn_predictions(train, shifted), [1, 3]).all()
 
