@@ -163,6 +163,7 @@ def test_each_split_is_its_own_leaderboard_column(shifted_run):
     dataset = report.records[0]["dataset"]["name"]
     assert f"{dataset} [test-shifted] knn" in board.columns and f"{dataset} knn" in board.columns
     assert len(board.columns) == 6
+    assert all("[test-shifted]" in column for column in board.columns[3:])  # the test columns first
     row = next(r for r in board.rows if r["encoder"] == "pixels")
     knn = records_of(report, "pixels", "knn")
     assert row["cells"][f"{dataset} [test-shifted] knn"] == [knn["test-shifted"]["main_score"]]
