@@ -21,7 +21,7 @@ from harness import distributed
 from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCODERS, DEFAULT_RESULTS_DIR
 from harness.distributed import Ranks, together
 from harness.errors import HarnessError
-from harness.eval_splits import (TEST, check_evaluation_splits, evaluation_splits, split_classes, train_for,
+from harness.eval_splits import (TEST, check_evaluation_splits, evaluation_splits, per_split, split_classes,
                                   with_split_classes)
 from harness.files import check_writable_dir, writable_dir_problem
 from harness.extract import ExtractionOptions, ExtractionReport, check_storage_dtype, extract, resolve_device
@@ -281,8 +281,7 @@ def call_evaluate_splits(evaluator: Evaluator, train: Embeddings | None, splits:
     per split (so that evaluators written before 0.2 still get the device), train limited to a subset's classes."""
     if fits_once(evaluator):
         return dict(evaluator.evaluate_splits(train, splits, seed=seed, settings=settings))
-    return {name: call_evaluate(evaluator, train_for(train, split), split, seed, settings)
-            for name, split in splits.items()}
+    return per_split(lambda tr, te: call_evaluate(evaluator, tr, te, seed, settings), train, splits)
 
 
 def _evaluate_cells(context: RunContext, job: PairJob, pair: PairRecords, evaluator: Evaluator, seed: int,
