@@ -170,6 +170,16 @@ def test_each_split_is_its_own_leaderboard_column(shifted_run):
     assert row["cells"][f"{dataset} knn"] == [knn["test"]["main_score"]]
 
 
+def test_the_site_shows_each_split_with_its_own_provenance(shifted_run, tmp_path):
+    from harness.leaderboard.site import publish
+
+    page = publish(load_records(shifted_run["results"]), tmp_path / "site").read_text(encoding="utf-8")
+    dataset = shifted_run["report"].records[0]["dataset"]["name"]
+    score = records_of(shifted_run["report"], "pixels", "knn")["test-shifted"]["main_score"]
+    assert f"{dataset} [test-shifted] knn" in page
+    assert f"{score:.3f}" in page
+
+
 def test_a_generic_evaluator_gets_the_train_items_of_the_subset_only(shifted_run):
     seen = records_of(shifted_run["report"], "pixels", "sees-train")
     assert seen["test"]["metrics"]["n_train"] == 60 and seen["test"]["metrics"]["train_classes"] == [0, 1, 2, 3]
