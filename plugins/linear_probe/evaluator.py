@@ -1,4 +1,5 @@
-"""The `linear/logreg-v1` evaluator: C chosen on a 10 % split of train, refit on all of train, scored on test.
+"""The `linear/logreg-v1` evaluator: C chosen on a 10 % split of train, refit on all of train, scored on test
+(and on each other evaluation split with the same fit: `evaluate_splits`).
 
 This module wires the parts together (`c_search`, `solver`, `features`, `accuracy`) and says in the record what
 was chosen and how it was computed; the protocol is in docs/protocols.md#linearlogreg-v1.
