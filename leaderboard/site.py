@@ -33,7 +33,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.files import atomic_file
 from harness import metric_names as names
-from harness.records import safe_part
+from harness.records import dataset_column, safe_part
 from harness.leaderboard.table import Leaderboard, build_leaderboard, column_name, format_cell
 
 ASSETS = "assets"
@@ -186,7 +186,7 @@ def provenance_entries(board: Leaderboard, cells: dict[tuple[str, str], list[dic
                     files.append(str(path))
             ids[row["encoder"], column] = len(entries)
             entries.append({
-                "encoder": row["encoder"], "column": column, "dataset": first["dataset"]["name"],
+                "encoder": row["encoder"], "column": column, "dataset": dataset_column(first),
                 "score": format_cell(row["cells"].get(column)),
                 "metric": first["main_metric"],
                 "protocol": first["evaluator"]["protocol"],
@@ -249,7 +249,7 @@ def charts_html(board: Leaderboard, cells: dict[tuple[str, str], list[dict[str, 
             group = cells.get((row["encoder"], column))
             if not scores or not group:
                 continue
-            dataset = group[0]["dataset"]["name"]
+            dataset = dataset_column(group[0])
             label = column[len(dataset) + 1:] if column.startswith(dataset + " ") else column
             datasets.setdefault(dataset, []).append(Bar(row["encoder"], label, statistics.fmean(scores),
                                                         _spread(scores)))
@@ -272,7 +272,7 @@ def umap_html(records: Sequence[dict[str, Any]], assets: Path, written: set[str]
     for record in records:
         if record["status"] != "ok" or names.UMAP2D not in (record.get("artifacts") or {}):
             continue
-        key = (record["dataset"]["name"], record["encoder"]["name"])
+        key = (dataset_column(record), record["encoder"]["name"])
         # one plot per (encoder, dataset): prefer the default options' record, then the lowest seed
         rank = (bool(record["evaluator"].get("non_default_options")), record["seed"])
         if key not in chosen or rank < (bool(chosen[key]["evaluator"].get("non_default_options")),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from harness.cli.listing import warn_problems
 from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
 from harness.errors import HarnessError
-from harness.records import with_results_dir
+from harness.records import dataset_column, with_results_dir
 
 if TYPE_CHECKING:
     from harness.plugin_manager import Plugins
@@ -235,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for record in report.records:  # a "—" in the table: say why here, not only inside the record
         if record["main_score"] is None:
             reason = (record["metrics"].get("null_reasons") or {}).get(record["main_metric"], "no reason recorded")
-            print(f"note: {record['encoder']['name']} on {record['dataset']['name']} ({record['evaluator']['name']}): "
+            print(f"note: {record['encoder']['name']} on {dataset_column(record)} ({record['evaluator']['name']}): "
                   f"no {record['main_metric']}: {reason}", file=sys.stderr)
     if report.failures:  # each error is already in the log above (once), and in its failed record
         print(f"{len(report.failures)} cell(s) failed: the errors are above, and in the failed records under "
