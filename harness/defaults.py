@@ -6,7 +6,7 @@ from __future__ import annotations
 DEFAULT_ENCODERS = ("efficientnet_lite0", "pixels", "random:tf_efficientnet_lite0")
 DEFAULT_DATASETS = ("cifar10-mini",)
 #: The evaluators of a `RunConfig` or `harness.evaluate_model` that names none: the quick one, for a model still
-#: training (`harness run` without --eval runs every built-in evaluator instead).
+#: training (`harness run` without --eval runs every built-in evaluator but opt-in presets instead).
 DEFAULT_EVALUATORS = ("knn",)
 #: Where records go and where embeddings are cached, relative to the current directory.
 DEFAULT_RESULTS_DIR = "results"

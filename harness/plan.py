@@ -16,9 +16,12 @@ from typing import Any, Sequence
 from harness.defaults import (DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCODERS, DEFAULT_EVALUATORS,
                               DEFAULT_RESULTS_DIR)
 from harness.errors import HarnessError
+from harness.eval_splits import TEST, evaluation_splits
 from harness.extract import ExtractionOptions, encoder_fingerprint, split_cache_key
+from harness.layers import split_choices
 from harness.plugin_manager import Plugins, get_plugins
 from harness.records import cell_key, library_versions, load_record, record_path, record_paths, safe_part
+from harness.shared_forward import forward_groups
 from harness.types import Encoder, Evaluator
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,8 @@ class PlannedEncoder:
     encoder: Encoder
     batch_size: int | None = None
     baseline: bool | None = None
+    #: The encoders of the plan that share this one's forward pass (itself included), or empty.
+    siblings: list[Encoder] = field(default_factory=list)
 
 
 def run_seeds(config: RunConfig) -> list[int]:
@@ -92,6 +97,14 @@ def encoder_label(name: str, options: dict[str, Any], defaults: dict[str, Any]) 
     """The name a record shows: non-default encoder options make another row, never a silent merge."""
     shown = {k: v for k, v in options.items() if defaults.get(k, object()) != v}
     return name if not shown else f"{name}[{','.join(f'{k}={v}' for k, v in sorted(shown.items()))}]"
+
+
+def layer_choices(options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `layers` option of each encoder a comma list of layer choices makes (`harness.layers`); [{}] for an
+    encoder that does not take the option."""
+    if "layers" not in options:
+        return [{}]
+    return [{"layers": choice} for choice in split_choices(options["layers"])]
 
 
 def options_for(factory: Any, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -121,8 +134,13 @@ def build_encoders(config: RunConfig, plugins: Plugins) -> list[PlannedEncoder]:
             continue
         entry, _ = plugins.encoders.resolve(spec)
         options, defaults = options_for(entry.factory, config.encoder_options)
-        encoder = plugins.encoder(spec, **options)
-        built.append(PlannedEncoder(encoder_label(spec, options, defaults), encoder))
+        for choice in layer_choices(options):  # `--layers last,last4`: an encoder (and a row) per choice
+            encoder = plugins.encoder(spec, **{**options, **choice})
+            built.append(PlannedEncoder(encoder_label(spec, {**options, **choice}, defaults), encoder))
+    for group in forward_groups([planned.encoder for planned in built]):  # one forward pass for each group
+        for planned in built:
+            if any(planned.encoder is member for member in group):
+                planned.siblings = group
     if config.storage_dtype != "float32":  # features rounded for storage are another measurement: another row
         for planned in built:
             planned.label = f"{planned.label}[storage={config.storage_dtype}]"
@@ -150,10 +168,11 @@ def plan_cells(config: RunConfig, plugins: Plugins | None = None) -> list[str]:
     anything: to compare two ways of asking for a run, e.g. a suite file and command-line flags."""
     plugins = plugins or get_plugins()
     evaluators = build_evaluators(config, plugins)
-    dataset_names = [build_dataset(spec, config, plugins).name for spec in config.datasets]
-    return [cell_key(planned.label, name, e.name, e.protocol, e.options, seed)
-            for planned in build_encoders(config, plugins) for name in dataset_names
-            for e in evaluators for seed in run_seeds(config)]
+    datasets = [build_dataset(spec, config, plugins) for spec in config.datasets]
+    splits = {d.name: evaluation_splits(d.name, d.info()) for d in datasets}
+    return [cell_key(planned.label, d.name, e.name, e.protocol, e.options, seed, split)
+            for planned in build_encoders(config, plugins) for d in datasets
+            for e in evaluators for seed in run_seeds(config) for split in splits_of(e, splits[d.name])]
 
 
 def usable_evaluators(dataset: Any, info: dict[str, Any],
@@ -170,8 +189,18 @@ def usable_evaluators(dataset: Any, info: dict[str, Any],
     return usable, skipped
 
 
-def needed_splits(evaluators: Sequence[Evaluator]) -> list[str]:
-    return [s for s in SPLITS if any(s in e.needs for e in evaluators)]
+def splits_of(evaluator: Evaluator, evaluation: Sequence[str]) -> list[str]:
+    """The evaluation splits an evaluator is scored on: every one when it reads `test`, else `test` alone (the
+    split its single record has always been filed under)."""
+    return list(evaluation) if TEST in evaluator.needs else [TEST]
+
+
+def needed_splits(evaluators: Sequence[Evaluator], evaluation: Sequence[str] = (TEST,)) -> list[str]:
+    """The splits to extract for these evaluators: what they need, `test` standing for every evaluation split."""
+    needed = [s for s in SPLITS if any(s in e.needs for e in evaluators)]
+    if TEST in needed:
+        needed[needed.index(TEST):needed.index(TEST) + 1] = evaluation
+    return needed
 
 
 @dataclass
@@ -179,12 +208,12 @@ class DoneCells:
     """What a resumed run finds for one (encoder, dataset): the finished records by (evaluator, seed), and the
     cache keys it computed to compare with theirs, which extraction then reuses instead of fingerprinting again."""
 
-    records: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    records: dict[tuple[str, int, str], dict[str, Any]] = field(default_factory=dict)  # by (evaluator, seed, split)
     cache_keys: dict[str, str] = field(default_factory=dict)
 
 
 def done_cells(label: str, encoder: Encoder, dataset: Any, needed: list[str], evaluators: list[Evaluator],
-               options: ExtractionOptions, config: RunConfig) -> DoneCells:
+               options: ExtractionOptions, config: RunConfig, evaluation: Sequence[str] = (TEST,)) -> DoneCells:
     """The cells of this pair that an earlier run already measured: an `ok` record at the cell's path with the same
     cell key and the same embedding cache keys (computed from fingerprints: no model is loaded or run). Anything
     else (no record, a failed marker, other weights or data, an unreadable file) is measured again."""
@@ -192,23 +221,25 @@ def done_cells(label: str, encoder: Encoder, dataset: Any, needed: list[str], ev
     done = DoneCells(cache_keys=keys)
     for evaluator in evaluators:
         for seed in run_seeds(config):
-            record = _finished_record(label, dataset.name, evaluator, seed, config.results_dir)
-            if record is None:
-                continue
-            same_cell = record["cell"] == cell_key(label, dataset.name, evaluator.name, evaluator.protocol,
-                                                   evaluator.options, seed)
-            same_data = all(record["cache_keys"].get(split) == keys[split] for split in evaluator.needs)
-            if record["status"] == "ok" and same_cell and same_data:
-                done.records[evaluator.name, seed] = record
+            for split in splits_of(evaluator, evaluation):
+                record = _finished_record(label, dataset.name, evaluator, seed, split, config.results_dir)
+                if record is None:
+                    continue
+                same_cell = record["cell"] == cell_key(label, dataset.name, evaluator.name, evaluator.protocol,
+                                                       evaluator.options, seed, split)
+                read = [split if s == TEST else s for s in evaluator.needs]  # `test` stands for the split scored
+                same_data = all(record["cache_keys"].get(s) == keys[s] for s in read)
+                if record["status"] == "ok" and same_cell and same_data:
+                    done.records[evaluator.name, seed, split] = record
     return done
 
 
-def _finished_record(label: str, dataset_name: str, evaluator: Evaluator, seed: int,
+def _finished_record(label: str, dataset_name: str, evaluator: Evaluator, seed: int, split: str,
                      results_dir: str | Path) -> dict[str, Any] | None:
     """The record at this cell's path, if there is a readable one."""
     stub = {"encoder": {"name": label}, "dataset": {"name": dataset_name}, "seed": seed,
             "evaluator": {"name": evaluator.name, "protocol": evaluator.protocol,
-                          "non_default_options": evaluator.non_default_options}}
+                          "non_default_options": evaluator.non_default_options}, "split": split}
     path = record_path(Path(results_dir), stub)
     if not path.is_file():
         return None

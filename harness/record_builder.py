@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from harness.eval_splits import TEST, evaluation_splits, split_classes
 from harness.extract import precision_for
 from harness.plan import PlannedEncoder
 from harness.records import SCHEMA_VERSION, cell_key, library_versions
@@ -27,29 +28,33 @@ class PairRecords:
     cache_keys: dict[str, str]
     device: str
     command: str
+    #: The class names of each evaluation split that holds only some of train's classes.
+    subsets: dict[str, list[str]]
 
     @classmethod
     def extracted(cls, planned: PlannedEncoder, dataset: Any, info: dict[str, Any],
                   embeddings: dict[str, Embeddings], device: str, command: str) -> PairRecords:
         """The pair's records after its extraction: sizes, fingerprints and keys of the embeddings themselves."""
         return cls(encoder_section(planned, embeddings), dataset_section(dataset, info, embeddings),
-                   {s: e.meta["key"] for s, e in embeddings.items()}, device, command)
+                   {s: e.meta["key"] for s, e in embeddings.items()}, device, command, class_subsets(dataset, info))
 
     @classmethod
     def failed_extraction(cls, planned: PlannedEncoder, dataset: Any, info: dict[str, Any], device: str,
                           command: str) -> PairRecords:
         """The pair's records when its extraction failed: what the encoder and the dataset say of themselves."""
-        return cls(encoder_section(planned, None), dataset_section(dataset, info, None), {}, device, command)
+        return cls(encoder_section(planned, None), dataset_section(dataset, info, None), {}, device, command,
+                   class_subsets(dataset, info))
 
-    def record(self, evaluator: Evaluator, seed: int, *, result: EvaluationResult | None = None,
+    def record(self, evaluator: Evaluator, seed: int, *, split: str = TEST, result: EvaluationResult | None = None,
                error: str | None = None, timings: dict[str, float] | None = None) -> ResultRecord:
-        """The record of one cell: `ok` with `result`, else `failed` with `error` (what went wrong, for the user)."""
+        """The record of one cell: `ok` with `result`, else `failed` with `error` (what went wrong, for the user).
+        A split other than `test` is named in the record (and its cell key), with its classes if a subset."""
         if (result is None) == (error is None):
             raise ValueError("a record has either a result (ok) or an error (failed)")
-        return {
+        record: ResultRecord = {
             "schema_version": SCHEMA_VERSION,
             "cell": cell_key(self.encoder["name"], self.dataset["name"], evaluator.name, evaluator.protocol,
-                             evaluator.options, seed),
+                             evaluator.options, seed, split),
             "encoder": self.encoder, "dataset": self.dataset, "evaluator": evaluator_section(evaluator),
             "seed": seed, "cache_keys": dict(self.cache_keys), "versions": library_versions(),
             "device": self.device, "precision": precision_for(self.device),
@@ -60,6 +65,22 @@ class PairRecords:
             "main_score": result.main_score if result is not None else None,
             "timings": dict(timings or {}),
         }
+        if split != TEST:
+            record["split"] = split
+        if split in self.subsets:
+            record["split_classes"] = list(self.subsets[split])
+        return record
+
+
+def class_subsets(dataset: Any, info: dict[str, Any]) -> dict[str, list[str]]:
+    """{split: its class names} for the evaluation splits that hold only some of the dataset's classes."""
+    names = list(info.get("class_names") or [])
+    subsets = {}
+    for split in evaluation_splits(dataset.name, info):
+        classes = split_classes(dataset.name, info, split)
+        if classes is not None:
+            subsets[split] = [names[c] for c in classes]
+    return subsets
 
 
 def evaluator_section(evaluator: Evaluator) -> EvaluatorSection:

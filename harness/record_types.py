@@ -64,5 +64,7 @@ class _ResultRecordRequired(TypedDict):
 
 class ResultRecord(_ResultRecordRequired, total=False):
     error: Optional[str]  # None when ok; what went wrong otherwise
+    split: str  # the evaluation split measured, only when not "test" (harness.eval_splits)
+    split_classes: List[str]  # the classes a split holding a subset of train's was scored over
     predictions_file: Optional[str]  # set by records.write_record (required on disk, not before)
     artifacts: Dict[str, str]  # set by records.write_record

@@ -2,6 +2,7 @@
 
     <results>/<encoder>/<dataset>/<evaluator>/<protocol>[-o<options hash>]/seed-<n>.json
                                                                           seed-<n>.predictions.npz
+                                                                          <split>/seed-<n>.json  (not test)
 
 Path parts are made safe (no separators, no leading dots) so names like `imagefolder:../x` or
 `timm:vit@/w.pth` can never write outside the results directory. Records are written last and atomically, so a
@@ -27,6 +28,7 @@ import numpy as np
 
 from harness.defaults import DEFAULT_RESULTS_DIR
 from harness.errors import HarnessError
+from harness.eval_splits import TEST
 from harness.files import AtomicWrites, remove_stale_temps, writes_into
 from harness.store import canonical_json
 
@@ -38,9 +40,13 @@ VERSIONED_DISTRIBUTIONS = ("torch", "torchvision", "timm", "open_clip_torch", "n
                            "umap-learn", "hdbscan", "pluggy")
 
 
-def cell_key(encoder: str, dataset: str, evaluator: str, protocol: str, options: dict[str, Any], seed: int) -> str:
-    """Records with one cell key are the same measurement; anything else is another cell."""
-    payload = [encoder, dataset, evaluator, protocol, options, seed]
+def cell_key(encoder: str, dataset: str, evaluator: str, protocol: str, options: dict[str, Any], seed: int,
+             split: str = TEST) -> str:
+    """Records with one cell key are the same measurement; anything else is another cell. The evaluation split is
+    part of the key only when it is not `test`, so records made before evaluation splits existed keep theirs."""
+    payload: list[Any] = [encoder, dataset, evaluator, protocol, options, seed]
+    if split != TEST:
+        payload.append(split)
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:16]
 
 
@@ -56,13 +62,27 @@ def options_hash(options: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(options).encode()).hexdigest()[:8]
 
 
+def split_of(record: dict[str, Any]) -> str:
+    """The evaluation split a record measures (`test` for records without a `split` key)."""
+    return record.get("split") or TEST
+
+
+def dataset_column(record: dict[str, Any]) -> str:
+    """The dataset part of a record's leaderboard column: its name, then `[split]` for a split other than test."""
+    split = split_of(record)
+    return record["dataset"]["name"] + ("" if split == TEST else f" [{split}]")
+
+
 def record_path(results_dir: Path, record: dict[str, Any]) -> Path:
     evaluator = record["evaluator"]
     protocol_dir = safe_part(evaluator["protocol"].replace("/", "-"))
     if evaluator.get("non_default_options"):
         protocol_dir += f"-o{options_hash(evaluator['non_default_options'])}"
-    return (results_dir / safe_part(record["encoder"]["name"]) / safe_part(record["dataset"]["name"])
-            / safe_part(evaluator["name"]) / protocol_dir / f"seed-{int(record['seed'])}.json")
+    folder = (results_dir / safe_part(record["encoder"]["name"]) / safe_part(record["dataset"]["name"])
+              / safe_part(evaluator["name"]) / protocol_dir)
+    if split_of(record) != TEST:  # a folder of its own: nothing else in a protocol folder is a folder
+        folder /= safe_part(split_of(record))
+    return folder / f"seed-{int(record['seed'])}.json"
 
 
 @lru_cache(maxsize=1)
@@ -188,10 +208,10 @@ def files_beside(path: Path) -> list[Path]:
 
 
 def _measurement(record: dict[str, Any]) -> tuple[str, str, str, str, int]:
-    """Where a record lands in a table: (encoder, dataset, evaluator, options, seed); the protocol is not part of
-    it, which is exactly why two protocols must never meet there."""
+    """Where a record lands in a table: (encoder, dataset column, evaluator, options, seed); the protocol is not
+    part of it, which is exactly why two protocols must never meet there."""
     evaluator = record["evaluator"]
-    return (record["encoder"]["name"], record["dataset"]["name"], evaluator["name"],
+    return (record["encoder"]["name"], dataset_column(record), evaluator["name"],
             canonical_json(evaluator.get("non_default_options") or {}), int(record["seed"]))
 
 

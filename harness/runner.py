@@ -21,15 +21,18 @@ from harness import distributed
 from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_DATASETS, DEFAULT_ENCODERS, DEFAULT_RESULTS_DIR
 from harness.distributed import Ranks, together
 from harness.errors import HarnessError
+from harness.eval_splits import (TEST, check_evaluation_splits, evaluation_splits, per_split, split_classes,
+                                  with_split_classes)
 from harness.files import check_writable_dir, writable_dir_problem
 from harness.extract import ExtractionOptions, ExtractionReport, check_storage_dtype, extract, resolve_device
 from harness.plan import (DatasetSpec, EncoderSpec, PlannedEncoder, RunConfig, build_dataset, build_encoders,
                           build_evaluators, check_row_name, done_cells, encoder_label, needed_splits, options_for,
-                          plan_cells, run_seeds, spec_label, usable_evaluators)
+                          plan_cells, run_seeds, spec_label, splits_of, usable_evaluators)
 from harness.plugin_manager import Plugins, get_plugins
 from harness.record_builder import PairRecords
 from harness.record_types import ResultRecord
 from harness.records import load_record, record_path, write_record
+from harness.shared_forward import extract_shared
 from harness.store import EmbeddingStore
 from harness.types import BASELINE_PRETRAINING, Embeddings, EvaluationResult, Evaluator, ExecutionSettings
 
@@ -98,6 +101,7 @@ class PairJob:
     evaluators: list[Evaluator]
     needed: list[str]
     options: ExtractionOptions
+    evaluation: list[str]  # the dataset's evaluation splits (`test` first)
 
     @property
     def where(self) -> str:
@@ -128,6 +132,7 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
     for dataset in datasets:  # every dataset scanned and every option checked before the first extraction
         info = dataset.info()  # scans the dataset: a bad path fails here, naming it
         usable, skipped = usable_evaluators(dataset, info, evaluators)
+        check_evaluation_splits(dataset.name, info)  # a split naming a class train lacks: refused before any work
         for evaluator in usable:
             evaluator.check_dataset(info)  # an option that cannot apply to this dataset: refused before any work
         plans.append((dataset, info, usable, skipped))
@@ -137,7 +142,8 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
         context.report.skipped.extend(skipped)
         for planned in encoders:
             options = replace(context.extraction, batch_size=planned.batch_size or config.batch_size)
-            job = PairJob(planned, dataset, info, usable, needed_splits(usable), options)
+            evaluation = evaluation_splits(dataset.name, info)
+            job = PairJob(planned, dataset, info, usable, needed_splits(usable, evaluation), options, evaluation)
             records = _extract_pair(context, job)
             if records is not None and not ranks.distributed:
                 records()
@@ -207,10 +213,11 @@ def _extract_pair(context: RunContext, job: PairJob) -> Callable[[], None] | Non
         # Rank 0 decides what is done and tells the others, so that every rank extracts the same splits.
         done, cache_keys = _find_done(context, job)
         report.already_done.extend(done.values())
-        todo = [(e, seed) for e in job.evaluators for seed in context.seeds if (e.name, seed) not in done]
+        todo = [(e, seed, split) for e in job.evaluators for seed in context.seeds
+                for split in splits_of(e, job.evaluation) if (e.name, seed, split) not in done]
         if not todo:
             return None  # every cell measured with these very embeddings: no extraction, no model loaded
-        for split in needed_splits([e for e, _ in todo]):
+        for split in needed_splits([e for e, _, _ in todo], sorted({s for _, _, s in todo}, key=job.evaluation.index)):
             started = time.perf_counter()
             embeddings[split], extraction = _extract_split(context, job, split, cache_keys.get(split))
             timings[f"extract_{split}_s"] = round(time.perf_counter() - started, 3)
@@ -222,17 +229,18 @@ def _extract_pair(context: RunContext, job: PairJob) -> Callable[[], None] | Non
     return lambda: _evaluate_pair(context, job, embeddings, timings, todo)
 
 
-def _find_done(context: RunContext, job: PairJob) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, str]]:
+def _find_done(context: RunContext,
+               job: PairJob) -> tuple[dict[tuple[str, int, str], dict[str, Any]], dict[str, str]]:
     """The finished cells of a resumed run (rank 0 looks, every rank learns), and the cache keys rank 0 computed
     to compare, which its extraction reuses (the other ranks fingerprint for themselves: extraction compares)."""
     config, ranks = context.config, context.ranks
     found: list[Any] = []  # rank 0's DoneCells, when it looked
 
-    def look() -> dict[tuple[str, int], dict[str, Any]]:
+    def look() -> dict[tuple[str, int, str], dict[str, Any]]:
         if not (config.resume and ranks.leader):
             return {}
         found.append(done_cells(job.planned.label, job.planned.encoder, job.dataset, job.needed, job.evaluators,
-                                job.options, config))
+                                job.options, config, job.evaluation))
         return found[0].records
 
     done = ranks.broadcast(together(ranks, f"looking for the finished cells of {job.where}", look))
@@ -242,32 +250,77 @@ def _find_done(context: RunContext, job: PairJob) -> tuple[dict[tuple[str, int],
 def _extract_split(context: RunContext, job: PairJob, split: str,
                    cache_key: str | None) -> tuple[Embeddings, ExtractionReport]:
     # A resumed run passes the key it computed while looking for finished cells: no split is fingerprinted twice.
+    if job.planned.siblings:  # encoders sharing its forward pass (other layer choices of its model): done with it
+        return extract_shared(job.planned.encoder, job.planned.siblings, job.dataset, split, context.store,
+                              job.options, context.ranks, cache_key=cache_key)
     return extract(job.planned.encoder, job.dataset, split, context.store, job.options, context.ranks,
                    cache_key=cache_key)
 
 
 def _evaluate_pair(context: RunContext, job: PairJob, embeddings: dict[str, Embeddings], timings: dict[str, float],
-                   todo: list[tuple[Evaluator, int]]) -> None:
-    """Evaluate the cells `todo` of one (encoder, dataset) on its embeddings and write a record for each."""
+                   todo: list[tuple[Evaluator, int, str]]) -> None:
+    """Evaluate the cells `todo` of one (encoder, dataset) on its embeddings and write a record for each: per
+    (evaluator, seed), every evaluation split still to measure in one `evaluate_splits` call when the evaluator
+    fits once for all of them, else one `evaluate` call per split (each failing on its own)."""
     pair = PairRecords.extracted(job.planned, job.dataset, job.info, embeddings, job.options.device, context.command)
-    for evaluator, seed in todo:
-        started = time.perf_counter()
-        cell = f"{job.where}, {evaluator.name}" + (f" (seed {seed})" if len(context.seeds) > 1 else "")
-        log.info("%s: evaluating", cell)
-        try:
-            result = call_evaluate(evaluator, embeddings.get("train"), embeddings["test"], seed, context.settings)
-        except Exception as error:  # noqa: BLE001 - one failing cell must not stop the others
-            text = _log_failure(error, f"{job.where}, evaluator {evaluator.name}", " failed")
-            which = f" (seed {seed})" if len(context.seeds) > 1 else ""
-            context.report.failures.append(CellFailure(job.planned.label, job.dataset.name, evaluator.name,
-                                                       f"{type(error).__name__}: {error}{which}"))
-            cell_timings = {**timings, "evaluate_s": round(time.perf_counter() - started, 3)}
-            _write_failed_marker(context, pair.record(evaluator, seed, error=text, timings=cell_timings))
-            continue
+    evaluation = {split: with_split_classes(embeddings[split], split_classes(job.dataset.name, job.info, split))
+                  for split in job.evaluation if split in embeddings}
+    cells: dict[tuple[Evaluator, int], list[str]] = {}
+    for evaluator, seed, split in todo:
+        cells.setdefault((evaluator, seed), []).append(split)
+    for (evaluator, seed), splits in cells.items():
+        for group in ([splits] if fits_once(evaluator) else [[split] for split in splits]):
+            _evaluate_cells(context, job, pair, evaluator, seed, timings, embeddings.get("train"),
+                            {split: evaluation[split] for split in group})
+
+
+def fits_once(evaluator: Evaluator) -> bool:
+    """Whether the evaluator overrides `evaluate_splits` to score every evaluation split from one fit."""
+    return type(evaluator).evaluate_splits is not Evaluator.evaluate_splits
+
+
+def call_evaluate_splits(evaluator: Evaluator, train: Embeddings | None, splits: dict[str, Embeddings], seed: int,
+                         settings: ExecutionSettings) -> dict[str, EvaluationResult]:
+    """The results of `splits`: one `evaluate_splits` call for an evaluator that fits once, else `call_evaluate`
+    per split (so that evaluators written before 0.2 still get the device), train limited to a subset's classes."""
+    if fits_once(evaluator):
+        return dict(evaluator.evaluate_splits(train, splits, seed=seed, settings=settings))
+    return per_split(lambda tr, te: call_evaluate(evaluator, tr, te, seed, settings), train, splits)
+
+
+def _evaluate_cells(context: RunContext, job: PairJob, pair: PairRecords, evaluator: Evaluator, seed: int,
+                    timings: dict[str, float], train: Embeddings | None, evaluation: dict[str, Embeddings]) -> None:
+    """Evaluate the splits `evaluation` in one call and write a record per split: a failed marker for each when
+    the call raises, or for a split it leaves out."""
+    started = time.perf_counter()
+    splits = list(evaluation)
+    named = [s for s in splits if s != TEST]
+    cell = (f"{job.where}, {evaluator.name}" + (f" (seed {seed})" if len(context.seeds) > 1 else "")
+            + (f" [{', '.join(splits)}]" if named else ""))
+    log.info("%s: evaluating", cell)
+    try:
+        results = call_evaluate_splits(evaluator, train, evaluation, seed, context.settings)
+        if missing := [s for s in splits if s not in results]:
+            raise HarnessError(f"evaluator {evaluator.name!r}: evaluate_splits returned no result for split(s) "
+                               f"{missing}; it must return one per split it is given")
+    except Exception as error:  # noqa: BLE001 - one failing cell must not stop the others
+        text = _log_failure(error, f"{job.where}, evaluator {evaluator.name}", " failed")
+        which = f" (seed {seed})" if len(context.seeds) > 1 else ""
         cell_timings = {**timings, "evaluate_s": round(time.perf_counter() - started, 3)}
-        record = pair.record(evaluator, seed, result=result, timings=cell_timings)
+        for split in splits:
+            where = "" if split == TEST else f" [{split}]"
+            context.report.failures.append(CellFailure(job.planned.label, job.dataset.name, evaluator.name,
+                                                       f"{type(error).__name__}: {error}{which}{where}"))
+            _write_failed_marker(context, pair.record(evaluator, seed, split=split, error=text, timings=cell_timings))
+        return
+    # One call scored every split: its time is each record's evaluate_s.
+    cell_timings = {**timings, "evaluate_s": round(time.perf_counter() - started, 3)}
+    for split in splits:
+        result = results[split]
+        record = pair.record(evaluator, seed, split=split, result=result, timings=cell_timings)
         score = "—" if result.main_score is None else f"{result.main_score:.3f}"
-        log.info("%s: %s %s, %.1f s", cell, result.main_metric, score, cell_timings["evaluate_s"])
+        log.info("%s%s: %s %s, %.1f s", cell, "" if split == TEST or len(splits) == 1 else f" {split}",
+                 result.main_metric, score, cell_timings["evaluate_s"])
         path = write_record(context.config.results_dir, record, result.predictions, result.artifacts)
         context.report.records.append(load_record(path))  # exactly what is on disk, file names of its arrays included
         context.report.record_paths.append(path)
@@ -278,7 +331,9 @@ def _write_extraction_failures(context: RunContext, job: PairJob, error: str) ->
     pair = PairRecords.failed_extraction(job.planned, job.dataset, job.info, job.options.device, context.command)
     for evaluator in job.evaluators:
         for seed in context.seeds:
-            _write_failed_marker(context, pair.record(evaluator, seed, error=f"extraction failed: {error}"))
+            for split in splits_of(evaluator, job.evaluation):
+                _write_failed_marker(context, pair.record(evaluator, seed, split=split,
+                                                          error=f"extraction failed: {error}"))
 
 
 def _write_failed_marker(context: RunContext, record: ResultRecord) -> None:

@@ -24,6 +24,7 @@ read, and may live anywhere.
     weights = "checkpoints/dino.pth"  # optional: `name@weights`, resolved against this folder
     label = "dino-vits16"             # optional: the row name
     pooling = "cls"                   # optional, as --pooling
+    layers = "dinov2"                 # optional, one choice of --layers (repeat the table for others)
     batch_size = 32                   # optional, this encoder only
     options = { init_seed = 1 }       # optional: other keyword options of the encoder's factory
 
@@ -32,7 +33,7 @@ read, and may live anywhere.
     path = "data/my-set"              # optional: `name:path`, resolved against this folder
     options = { classes = 3 }         # optional: keyword options of the dataset's factory
 
-    [[evaluators]]                    # repeatable; default: every built-in evaluator
+    [[evaluators]]                    # repeatable; default: every built-in evaluator but opt-in presets
     name = "clustering"
     options = { reduce = "pca" }
 """
@@ -50,13 +51,15 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.layers import single_choice
 from harness.plugin_manager import Plugins
 from harness.runner import DatasetSpec, EncoderSpec, RunConfig, options_for, spec_label
 
 SUITE_KEYS = {"name": str, "description": str, "seeds": list, "results_dir": str, "cache_dir": str,
               "data_root": str, "device": str, "batch_size": int, "workers": int, "skip_bad_images": bool,
               "baselines": list}
-ENCODER_KEYS = {"name": str, "label": str, "weights": str, "pooling": str, "batch_size": int, "options": dict}
+ENCODER_KEYS = {"name": str, "label": str, "weights": str, "pooling": str, "layers": str, "batch_size": int,
+                "options": dict}
 DATASET_KEYS = {"name": str, "path": str, "options": dict}
 EVALUATOR_KEYS = {"name": str, "options": dict}
 TOP_KEYS = {"suite": dict, "encoders": list, "datasets": list, "evaluators": list}
@@ -287,10 +290,16 @@ def _resolve(path: Path, where: str, registry: Any, name: str) -> Any:
 def _encoder_spec(path: Path, base: Path, where: str, table: dict[str, Any], plugins: Plugins) -> EncoderSpec:
     name = table["name"]
     options = dict(table.get("options", {}))
-    if "pooling" in table:
-        if "pooling" in options:
-            raise _fail(path, where, "pooling is given twice (as `pooling` and in `options`)")
-        options["pooling"] = table["pooling"]
+    for key in ("pooling", "layers"):
+        if key in table:
+            if key in options:
+                raise _fail(path, where, f"{key} is given twice (as `{key}` and in `options`)")
+            options[key] = table[key]
+    if "layers" in options:
+        try:
+            options["layers"] = single_choice(options["layers"], name).spelling  # one row per table
+        except HarnessError as error:
+            raise _fail(path, f"{where}.layers", str(error)) from error
     display = None
     entry = _resolve(path, f"{where}.name", plugins.encoders, name)
     if "weights" in table and not entry.prefix:

@@ -102,7 +102,12 @@ class Dataset(abc.ABC):
     def info(self) -> dict[str, Any]:
         """Provenance: `source`, `revision`, `class_names` (empty when unlabelled), `splits` (names) and
         `split_sizes` ({split: number of items}) when known. May read the index (folder listing, manifest), not
-        the items."""
+        the items.
+
+        Optional, for splits scored besides `test` (`harness.eval_splits`): `evaluation_splits` (names, default
+        `["test"]`; each one also in `splits`), whose labels are indices into `class_names` (train's classes),
+        and `split_classes` ({split: [class names]}) for a split that holds only some of those classes: it is
+        scored over those classes only. A name that `class_names` lacks is an error naming it."""
 
     @abc.abstractmethod
     def split(self, name: str) -> DatasetSplit:
@@ -196,6 +201,9 @@ class Evaluator(abc.ABC):
     needs: Sequence[str] = ("train", "test")
     #: Whether the evaluator needs class labels; it is skipped on unlabelled datasets otherwise.
     requires_labels: bool = True
+    #: Whether a built-in evaluator runs in a plain `harness run` (and a suite without `[[evaluators]]`). A preset
+    #: that measures a second column of another evaluator's kind sets False: it runs when asked for by name.
+    in_default_run: bool = True
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.default_options())
@@ -231,6 +239,19 @@ class Evaluator(abc.ABC):
         `settings` says where and within how much memory to compute (`harness.types.ExecutionSettings`).
 
         Evaluators written before 0.2 take `device: str` instead of `settings`; the runner still calls them so."""
+
+    def evaluate_splits(self, train: Embeddings | None, splits: Mapping[str, Embeddings], *, seed: int,
+                        settings: ExecutionSettings) -> dict[str, EvaluationResult]:
+        """One result per evaluation split (`test`, `test-sketch`, ...; see `harness.eval_splits`). A split that
+        holds a subset of the classes has their indices in `meta["split_classes"]`.
+
+        This default calls `evaluate` once per split, with `train` limited to the train items of the split's
+        classes when it holds a subset, so every evaluator works unchanged; the runner then fails each split on
+        its own. An evaluator that fits something on train overrides it to fit once and score every split,
+        restricting its scores to a subset split's classes (the linear probe); a failure there fails every split."""
+        from harness.eval_splits import per_split
+
+        return per_split(lambda tr, te: self.evaluate(tr, te, seed=seed, settings=settings), train, splits)
 
 
 def require_two_classes(embeddings: Embeddings, evaluator: str, split: str) -> None:

@@ -47,7 +47,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness import metric_names as names
-from harness.records import load_predictions
+from harness.records import dataset_column, load_predictions
 from harness.leaderboard.table import FORMATS, MISSING, TABULATE_FORMATS, column_name
 
 DEFAULT_N_BOOT = 2000
@@ -129,7 +129,7 @@ def welch_interval(new_values: Sequence[float], baseline_values: Sequence[float]
 # -- from records ------------------------------------------------------------------------------------------------
 
 def _column_key(record: dict[str, Any]) -> tuple[str, str, str]:
-    return record["dataset"]["name"], column_name(record), record["evaluator"]["protocol"]
+    return dataset_column(record), column_name(record), record["evaluator"]["protocol"]  # pairs within a split
 
 
 class PredictionsReader:

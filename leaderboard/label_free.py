@@ -14,6 +14,7 @@ from typing import Any, Iterable
 
 from harness import metric_names as names
 from harness.errors import HarnessError
+from harness.records import dataset_column
 
 SILHOUETTE_KEY = names.WARD_SILHOUETTE_UMAP
 MIN_ENCODERS_FOR_CORRELATION = 5
@@ -42,7 +43,7 @@ def spearman(x: list[float], y: list[float]) -> float:
 def label_free_rows(records: Iterable[dict[str, Any]], dataset: str) -> list[LabelFreeRow]:
     rows = []
     for record in records:
-        if (record["dataset"]["name"] != dataset or record["evaluator"]["protocol"] not in names.LABEL_FREE_PROTOCOLS
+        if (dataset_column(record) != dataset or record["evaluator"]["protocol"] not in names.LABEL_FREE_PROTOCOLS
                 or record["evaluator"].get("non_default_options") or record["status"] != "ok"):
             continue
         metrics = record["metrics"]
@@ -70,7 +71,7 @@ def render_label_free(records: list[dict[str, Any]], fmt: str = "plain") -> str:
 
     from harness.leaderboard.table import TABULATE_FORMATS
 
-    datasets = sorted({r["dataset"]["name"] for r in records if r["evaluator"]["protocol"] in names.LABEL_FREE_PROTOCOLS})
+    datasets = sorted({dataset_column(r) for r in records if r["evaluator"]["protocol"] in names.LABEL_FREE_PROTOCOLS})
     if not datasets:
         raise HarnessError("no clustering records: run `harness run --eval clustering` first")
     out = []

@@ -34,7 +34,7 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.files import atomic_file
 from harness import metric_names as names
-from harness.records import safe_part
+from harness.records import dataset_column, safe_part
 from harness.leaderboard.table import Leaderboard, build_leaderboard, column_name, format_cell
 
 ASSETS = "assets"
@@ -188,7 +188,7 @@ def provenance_entries(board: Leaderboard, cells: dict[tuple[str, str], list[dic
                     files.append(str(path))
             ids[row["encoder"], column] = len(entries)
             entries.append({
-                "encoder": row["encoder"], "column": column, "dataset": first["dataset"]["name"],
+                "encoder": row["encoder"], "column": column, "dataset": dataset_column(first),
                 "score": format_cell(row["cells"].get(column)),
                 "metric": first["main_metric"],
                 "protocol": first["evaluator"]["protocol"],
@@ -251,7 +251,7 @@ def charts_html(board: Leaderboard, cells: dict[tuple[str, str], list[dict[str, 
             group = cells.get((row["encoder"], column))
             if not scores or not group:
                 continue
-            dataset = group[0]["dataset"]["name"]
+            dataset = dataset_column(group[0])
             label = column[len(dataset) + 1:] if column.startswith(dataset + " ") else column
             datasets.setdefault(dataset, []).append(Bar(row["encoder"], label, statistics.fmean(scores),
                                                         _spread(scores)))
@@ -265,13 +265,14 @@ def charts_html(board: Leaderboard, cells: dict[tuple[str, str], list[dict[str, 
 
 
 def one_record_each(records: Sequence[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """{(dataset, encoder): record} for the plots that show one record per cell: of the ok records, the default
-    options' one, then the lowest seed."""
+    """{(dataset column, encoder): record} for the plots that show one record per cell: of the ok records, the
+    default options' one, then the lowest seed. The dataset column names a split other than test
+    (`dataset_column`), so each evaluation split gets its own plots."""
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
     for record in records:
         if record["status"] != "ok":
             continue
-        key = (record["dataset"]["name"], record["encoder"]["name"])
+        key = (dataset_column(record), record["encoder"]["name"])
         rank = (bool(record["evaluator"].get("non_default_options")), record["seed"])
         if key not in chosen or rank < (bool(chosen[key]["evaluator"].get("non_default_options")),
                                         chosen[key]["seed"]):

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 from harness import metric_names as names
 from harness.errors import HarnessError
+from harness.records import TEST, dataset_column, split_of
 
 FORMATS = ("plain", "github", "latex", "csv", "html")
 TABULATE_FORMATS = {"plain": "simple", "github": "github", "latex": "latex_booktabs", "html": "html"}
@@ -34,7 +35,7 @@ class Leaderboard:
 
 def column_name(record: dict[str, Any]) -> str:
     evaluator = record["evaluator"]
-    name = f"{record['dataset']['name']} {evaluator['name']}"
+    name = f"{dataset_column(record)} {evaluator['name']}"  # `cifar10-mini [test-sketch] knn` for another split
     if evaluator.get("non_default_options"):
         shown = ",".join(f"{k}={v}" for k, v in sorted(evaluator["non_default_options"].items()))
         name += f" [{shown}]"
@@ -74,6 +75,7 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
     failed = 0
     by_seed: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     lacking: dict[str, dict[str, Any]] = {}  # column -> a record of it without `metric`
+    order: dict[str, tuple[str, bool, str, str]] = {}  # column -> where it sorts
     having: set[str] = set()  # columns with at least one record holding `metric`
     for record in records:
         if record["status"] != "ok":
@@ -82,6 +84,8 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
         column = column_name(record)
         if column not in columns:
             columns.append(column)
+            # A dataset's test columns first, then those of each other evaluation split, evaluators in order.
+            order[column] = (record["dataset"]["name"], split_of(record) != TEST, split_of(record), column)
         row = rows.setdefault(record["encoder"]["name"], {"encoder": record["encoder"]["name"],
                                                            "baseline": bool(record["encoder"].get("baseline")),
                                                            "cells": {}})
@@ -96,7 +100,7 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
     for (encoder, column), values in by_seed.items():
         if values:
             rows[encoder]["cells"][column] = list(values.values())
-    columns.sort()
+    columns.sort(key=order.__getitem__)
     # Columns that do not have the metric at all are shown as "—" and left out of the mean: there is nothing any
     # encoder could score there.
     absent = sorted(set(lacking) - having)

@@ -43,8 +43,9 @@ def map_by_position(source: dict[str, Any], target: dict[str, Any]) -> dict[str,
 
 
 class EfficientNetLite0(TimmEncoder):
-    def __init__(self, pooling: str = "default") -> None:
-        super().__init__(ARCHITECTURE, weights=package_weights_path(), pooling=pooling, pretraining="supervised")
+    def __init__(self, pooling: str = "default", layers: str = "last") -> None:
+        super().__init__(ARCHITECTURE, weights=package_weights_path(), pooling=pooling, pretraining="supervised",
+                         layers=layers)
 
     def fingerprint(self) -> dict[str, Any]:
         fingerprint = super().fingerprint()

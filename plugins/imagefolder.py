@@ -1,7 +1,9 @@
 """`imagefolder:<path>`: images on disk, `<path>/<split>/<class>/<file>` (labelled) or `<path>/<file>` (unlabelled).
 
 Labelled layout: `train/` and `test/` are required, `val/` is optional; class names are the folder names of
-`train/`. A folder of images without class folders is an unlabelled dataset with a single `test` split, for
+`train/`. Every other top-level folder that holds class folders (`test-sketch/<class>/...`) is an evaluation
+split, scored like `test` (`harness.eval_splits`); one with fewer class folders than train is scored over those
+classes only. A folder of images without class folders is an unlabelled dataset with a single `test` split, for
 the label-free clustering view. Every common image format is read, greyscale/palette/RGBA converted to RGB.
 """
 
@@ -44,6 +46,10 @@ def open_rgb(path: Path) -> Any:
             return image.convert("RGB")
     except Exception as error:  # noqa: BLE001 - PIL raises many types for bad files
         raise BadItemError(str(path), f"{type(error).__name__}: {error}") from error
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 class ImageFileSplit(DatasetSplit):
@@ -97,6 +103,8 @@ class ImageFolder(Dataset):
         if not root.is_dir():
             raise HarnessError(f"imagefolder path {str(root)!r} is not a directory")
         present = [s for s in SPLITS if (root / s).is_dir()]
+        extra = sorted(p.name for p in root.iterdir()
+                       if p.name not in SPLITS and not p.name.startswith(".") and p.is_dir() and _class_folders(p))
         if not present:
             images = list_images(root)
             if images:  # a flat folder of images: unlabelled
@@ -113,8 +121,9 @@ class ImageFolder(Dataset):
         if not class_names:
             raise HarnessError(f"{str(root / 'train')!r} has no class folders; put images in train/<class>/")
         splits: dict[str, list[tuple[Path, int]]] = {}
-        for split in present:
-            folders = sorted(p for p in (root / split).iterdir() if p.is_dir() and not p.name.startswith("."))
+        subsets: dict[str, list[str]] = {}
+        for split in present + extra:
+            folders = _class_folders(root / split)
             unknown = [p.name for p in folders if p.name not in class_names]
             if unknown:
                 raise HarnessError(f"{str(root / split)!r} has class folder(s) {unknown[:5]} that train/ lacks; "
@@ -128,14 +137,22 @@ class ImageFolder(Dataset):
                 label = class_names.index(folder.name)
                 files += [(p, label) for p in images]
             splits[split] = files
-        self._layout = {"class_names": class_names, "splits": splits}
+            if split in extra and len(folders) < len(class_names):  # `test/` keeps every class, as it always has
+                subsets[split] = [p.name for p in folders]
+        self._layout = {"class_names": class_names, "splits": splits, "evaluation": ["test", *extra],
+                        "subsets": subsets}
         return self._layout
 
     def info(self) -> dict[str, Any]:
         layout = self._scan()
-        return {"source": self.source or f"image folder {self.root.resolve()}", "revision": self.revision,
+        info = {"source": self.source or f"image folder {self.root.resolve()}", "revision": self.revision,
                 "class_names": layout["class_names"], "splits": list(layout["splits"]),
                 "split_sizes": {k: len(v) for k, v in layout["splits"].items()}}
+        if len(layout.get("evaluation", ())) > 1:  # only then: the info of a plain train/test folder is unchanged
+            info["evaluation_splits"] = layout["evaluation"]
+        if layout.get("subsets"):
+            info["split_classes"] = layout["subsets"]
+        return info
 
     def split(self, name: str) -> ImageFileSplit:
         splits = self._scan()["splits"]

@@ -15,6 +15,7 @@ import numpy as np
 
 from harness import hookimpl
 from harness.errors import HarnessError
+from harness.eval_splits import classes_of, train_of_classes
 from harness.metric_names import IDS, LABEL, NULL_REASONS, PREDICTION, SCORE, TOP5
 from harness.memory import budget_bytes, format_bytes
 from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings, require_two_classes
@@ -216,6 +217,10 @@ class KNN(Evaluator):
         device = settings.device
 
         assert train is not None
+        # A split holding some of the classes (harness.eval_splits): the bank is their train items only, and only
+        # they are ranked. Already limited when the runner's per-split path handed `train` over.
+        subset = classes_of(test)
+        train = train_of_classes(train, subset)
         require_two_classes(train, "knn", "train")
         ks = sorted(int(k) for k in self.options["ks"])
         temperature = float(self.options["temperature"])
@@ -243,8 +248,11 @@ class KNN(Evaluator):
                 metrics[NULL_REASONS][f"top1_k{k}"] = metrics[NULL_REASONS][f"top5_k{k}"] = (
                     f"k={k} exceeds the {train.features.shape[0]} train items")
                 continue
-            ranked = rank_classes(vote(sims, neighbour_labels, k, num_classes, temperature))
-            top5 = ranked[:, :min(5, num_classes)]
+            scores = vote(sims, neighbour_labels, k, num_classes, temperature)
+            if subset is not None:  # a class outside the split never ranks, not even with no vote
+                scores[:, np.setdiff1d(np.arange(num_classes), subset)] = -torch.inf
+            ranked = rank_classes(scores)
+            top5 = ranked[:, :min(5, num_classes if subset is None else len(subset))]
             metrics[f"top1_k{k}"] = float((top5[:, 0] == targets).double().mean())
             metrics[f"top5_k{k}"] = float((top5 == targets[:, None]).any(dim=1).double().mean())
             if k == main_k:

@@ -1,7 +1,8 @@
 """Encoders built from timm: `timm:<model>[@<weights file>]` and `random:<model>` (the untrained baseline).
 
 Features are the pooled pre-logits vector (`forward_head(..., pre_logits=True)`) unless another pooling is asked
-for; preprocessing comes from the model's own pretrained config, as timm's validation script does it.
+for; preprocessing comes from the model's own pretrained config, as timm's validation script does it. The `layers`
+option (`harness.layers`) takes features from intermediate blocks or stages through timm's `forward_intermediates`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import Any, Callable
 
 from harness import hookimpl
 from harness.errors import HarnessError
+from harness.layers import DEFAULT_LAYERS, single_choice
+from harness.store import canonical_json
 from harness.types import Encoder
 from harness.files import sha256_file
 from harness.plugins.checkpoints import load_into, read_weights_file
+from harness.plugins.intermediate_layers import LayerLayout, assemble, describe, needed_levels
 
 POOLINGS = ("default", "cls", "mean")
 
@@ -55,7 +59,7 @@ class TimmEncoder(Encoder):
     pretraining = "unknown"
 
     def __init__(self, model_name: str, *, weights: str | None = "hub", pooling: str = "default",
-                 init_seed: int = 0, pretraining: str | None = None) -> None:
+                 init_seed: int = 0, pretraining: str | None = None, layers: str = DEFAULT_LAYERS) -> None:
         if pooling not in POOLINGS:
             raise HarnessError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
         check_timm_model(model_name)
@@ -74,6 +78,12 @@ class TimmEncoder(Encoder):
         self.model: Any = None
         self.load_report: dict[str, Any] = {}
         self._weights_sha256: str | None = None
+        self.layers = single_choice(layers, self.name)
+        self.layout: LayerLayout | None = None
+        self.levels: tuple[int, ...] = ()
+        self.layers_dim: int | None = None
+        if not self.layers.is_default:  # checked now, on the bare architecture: before any weights or data
+            self._check_layers()
 
     # -- identity --------------------------------------------------------------------------------------------------
 
@@ -103,16 +113,81 @@ class TimmEncoder(Encoder):
     def fingerprint(self) -> dict[str, Any]:
         import timm
 
-        return {"kind": "timm", "model": self.model_name, "weights": self.weights_fingerprint(),
-                "pooling": self.pooling, "transform": self.data_config(), "timm": timm.__version__}
+        fingerprint = {"kind": "timm", "model": self.model_name, "weights": self.weights_fingerprint(),
+                       "pooling": self.pooling, "transform": self.data_config(), "timm": timm.__version__}
+        if not self.layers.is_default:  # only then: the default's cache keys are those from before the option
+            fingerprint["layers"] = self.layers.spelling
+        return fingerprint
+
+    def forward_group(self) -> str:
+        """Encoders of one run with the same key run the same model on the same inputs: one forward pass serves
+        them all (`harness.shared_forward`); only the layers and pooling read from it differ."""
+        return canonical_json({k: v for k, v in self.fingerprint().items() if k not in ("layers", "pooling")})
 
     def info(self) -> dict[str, Any]:
         weights = self.weights_fingerprint()
         if self.weights == "hub" and self.model is not None:
             weights["state_dict_sha256"] = self._weights_sha256 or state_dict_sha256(self.model)
-        return {"architecture": self.model_name, "library": "timm", "weights": weights,
+        info = {"architecture": self.model_name, "library": "timm", "weights": weights,
                 "pretraining": self.pretraining, "pooling": self.pooling, "transform": self.data_config(),
                 "load_report": self.load_report}
+        if not self.layers.is_default:
+            assert self.layout is not None
+            info["layers"] = {"choice": self.layers.spelling, "indices": list(self.levels), "unit": self.layout.unit,
+                              "parts": describe(self.layers, self.layout, self.pooling), "dim": self.layers_dim}
+        return info
+
+    # -- layers ----------------------------------------------------------------------------------------------------
+
+    def _check_layers(self) -> None:
+        """Check the layer choice against the architecture, built on the meta device (no memory, no weights), and
+        compute the dimension of its features there."""
+        import timm
+        import torch
+
+        if self.pooling != "default" and self.layers.kind == "dinov2":
+            raise HarnessError(f"timm:{self.model_name}: layers 'dinov2' fixes its own pooling (class tokens and the "
+                               f"mean patch token); leave pooling at 'default' (got {self.pooling!r})")
+        def sized(device: str) -> int:
+            with torch.device(device), torch.inference_mode():
+                model = timm.create_model(self.model_name, pretrained=False, num_classes=0).eval()
+                self.layout = layer_layout(model, self.name)
+                self.levels = needed_levels(self.layers, self.layout)
+                if self.pooling == "cls" and not self.layout.class_token:
+                    raise HarnessError(f"pooling 'cls' needs a model with a class token; {self.model_name} has none "
+                                       f"(use pooling 'default' or 'mean')")
+                batch = torch.zeros(1, *self.data_config()["input_size"])
+                return int(self.encode_together(batch, [self], model)[0].shape[1])
+
+        try:
+            self.layers_dim = sized("meta")
+        except (RuntimeError, NotImplementedError):  # an architecture that needs real tensors: a CPU copy, once
+            self.layers_dim = sized("cpu")
+
+    def _pooled(self, model: Any, features: Any) -> Any:
+        """Features of the model's final output (B, L, C) or (B, C, H, W), or of one normed block's tokens, pooled
+        as the pooling option says."""
+        if self.pooling == "default":
+            return model.forward_head(features, pre_logits=True)
+        if self.pooling == "cls":
+            return features[:, 0]
+        if features.ndim == 4:  # convolutional (B, C, H, W)
+            return features.mean(dim=(2, 3))
+        return features[:, getattr(model, "num_prefix_tokens", 0):].mean(dim=1)
+
+    def encode_together(self, batch: Any, encoders: list[TimmEncoder], model: Any = None) -> list[Any]:
+        """The features of each of `encoders` (this one's siblings, same `forward_group`) from ONE forward pass of
+        this encoder's model, run for the union of the levels they read."""
+        model = self.model if model is None else model
+        levels = sorted({level for encoder in encoders for level in encoder.levels})
+        need_final = any(encoder.layers.is_default for encoder in encoders)
+        if not levels:
+            features = model.forward_features(batch)
+            return [encoder._pooled(model, features) for encoder in encoders]
+        layout = layer_layout(model, self.name)
+        final, outputs = intermediates(model, layout, batch, levels, need_final)
+        return [assemble(encoder.layers, layout, outputs, lambda e=encoder: e._pooled(model, final),
+                         lambda tokens, e=encoder: e._pooled(model, tokens)) for encoder in encoders]
 
     # -- model -----------------------------------------------------------------------------------------------------
 
@@ -166,26 +241,55 @@ class TimmEncoder(Encoder):
         return create_transform(**config, is_training=False)
 
     def encode(self, batch: Any) -> Any:
-        features = self.model.forward_features(batch)
-        if self.pooling == "default":
-            return self.model.forward_head(features, pre_logits=True)
-        if self.pooling == "cls":
-            return features[:, 0]
-        if features.ndim == 4:  # convolutional (B, C, H, W)
-            return features.mean(dim=(2, 3))
-        return features[:, getattr(self.model, "num_prefix_tokens", 0):].mean(dim=1)
+        if self.layers.is_default:
+            return self._pooled(self.model, self.model.forward_features(batch))
+        return self.encode_together(batch, [self])[0]
 
     def parameter_count(self) -> int | None:
         return sum(p.numel() for p in self.model.parameters()) if self.model is not None else None
 
 
-def timm_encoder(argument: str, pooling: str = "default") -> TimmEncoder:
+def layer_layout(model: Any, name: str) -> LayerLayout:
+    """What `model.forward_intermediates` returns: transformer blocks as tokens (it can return the prefix tokens
+    with them) or feature maps (CNN stages; timm's feature_info lists them)."""
+    import inspect
+
+    if not hasattr(model, "forward_intermediates"):
+        raise HarnessError(f"{name}: timm gives this architecture no forward_intermediates, so only layers 'last' "
+                           f"applies to it")
+    tokens = "return_prefix_tokens" in inspect.signature(model.forward_intermediates).parameters
+    prefix = int(getattr(model, "num_prefix_tokens", 0)) if tokens else 0
+    return LayerLayout(name, len(model.feature_info), tokens, prefix,
+                       class_token=tokens and getattr(model, "cls_token", None) is not None)
+
+
+def intermediates(model: Any, layout: LayerLayout, batch: Any, levels: list[int],
+                  need_final: bool) -> tuple[Any, dict[int, Any]]:
+    """One forward pass: the final features (when `need_final`; else None, and the pass stops at the last level
+    asked for) and {level: output}, tokens in (B, L, C) with the prefix tokens first and the final norm applied to
+    every block (as DINOv2's get_intermediate_layers does), maps in (B, C, H, W)."""
+    import torch
+
+    only = not need_final
+    if layout.tokens:
+        out = model.forward_intermediates(batch, indices=levels, return_prefix_tokens=True, norm=True,
+                                          output_fmt="NLC", intermediates_only=only, stop_early=only)
+    else:
+        out = model.forward_intermediates(batch, indices=levels, intermediates_only=only, stop_early=only)
+    final, found = (None, out) if only else out
+    if layout.tokens and layout.prefix_tokens:
+        found = [torch.cat([prefix, spatial], dim=1) for spatial, prefix in found]
+    return final, dict(zip(levels, found))
+
+
+def timm_encoder(argument: str, pooling: str = "default", layers: str = DEFAULT_LAYERS) -> TimmEncoder:
     model_name, weights = split_weights_spec(argument)
-    return TimmEncoder(model_name, weights=weights or "hub", pooling=pooling)
+    return TimmEncoder(model_name, weights=weights or "hub", pooling=pooling, layers=layers)
 
 
-def random_encoder(argument: str, pooling: str = "default", init_seed: int = 0) -> TimmEncoder:
-    return TimmEncoder(argument, weights=None, pooling=pooling, init_seed=init_seed)
+def random_encoder(argument: str, pooling: str = "default", init_seed: int = 0,
+                   layers: str = DEFAULT_LAYERS) -> TimmEncoder:
+    return TimmEncoder(argument, weights=None, pooling=pooling, init_seed=init_seed, layers=layers)
 
 
 @hookimpl

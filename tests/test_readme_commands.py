@@ -46,6 +46,8 @@ CHECKED_ELSEWHERE = {
     "harness run --encoder timm:vit_small_patch16_224@checkpoints/dino_vits16.pth --encoder pixels --dataset "
     "cifar10-mini --dataset imagefolder:/data/my-set":
         "test_encoders.py::test_timm_weights_file_in_common_checkpoint_shapes",
+    "harness run --encoder timm:vit_small_patch16_224@checkpoints/dino_vits16.pth --layers last,last4,dinov2":
+        "test_intermediate_layers.py::test_vit_choices_equal_timm_forward_intermediates_from_one_forward_pass",
     "torchrun --nproc_per_node=4 -m harness run -e timm:vit_base_patch16_224 -d imagefolder:/data/imagenet "
     "--cache-dir /shared/harness-cache --results-dir /shared/results":
         "test_distributed.py::test_two_ranks_merge_to_the_single_process_embeddings",

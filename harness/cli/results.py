@@ -8,7 +8,7 @@ from typing import Any
 
 from harness.cli.board import RESULTS_DIR_HELP
 from harness.defaults import DEFAULT_RESULTS_DIR
-from harness.records import with_results_dir
+from harness.records import dataset_column, with_results_dir
 
 
 def add_results_parsers(sub: Any) -> None:
@@ -50,7 +50,7 @@ def _ls(args: argparse.Namespace) -> int:
         score = record["main_score"]
         result = (f"failed: {error_summary(record.get('error'))}" if item.failed
                   else f"{score:.3f}" if score is not None else "—")
-        table.append([record["encoder"]["name"], record["dataset"]["name"], _evaluator(record), record["seed"],
+        table.append([record["encoder"]["name"], dataset_column(record), _evaluator(record), record["seed"],
                       record["date"][:16].replace("T", " "), str(item.path), result])
     if table:  # the result last: an error's line can be long, and then it only runs on, past every other column
         print(tabulate(table, headers=["encoder", "dataset", "evaluator", "seed", "when", "file", "result"],
@@ -81,7 +81,7 @@ def _prune(args: argparse.Namespace) -> int:
     removed = prune_failed(args.results_dir, dry_run=not args.yes)
     verb = "removed" if args.yes else "would remove"
     for item in removed:
-        print(f"{verb} {item.path}: {item.record['encoder']['name']} on {item.record['dataset']['name']}, "
+        print(f"{verb} {item.path}: {item.record['encoder']['name']} on {dataset_column(item.record)}, "
               f"{_evaluator(item.record)}, seed {item.record['seed']}: {error_summary(item.record.get('error'))}")
         for path in item.beside:
             print(f"  and {path.name}")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from harness.cli.listing import warn_problems
 from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
 from harness.errors import HarnessError
-from harness.records import with_results_dir
+from harness.records import dataset_column, with_results_dir
 
 if TYPE_CHECKING:
     from harness.plugin_manager import Plugins
@@ -49,7 +49,8 @@ def add_run_parser(sub: Any) -> None:
                      help="dataset name, repeatable; imagefolder:<path> for images on disk; `harness datasets` "
                           f"lists them all (default: {', '.join(DEFAULT_DATASETS)})")
     run.add_argument("--eval", dest="evaluators", action="append", metavar="EV[,EV...]",
-                     help="evaluators (default: every built-in evaluator)")
+                     help="evaluators (default: every built-in evaluator but opt-in presets such as "
+                          "clustering-study)")
     # None defaults: a flag given beside --suite overrides the file, one left out does not
     run.add_argument("--results-dir", default=None, help=f"where records go (default: ./{DEFAULT_RESULTS_DIR})")
     run.add_argument("--cache-dir", default=None, help=f"embedding cache (default: ./{DEFAULT_CACHE_DIR})")
@@ -62,6 +63,12 @@ def add_run_parser(sub: Any) -> None:
                      help="seed of every stochastic step (and of random: encoders) (default: 0)")
     run.add_argument("--pooling", choices=("default", "cls", "mean"), default=None,
                      help="feature pooling of timm encoders (default: the model's own)")
+    run.add_argument("--layers", default=None, metavar="L[,L...]",
+                     help="which layers' features timm and open_clip encoders give: last (the default: the model's "
+                          "own output), last<n> (the last n blocks or stages, e.g. last4), dinov2 (DINOv2's "
+                          "linear-eval features: class tokens of the last 4 blocks and the mean patch token), "
+                          "stages:<i,j> (CNN feature levels, average-pooled). Several, comma-separated, make a row "
+                          "each and share one forward pass")
     run.add_argument("--data-root", default=None,
                      help="where torchvision datasets are downloaded or found (default: $HARNESS_DATA_ROOT, "
                           "else ~/.cache/harness/data)")
@@ -91,9 +98,9 @@ def add_run_parser(sub: Any) -> None:
 
 #: `harness run` flags that choose *what* is measured: with --suite, the file says that.
 SUITE_CONFLICTS = (("encoder", "--encoder"), ("dataset", "--dataset"), ("evaluators", "--eval"), ("seed", "--seed"),
-                   ("pooling", "--pooling"), ("eval_option", "--eval-option"), ("reduce", "--reduce"),
-                   ("n_components", "--n-components"), ("cluster_subsample", "--cluster-subsample"),
-                   ("storage_dtype", "--storage-dtype"))
+                   ("pooling", "--pooling"), ("layers", "--layers"), ("eval_option", "--eval-option"),
+                   ("reduce", "--reduce"), ("n_components", "--n-components"),
+                   ("cluster_subsample", "--cluster-subsample"), ("storage_dtype", "--storage-dtype"))
 #: The pre-0.2 clustering flags and the clustering option each one sets.
 LEGACY_CLUSTERING_FLAGS = (("reduce", "--reduce", "reduce"), ("n_components", "--n-components", "n_components"),
                            ("cluster_subsample", "--cluster-subsample", "subsample"))
@@ -148,7 +155,8 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
     from harness.defaults import DEFAULT_DATASETS, DEFAULT_ENCODERS
     from harness.runner import RunConfig
 
-    default_evaluators = [e.name for e in plugins.evaluators if plugins.infos[e.plugin].builtin]
+    default_evaluators = [e.name for e in plugins.evaluators
+                          if plugins.infos[e.plugin].builtin and getattr(e.factory, "in_default_run", True)]
     if args.suite:
         from harness.suite import load_suite
 
@@ -173,6 +181,8 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
     encoder_options = {"init_seed": seed} if seed else {}
     if args.pooling:
         encoder_options["pooling"] = args.pooling
+    if args.layers:
+        encoder_options["layers"] = args.layers
     evaluators = _csv_list(args.evaluators) or default_evaluators
     return RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
                      evaluators=evaluators, memory_budget_mb=args.memory_budget_mb,
@@ -225,7 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for record in report.records:  # a "—" in the table: say why here, not only inside the record
         if record["main_score"] is None:
             reason = (record["metrics"].get("null_reasons") or {}).get(record["main_metric"], "no reason recorded")
-            print(f"note: {record['encoder']['name']} on {record['dataset']['name']} ({record['evaluator']['name']}): "
+            print(f"note: {record['encoder']['name']} on {dataset_column(record)} ({record['evaluator']['name']}): "
                   f"no {record['main_metric']}: {reason}", file=sys.stderr)
     if report.failures:  # each error is already in the log above (once), and in its failed record
         print(f"{len(report.failures)} cell(s) failed: the errors are above, and in the failed records under "

@@ -1,4 +1,5 @@
-"""The clusterers of `clustering/umap-v2` on one reduction and one clustering seed, and their memory limits.
+"""The clusterers of `clustering/umap-v2` (or a preset's `ClustererParams`) on one reduction and one clustering
+seed, and their memory limits.
 
 Each run returns labels or the reason there are none (skipped over the size or memory limit, or failed), with its
 warnings and time, so that one clusterer failing never loses the others' numbers.
@@ -16,7 +17,7 @@ import numpy as np
 
 from harness.memory import format_bytes
 
-from .protocol import AFFINITY_PARAMS, HDBSCAN_PARAMS, KMEANS_N_INIT, QUADRATIC_CLUSTERERS, SPECTRAL_PARAMS
+from .protocol import DEFAULT_CLUSTERERS, QUADRATIC_CLUSTERERS, ClustererParams
 from .ward_threshold import ward_by_silhouette
 
 #: Bytes per N^2 that the quadratic clusterers need, so that a set too large is refused before it exhausts memory:
@@ -49,6 +50,7 @@ class ClusterJob:
     device: str
     budget: int  # memory budget in bytes
     max_n_quadratic: int
+    params: ClustererParams = DEFAULT_CLUSTERERS  # the protocol's clusterer parameters
 
 
 def capture(fn: Callable[[], Any]) -> tuple[Any, BaseException | None, list[str], float]:
@@ -98,30 +100,33 @@ def _fit_predict(name: str, job: ClusterJob, extra: dict[str, Any]) -> np.ndarra
     """Cluster labels of `job.reduced` by clusterer `name` (-1: noise); unlabelled ward adds its cut to `extra`."""
     import sklearn.cluster
 
-    reduced, k, seed = job.reduced, job.k, job.seed
+    reduced, k, seed, params = job.reduced, job.k, job.seed, job.params
     if name == "kmeans":
-        model = sklearn.cluster.KMeans(n_clusters=k, init="k-means++", n_init=KMEANS_N_INIT, random_state=seed)
-        return model.fit_predict(reduced)
+        return sklearn.cluster.KMeans(n_clusters=k, random_state=seed, **params.kmeans).fit_predict(reduced)
     if name == "ward" and job.labelled:
         return sklearn.cluster.AgglomerativeClustering(n_clusters=k, linkage="ward").fit_predict(reduced)
     if name == "ward":
         labels, info = ward_by_silhouette(reduced, job.sample, job.device)
         extra.update(info)
         return labels
+    if name == "hdbscan" and params.hdbscan_library == "sklearn":
+        model = sklearn.cluster.HDBSCAN(max_cluster_size=params.hdbscan_max_cluster_size(reduced.shape[0]),
+                                        **params.hdbscan)
+        return model.fit_predict(reduced)
     if name == "hdbscan":
         import hdbscan
 
-        return hdbscan.HDBSCAN(**HDBSCAN_PARAMS).fit_predict(np.asarray(reduced, dtype=np.float64))
+        return hdbscan.HDBSCAN(**params.hdbscan).fit_predict(np.asarray(reduced, dtype=np.float64))
     if name == "spectral":
         model = sklearn.cluster.SpectralClustering(
             n_clusters=k, random_state=seed,
-            **{**SPECTRAL_PARAMS, "n_neighbors": min(SPECTRAL_PARAMS["n_neighbors"], reduced.shape[0] - 1)})
+            **{**params.spectral, "n_neighbors": min(params.spectral["n_neighbors"], reduced.shape[0] - 1)})
         return model.fit_predict(reduced)
     if name == "affinity":
-        model = sklearn.cluster.AffinityPropagation(random_state=seed, **AFFINITY_PARAMS)
+        model = sklearn.cluster.AffinityPropagation(random_state=seed, **params.affinity)
         labels = model.fit_predict(reduced)
         if len(model.cluster_centers_indices_) == 0 or (labels < 0).all():
-            raise RuntimeError(f"did not converge in {AFFINITY_PARAMS['max_iter']} iterations")
+            raise RuntimeError(f"did not converge in {params.affinity['max_iter']} iterations")
         return labels
     raise AssertionError(name)
 

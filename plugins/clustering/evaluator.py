@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -21,8 +21,8 @@ from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSett
 from . import metrics as names
 from .clusterers import ClusterJob, ClustererRun, capture, largest_fitting_n, quadratic_memory_bytes, run_clusterer
 from .label_scores import label_metrics
-from .protocol import (LABELLED_CLUSTERERS, MAX_N_QUADRATIC, MIN_ITEMS, N_SEEDS, PROTOCOL, SILHOUETTE_MAX_N,
-                       UMAP_PARAMS, UNLABELLED_CLUSTERERS, clustering_seeds)
+from .protocol import (DEFAULT_CLUSTERERS, LABELLED_CLUSTERERS, MAX_N_QUADRATIC, MIN_ITEMS, N_SEEDS, PROTOCOL,
+                       SILHOUETTE_MAX_N, UMAP_PARAMS, UNLABELLED_CLUSTERERS, ClustererParams, clustering_seeds)
 from .silhouette import silhouettes
 from .summary import SeedResults, assemble
 
@@ -98,6 +98,8 @@ class ClusteringEvaluator(Evaluator):
     protocol = PROTOCOL
     needs = ("test",)
     requires_labels = False
+    #: The clusterers' parameters; a preset (`ClusteringStudyEvaluator`) swaps them under its own protocol id.
+    clusterer_params: ClassVar[ClustererParams] = DEFAULT_CLUSTERERS
 
     def __init__(self, **options: Any) -> None:
         """The memory budget, which bounds the O(N^2) clusterers, comes with the execution settings: it is not an
@@ -105,13 +107,13 @@ class ClusteringEvaluator(Evaluator):
         super().__init__(**options)
         o = self.options
         if o["reduce"] not in ("umap", "pca", "none"):
-            raise HarnessError(f"clustering option reduce={o['reduce']!r}: use 'umap', 'pca' or 'none'")
+            raise HarnessError(f"{self.name} option reduce={o['reduce']!r}: use 'umap', 'pca' or 'none'")
         for name, low in (("n_components", 2), ("n_seeds", 1), ("max_n_quadratic", 0)):
             if not isinstance(o[name], int) or isinstance(o[name], bool) or o[name] < low:
-                raise HarnessError(f"clustering option {name}={o[name]!r}: an integer >= {low}")
+                raise HarnessError(f"{self.name} option {name}={o[name]!r}: an integer >= {low}")
         sub = o["subsample"]
         if sub is not None and (not isinstance(sub, int) or isinstance(sub, bool) or sub < MIN_ITEMS):
-            raise HarnessError(f"clustering option subsample={sub!r}: None, or a number of items >= {MIN_ITEMS}")
+            raise HarnessError(f"{self.name} option subsample={sub!r}: None, or a number of items >= {MIN_ITEMS}")
 
     @classmethod
     def default_options(cls) -> dict[str, Any]:
@@ -123,7 +125,7 @@ class ClusteringEvaluator(Evaluator):
         from harness.plugins import umap_cache
 
         if (np.asarray(test.labels) >= 0).any():  # labelled: AMI against one class would be 1.0 by construction
-            require_two_classes(test, "clustering", "test")
+            require_two_classes(test, self.name, "test")
         items, budget = self._items(test, seed, settings)
         results = SeedResults(items.clusterers)
         start = time.perf_counter()
@@ -131,7 +133,7 @@ class ClusteringEvaluator(Evaluator):
         results.seconds["digest"] = time.perf_counter() - start
         reduce = Reducer(items.features, test.meta.get("derived_dir"), digest, results)
         steps = len(items.seeds) * (1 + len(items.clusterers)) + 2  # + silhouettes in the original space + layout
-        with Progress(steps, f"clustering: {len(items.seeds)} seed(s) x ({self.options['reduce']} + "
+        with Progress(steps, f"{self.name}: {len(items.seeds)} seed(s) x ({self.options['reduce']} + "
                              f"{', '.join(items.clusterers)}) on {items.n} items", unit="step",
                       enabled=settings.progress, every_s=10.0) as progress:
             context = SeedContext(reduce, results, settings.device, budget, progress)
@@ -143,7 +145,7 @@ class ClusteringEvaluator(Evaluator):
             results.seconds[names.UMAP2D] = took
             progress.update(1, f"2-D UMAP layout for the plots ({source}) {took:.1f} s")
 
-        metrics = assemble(items, results, self.options)
+        metrics = assemble(items, results, self.options, self.clusterer_params)
         if results.ward_threshold:
             metrics[names.WARD_THRESHOLD] = results.ward_threshold
         metrics[names.SILHOUETTE_ITEMS] = int(len(items.sample_rows))
@@ -165,7 +167,7 @@ class ClusteringEvaluator(Evaluator):
         features = test.features
         n = int(features.shape[0])
         if n < MIN_ITEMS:
-            raise HarnessError(f"clustering needs at least {MIN_ITEMS} test items; this split has {n}")
+            raise HarnessError(f"{self.name} needs at least {MIN_ITEMS} test items; this split has {n}")
         true = np.asarray(test.labels, dtype=np.int64)
         ids = np.asarray(test.ids)
         # Only when asked (never silently): one subset drawn with the run seed, the same for every clustering seed.
@@ -182,10 +184,10 @@ class ClusteringEvaluator(Evaluator):
             # Refused before the UMAP, which at this size alone costs minutes: ward is the main score, and a
             # record without it would be an empty leaderboard cell.
             raise HarnessError(
-                f"clustering: agglomerative ward (the main score) needs about {format_bytes(ward_bytes)} for "
+                f"{self.name}: agglomerative ward (the main score) needs about {format_bytes(ward_bytes)} for "
                 f"N={n} test items (O(N^2): scipy keeps N(N-1)/2 float64 distances, twice), over the memory "
                 f"budget of {format_bytes(budget)}. Cluster a seeded random subset with the clustering option "
-                f"subsample={largest_fitting_n('ward', budget)} (--eval-option clustering.subsample=N), or raise "
+                f"subsample={largest_fitting_n('ward', budget)} (--eval-option {self.name}.subsample=N), or raise "
                 f"--memory-budget-mb")
         has_label = true >= 0
         k = int(len(np.unique(true[has_label]))) if has_label.any() else None
@@ -206,7 +208,7 @@ class ClusteringEvaluator(Evaluator):
         if not results.reduction_params:
             results.reduction_params = {key: v for key, v in params.items() if key != "seed"}
         job = ClusterJob(reduced, items.k, s, items.labelled, items.sample, context.device, context.budget,
-                         self.options["max_n_quadratic"])
+                         self.options["max_n_quadratic"], self.clusterer_params)
         labelings: list[tuple[str, np.ndarray]] = []
         for c in items.clusterers:
             run = run_clusterer(c, job)

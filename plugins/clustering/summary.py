@@ -11,7 +11,7 @@ import numpy as np
 from . import metrics as names
 from .clusterers import ClustererRun
 from .label_scores import finite
-from .protocol import AFFINITY_PARAMS, HDBSCAN_PARAMS, KMEANS_N_INIT, SILHOUETTE_MAX_N, SPECTRAL_PARAMS, UMAP_PARAMS
+from .protocol import SILHOUETTE_MAX_N, UMAP_PARAMS, ClustererParams
 from .ward_threshold import AUTO_GRID_POINTS, AUTO_MAX_CLUSTERS, AUTO_MIN_MEAN_SIZE
 
 if TYPE_CHECKING:
@@ -92,20 +92,21 @@ def _reasons(null_reasons: dict[str, dict[int, str]], seeds: list[int]) -> dict[
     return reasons
 
 
-def protocol_config(options: dict[str, Any], labelled: bool) -> dict[str, Any]:
+def protocol_config(options: dict[str, Any], labelled: bool, params: ClustererParams) -> dict[str, Any]:
     """Every constant of the protocol as used, and the versions of the libraries that compute it."""
     import sklearn
 
+    clusterers = params.config()
     return {
         "umap": {**UMAP_PARAMS, "n_components": options["n_components"]},
-        "kmeans": {"init": "k-means++", "n_init": KMEANS_N_INIT},
+        "kmeans": clusterers["kmeans"],
         "ward": {"linkage": "ward", "n_clusters": "K" if labelled else None,
                  "distance_threshold": None if labelled else "max silhouette_umap",
                  "auto_max_clusters": AUTO_MAX_CLUSTERS, "auto_min_mean_size": AUTO_MIN_MEAN_SIZE,
                  "auto_grid_points": AUTO_GRID_POINTS},
-        "hdbscan": {**HDBSCAN_PARAMS, "min_samples": None, "dtype": "float64", "noise": "one label"},
-        "spectral": SPECTRAL_PARAMS,
-        "affinity": AFFINITY_PARAMS,
+        "hdbscan": clusterers["hdbscan"],
+        "spectral": clusterers["spectral"],
+        "affinity": clusterers["affinity"],
         "max_n_quadratic": options["max_n_quadratic"],
         "silhouette_max_n": SILHOUETTE_MAX_N,
         "versions": {"scikit-learn": sklearn.__version__, "hdbscan": _version("hdbscan"),
@@ -113,7 +114,8 @@ def protocol_config(options: dict[str, Any], labelled: bool) -> dict[str, Any]:
     }
 
 
-def assemble(items: "Items", results: SeedResults, options: dict[str, Any]) -> dict[str, Any]:
+def assemble(items: "Items", results: SeedResults, options: dict[str, Any],
+             params: ClustererParams) -> dict[str, Any]:
     """The record's metrics, in the order the record shows them (the runtime is added by the evaluator)."""
     seeds = items.seeds
     keys = _ordered_keys(results, seeds)
@@ -132,7 +134,7 @@ def assemble(items: "Items", results: SeedResults, options: dict[str, Any]) -> d
         names.NULL_REASONS: _reasons(results.null_reasons, seeds),
         names.SKIPPED: results.skipped,
         names.REDUCTION: results.reduction_params,
-        names.CONFIG: protocol_config(options, items.labelled),
+        names.CONFIG: protocol_config(options, items.labelled, params),
     }
 
 

@@ -16,14 +16,14 @@ from harness import hookimpl
 from .accuracy import accuracy_metrics, class_names
 from .c_search import (SEARCH_STRATEGIES, CPath, c_grid, coarse_indices, select_c_index, validation_split,
                        warm_start_index)
-from .evaluator import DTYPES, PROTOCOL, LinearProbe
+from .evaluator import DTYPES, PROTOCOL, FittedProbe, LinearProbe
 from .features import MAX_BLOCK_ELEMENTS, CentredFeatures, StreamedFeatures
 from .solver import HISTORY_SIZE, Solution, SoftmaxRegression, fit_logistic_regression, scores, streaming_plan
 
 __all__ = [
     "DTYPES", "HISTORY_SIZE", "MAX_BLOCK_ELEMENTS", "PROTOCOL", "SEARCH_STRATEGIES", "CPath", "CentredFeatures",
-    "LinearProbe", "SoftmaxRegression", "Solution", "StreamedFeatures", "accuracy_metrics", "c_grid", "class_names",
-    "coarse_indices", "fit_logistic_regression", "register_evaluators", "scores", "select_c_index",
+    "FittedProbe", "LinearProbe", "SoftmaxRegression", "Solution", "StreamedFeatures", "accuracy_metrics", "c_grid",
+    "class_names", "coarse_indices", "fit_logistic_regression", "register_evaluators", "scores", "select_c_index",
     "streaming_plan", "validation_split", "warm_start_index",
 ]
 

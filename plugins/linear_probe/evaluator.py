@@ -1,4 +1,5 @@
-"""The `linear/logreg-v1` evaluator: C chosen on a 10 % split of train, refit on all of train, scored on test.
+"""The `linear/logreg-v1` evaluator: C chosen on a 10 % split of train, refit on all of train, scored on test
+(and on each other evaluation split with the same fit: `evaluate_splits`).
 
 This module wires the parts together (`c_search`, `solver`, `features`, `accuracy`) and says in the record what
 was chosen and how it was computed; the protocol is in docs/protocols.md#linearlogreg-v1.
@@ -8,11 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.eval_splits import classes_of
 from harness.metric_names import CONFIDENCE, IDS, LABEL, NULL_REASONS, PREDICTION, SCORE, TOP5
 from harness.progress import Progress
 from harness.types import Embeddings, EvaluationResult, Evaluator, ExecutionSettings, require_two_classes
@@ -27,15 +30,29 @@ PROTOCOL = "linear/logreg-v1"
 DTYPES = ("float32", "float64")
 
 
+@contextmanager
+def exact_matmul() -> Iterator[None]:
+    """Full-precision float32 matrix products, without autograd: TF32 or bf16 (which an extractor may have
+    switched on for the whole process with `set_float32_matmul_precision`) cannot reach the gradient tolerance.
+    The precision is restored after."""
+    import torch
+
+    matmul_precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        torch.set_float32_matmul_precision(matmul_precision)
+
+
 @dataclass(frozen=True)
 class ProbeData:
-    """The embeddings of one evaluation, with the labels the probe uses."""
+    """The train embeddings of one evaluation, with the labels the probe fits on."""
 
     train: Embeddings
-    test: Embeddings
     train_labels: np.ndarray  # of the labelled train items only
     labelled: np.ndarray | None  # their rows in `train`; None when every item is labelled
-    test_labels: np.ndarray  # -1 where a test item has no label
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,25 @@ class Holding:
             return CentredFeatures.from_array(features, device=self.device, dtype=self.dtype, rows=rows, shift=shift)
         return StreamedFeatures.from_array(features, device=self.device, dtype=self.dtype, rows=rows, shift=shift,
                                            chunk_rows=self.chunk_rows)
+
+
+@dataclass
+class FittedProbe:
+    """The probe fitted once on train: what scores every evaluation split."""
+
+    train: Embeddings
+    train_labels: np.ndarray
+    holding: Holding
+    shift: Any  # the train mean the features are centred by (a tensor on the device)
+    solution: Solution
+    coef: np.ndarray  # (K, D) in raw-feature coordinates, rows in `solution.classes` order
+    intercept: np.ndarray  # (K,)
+    metrics: dict[str, Any]  # the chosen C, the search and the refit's convergence
+    runtime: dict[str, Any]
+
+    @property
+    def classes(self) -> np.ndarray:
+        return self.solution.classes
 
 
 @dataclass
@@ -102,21 +138,21 @@ class LinearProbe(Evaluator):
 
     def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int,
                  settings: ExecutionSettings) -> EvaluationResult:
-        import torch
+        return self.evaluate_splits(train, {"test": test}, seed=seed, settings=settings)["test"]
 
-        data = self._data(train, test)
-        # Full-precision float32 matrix products: TF32 or bf16 (which an extractor may have switched on for the
-        # whole process with `set_float32_matmul_precision`) cannot reach the gradient tolerance. Restored after.
-        matmul_precision = torch.get_float32_matmul_precision()
-        torch.set_float32_matmul_precision("highest")
-        try:
-            with torch.no_grad():
-                return self._evaluate(data, seed, settings)
-        finally:
-            torch.set_float32_matmul_precision(matmul_precision)
+    def evaluate_splits(self, train: Embeddings | None, splits: Mapping[str, Embeddings], *, seed: int,
+                        settings: ExecutionSettings) -> dict[str, EvaluationResult]:
+        """One fit on all of train (C search and refit), then every split scored with it; a split holding a
+        subset of the classes (`meta["split_classes"]`) is scored over the logits of those classes only."""
+        for name, split in splits.items():
+            if not (np.asarray(split.labels) >= 0).any():
+                raise HarnessError(f"the {name} split has no labels; the linear probe needs them")
+        fitted = self.fit(train, seed=seed, settings=settings)
+        with exact_matmul():
+            return {name: self._score(fitted, split) for name, split in splits.items()}
 
-    def _data(self, train: Embeddings | None, test: Embeddings) -> ProbeData:
-        """Check the options and the splits; the labelled train rows."""
+    def _data(self, train: Embeddings | None) -> ProbeData:
+        """Check the options and the train split; the labelled train rows."""
         o = self.options
         if train is None:
             raise HarnessError("the linear probe needs the train split")
@@ -131,15 +167,16 @@ class LinearProbe(Evaluator):
             train_labels = train_labels[labelled]
         else:
             labelled = None
-        test_labels = np.asarray(test.labels).astype(np.int64)
-        if not (test_labels >= 0).any():
-            raise HarnessError("the test split has no labels; the linear probe needs them")
-        return ProbeData(train, test, train_labels, labelled, test_labels)
+        return ProbeData(train, train_labels, labelled)
 
-    def _evaluate(self, data: ProbeData, seed: int, settings: ExecutionSettings) -> EvaluationResult:
-        import torch
+    def fit(self, train: Embeddings | None, *, seed: int, settings: ExecutionSettings) -> FittedProbe:
+        """C chosen on a seeded split of train, then the refit on all of it: what every split is scored with."""
+        with exact_matmul():
+            return self._fit(train, seed, settings)
 
+    def _fit(self, train: Embeddings | None, seed: int, settings: ExecutionSettings) -> FittedProbe:
         o = self.options
+        data = self._data(train)
         grid = c_grid(o["log10_c_min"], o["log10_c_max"], o["num_c"])
         budget = settings.memory_budget_bytes()
         plan = streaming_plan(len(data.train_labels), data.train.features.shape[1],
@@ -153,37 +190,52 @@ class LinearProbe(Evaluator):
         final = refit_problem.fit(float(grid[choice.chosen]), choice.start, max_iter=o["max_iter"],
                                   tol=o["tolerance"])
         final.data_term = None
-        x_test = holding.load(data.test.features, shift=x_train.shift)
-        del x_train, refit_problem
-        logits = scores(x_test, final)
+        coef, intercept = refit_problem.raw_coefficients(final)
+        # How it was computed (differs between machines, not the objective or the solver).
+        runtime = {"streamed": bool(streamed), "chunk_rows": holding.chunk_rows, "memory_budget_bytes": budget,
+                   "in_memory_bytes": plan["in_memory_bytes"], "streamed_bytes": plan["streamed_bytes"]}
+        return FittedProbe(data.train, data.train_labels, holding, x_train.shift, final, coef, intercept,
+                           self._fit_metrics(grid, choice, final), runtime)
+
+    def _score(self, fitted: FittedProbe, test: Embeddings) -> EvaluationResult:
+        """Accuracies and calibration of one split; a class subset split is scored over its classes' logits."""
+        import torch
+
+        test_labels = np.asarray(test.labels).astype(np.int64)
+        x_test = fitted.holding.load(test.features, shift=fitted.shift)
+        logits = scores(x_test, fitted.solution)
+        del x_test
+        classes = fitted.solution.classes
+        subset = classes_of(test)
+        if subset is not None:  # the argmax, top-5 and softmax over the split's classes alone
+            kept = np.flatnonzero(np.isin(classes, subset))
+            logits, classes = logits[:, torch.as_tensor(kept, device=logits.device)], classes[kept]
         top_k = min(5, logits.shape[1])
-        ranked = torch.as_tensor(final.classes, device=logits.device)[logits.topk(top_k, dim=1).indices]
+        ranked = torch.as_tensor(classes, device=logits.device)[logits.topk(top_k, dim=1).indices]
         ranked = ranked.cpu().numpy().astype(np.int64)
 
         prediction = ranked[:, 0]
         top5 = np.full((len(prediction), 5), -1, dtype=np.int64)
         top5[:, :top_k] = ranked
-        num_classes = max(int(data.train_labels.max()), int(data.test_labels.max())) + 1
-        num_classes = max(num_classes, len(data.test.meta.get("class_names") or []))
-        metrics = accuracy_metrics(data.test_labels, prediction, top5,
-                                   class_names(data.test, data.train, num_classes))
-        calibration, confidence = calibration_metrics(logits, final.classes, data.test_labels, prediction)
+        num_classes = max(int(fitted.train_labels.max()), int(test_labels.max())) + 1
+        num_classes = max(num_classes, len(test.meta.get("class_names") or []))
+        metrics = accuracy_metrics(test_labels, prediction, top5, class_names(test, fitted.train, num_classes))
+        calibration, confidence = calibration_metrics(logits, classes, test_labels, prediction)
         reasons = {**metrics.get(NULL_REASONS, {}), **calibration.pop(NULL_REASONS, {})}
         metrics.update(calibration)
         if reasons:
             metrics[NULL_REASONS] = reasons
-        metrics.update(self._fit_metrics(grid, choice, final))
-        # How it was computed (differs between machines, not the objective or the solver).
-        metrics["runtime"] = {"streamed": bool(streamed), "chunk_rows": holding.chunk_rows,
-                              "memory_budget_bytes": budget, "in_memory_bytes": plan["in_memory_bytes"],
-                              "streamed_bytes": plan["streamed_bytes"]}
+        metrics.update(fitted.metrics)
+        if subset is not None:
+            metrics["classes_scored"] = int(len(classes))
+        metrics["runtime"] = dict(fitted.runtime)
         # Per-item outputs of the items the accuracies count (the labelled ones), so that `score` averages to top1.
-        known = data.test_labels >= 0
+        known = test_labels >= 0
         return EvaluationResult(
             metrics=metrics, main_score=metrics["top1"], main_metric="top1",
-            predictions={IDS: np.asarray(data.test.ids)[known], LABEL: data.test_labels[known],
+            predictions={IDS: np.asarray(test.ids)[known], LABEL: test_labels[known],
                          PREDICTION: prediction[known], TOP5: top5[known], CONFIDENCE: confidence[known],
-                         SCORE: (prediction[known] == data.test_labels[known]).astype(np.float64)})
+                         SCORE: (prediction[known] == test_labels[known]).astype(np.float64)})
 
     def _choose_c(self, x_train: CentredFeatures | StreamedFeatures, train_labels: np.ndarray, grid: np.ndarray,
                   seed: int, progress: bool = True) -> CChoice:
