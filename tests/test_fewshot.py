@@ -276,6 +276,15 @@ def test_impossible_options_are_refused_when_the_evaluator_is_built(options, mes
         FewShot(**options)
 
 
+def test_shots_typed_on_the_command_line():
+    from harness.cli.run import _parse_option_value
+
+    assert FewShot(shots=_parse_option_value("[1,5]"), main_shots=5).parsed.shots == (1, 5)
+    assert FewShot(shots=_parse_option_value("10,2"), main_shots=2).parsed.shots == (2, 10)
+    with pytest.raises(HarnessError, match="shots='one': whole numbers"):
+        FewShot(shots="one")
+
+
 def test_check_dataset_refuses_a_train_split_too_small_for_the_largest_shot_count():
     info = {"class_names": [f"c{i}" for i in range(10)], "split_sizes": {"train": 60, "test": 100}}
     with pytest.raises(HarnessError, match=r"10 shots per class need 100 train items.*fewshot.shots=\[1, 2, 5\]"):

@@ -65,6 +65,12 @@ def parse_options(options: Mapping[str, Any]) -> FewShotOptions:
     shots_value = options["shots"]
     if isinstance(shots_value, int) and not isinstance(shots_value, bool):
         shots_value = [shots_value]
+    if isinstance(shots_value, str):  # `--eval-option fewshot.shots=[1,5]` (or 1,5) arrives as text
+        try:
+            shots_value = [int(part) for part in shots_value.strip().strip("[]").split(",")]
+        except ValueError:
+            raise HarnessError(f"fewshot option shots={shots_value!r}: whole numbers separated by commas, e.g. "
+                               f"[1,2,5,10]") from None
     if not isinstance(shots_value, (list, tuple)) or not shots_value:
         raise HarnessError(f"fewshot option shots={shots_value!r}: a list of shot counts per class, e.g. [1, 2, 5, 10]")
     shots = tuple(sorted({_positive_int("shots", s) for s in shots_value}))
