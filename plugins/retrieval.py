@@ -48,11 +48,16 @@ class Retrieval(Evaluator):
     def default_options(cls) -> dict[str, Any]:
         return {"recall_ks": [1, 5, 10]}
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.recall_ks = self._recall_ks()  # checked when the evaluator is built, before anything is extracted
+
     def _recall_ks(self) -> list[int]:
         ks = self.options["recall_ks"]
         if (not isinstance(ks, (list, tuple)) or not ks
                 or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in ks)):
-            raise HarnessError(f"retrieval option recall_ks={ks!r}: give a list of positive integers, e.g. [1, 5, 10]")
+            raise HarnessError(f"retrieval option recall_ks={ks!r}: give a list of positive integers, e.g. a suite's "
+                               f"[[evaluators]] options = {{ recall_ks = [1, 5, 10] }} (--eval-option takes no lists)")
         return sorted(set(ks))
 
     def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int,
@@ -60,7 +65,7 @@ class Retrieval(Evaluator):
         """Queries whose class has no gallery item (and unlabelled ones) are left out and counted; the per-item
         `score` (AP@R) covers the other queries only, so its mean is the main score."""
         assert train is not None
-        recall_ks = self._recall_ks()
+        recall_ks = self.recall_ks
         require_two_classes(train, "retrieval", "train")
         if train.features.shape[1] != test.features.shape[1]:
             raise HarnessError(f"train and test embeddings differ in dimension: {train.features.shape[1]} vs "

@@ -148,8 +148,9 @@ def test_equal_similarities_rank_by_gallery_index():
 def test_bad_options_and_impossible_data_are_one_clear_error():
     train_x, train_y, test_x, test_y = clustered(5, n_train=40, n_test=10, classes=3)
     train, test = embeddings(train_x, train_y, "train"), embeddings(test_x, test_y, "test")
-    with pytest.raises(HarnessError, match="recall_ks.*positive integers"):
-        Retrieval(recall_ks=[0, 5]).evaluate(train, test, seed=0, settings=CPU)
+    for bad in ([0, 5], [], "1,5", [1.5]):
+        with pytest.raises(HarnessError, match="recall_ks.*positive integers"):
+            Retrieval(recall_ks=bad)
     with pytest.raises(HarnessError, match="no option"):
         Retrieval(k=5)
     with pytest.raises(HarnessError, match="none of the 10 test items"):
