@@ -165,3 +165,30 @@ def test_retrieval_is_a_builtin_evaluator_of_the_default_run():
     plugins = Plugins(entry_points=False)
     evaluator = plugins.evaluator("retrieval")
     assert isinstance(evaluator, Retrieval) and evaluator.protocol == "retrieval/map-at-r-v1"
+
+
+def test_records_compare_with_a_paired_bootstrap_over_the_saved_ap_at_r(tmp_path):
+    """Through the runner: the saved per-query AP@R averages to the main score, and `compare` pairs it by id."""
+    import torch
+    from torchvision import transforms
+
+    import harness
+    from harness.leaderboard.compare import compare_encoders
+    from harness.records import load_predictions, load_records
+
+    to_tensor = transforms.Compose([transforms.Resize((8, 8)), transforms.ToTensor()])
+    flat = torch.nn.Flatten()
+    blurred = torch.nn.Sequential(torch.nn.AvgPool2d(4), torch.nn.Flatten())  # a worse encoder: 2x2 pixels
+    kwargs = dict(datasets=["synthetic"], evaluators=["retrieval"], results_dir=str(tmp_path / "r"),
+                  cache_dir=str(tmp_path / "c"), device="cpu", progress=False)
+    harness.evaluate_model(flat, to_tensor, name="flat", transform_id="8px", **kwargs)
+    harness.evaluate_model(blurred, to_tensor, name="blurred", transform_id="8px", **kwargs)
+    records = load_records(tmp_path / "r")
+    for record in records:
+        predictions = load_predictions(record)
+        assert record["evaluator"]["protocol"] == "retrieval/map-at-r-v1"
+        assert predictions["score"].mean() == pytest.approx(record["main_score"], abs=1e-12)
+        assert len(predictions["ids"]) == record["metrics"]["n_queries"]
+    [row] = compare_encoders(records, "flat", ["blurred"])
+    assert row.metric == "map_at_r" and row.method.startswith("paired bootstrap")
+    assert row.low is not None and row.low <= row.difference <= row.high
