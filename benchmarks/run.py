@@ -17,6 +17,9 @@ Sections (`--only` takes their names):
 * knn: `knn/dino-v1` (top-200 + vote for k = 10, 20, 100, 200) against scikit-learn's
   `KNeighborsClassifier(n_neighbors=200, metric="cosine", algorithm="brute")` fit + predict, and against a bare
   `torch.mm` of the same shapes (the floor);
+* retrieval: `retrieval/map-at-r-v1` (top-k of the largest class + AP@R) against scikit-learn's
+  `NearestNeighbors(metric="cosine", algorithm="brute")` kneighbors + the AP@R a user writes in numpy, and
+  against the same bare `torch.mm`;
 * linear: the linear probe against scikit-learn `LogisticRegression` (benchmarks/bench_linear.py's pieces);
 * passes: a knn + linear + clustering run through the runner with a counting encoder: items encoded against
   dataset items, for one evaluator and for three;
@@ -52,7 +55,7 @@ from bench_linear import make_data, naive_protocol, our_protocol, single_fit  # 
 from harness.types import Embeddings, ExecutionSettings  # noqa: E402
 from predecoded import PreDecoded, PreDecodedTimmEncoder  # noqa: E402
 
-SECTIONS = ("extract", "knn", "linear", "passes", "memory")
+SECTIONS = ("extract", "knn", "retrieval", "linear", "passes", "memory")
 
 
 @dataclass
@@ -282,15 +285,74 @@ def bench_knn(sizes: Sizes, repeats: int) -> list[Row]:
              "scikit-learn": lambda: KNeighborsClassifier(n_neighbors=k, metric="cosine", algorithm="brute")
              .fit(x, y).predict(q),
              "torch.mm": floor}
+    return against_sklearn_and_floor(sides, repeats, f"kNN vs scikit-learn brute cosine ({sizes.knn_train} x 768, "
+                                     f"{sizes.knn_queries} queries)", "kNN", agreement, "vote")
+
+
+def against_sklearn_and_floor(sides: dict[str, Callable[[], Any]], repeats: int, measurement: str, what: str,
+                              agreement: str, after: str) -> list[Row]:
+    """The two rows of an evaluator timed against scikit-learn (>= 2.5x faster) and a bare torch.mm (<= 1.4x)."""
     times = {name: median(values) for name, values in interleaved(sides, repeats).items()}
-    shapes = f"{sizes.knn_train} x 768, {sizes.knn_queries} queries"
     speedup = times["scikit-learn"] / times["harness"]
     over_floor = times["harness"] / times["torch.mm"]
-    return [Row(f"kNN vs scikit-learn brute cosine ({shapes})", f"{times['harness']:.2f} s",
-                f"{times['scikit-learn']:.2f} s", speedup, ">= 2.5", speedup >= 2.5, agreement),
-            Row("kNN vs bare torch.mm of the same shapes (floor)", f"{times['harness']:.2f} s",
+    return [Row(measurement, f"{times['harness']:.2f} s", f"{times['scikit-learn']:.2f} s", speedup, ">= 2.5",
+                speedup >= 2.5, agreement),
+            Row(f"{what} vs bare torch.mm of the same shapes (floor)", f"{times['harness']:.2f} s",
                 f"{times['torch.mm']:.2f} s", over_floor, "<= 1.4", over_floor <= 1.4,
-                "ratio = harness / torch.mm: the cost above the matmul (normalise, top-k, vote)")]
+                f"ratio = harness / torch.mm: the cost above the matmul (normalise, top-k, {after})")]
+
+
+# -- retrieval ----------------------------------------------------------------------------------------------------
+
+
+def user_map_at_r(neighbours: np.ndarray, gallery_labels: np.ndarray, query_labels: np.ndarray) -> np.ndarray:
+    """AP@R per query as a user would write it over scikit-learn's neighbours (Q x k, k >= the largest class)."""
+    r = np.bincount(gallery_labels)[query_labels]
+    relevant = gallery_labels[neighbours] == query_labels[:, None]
+    ranks = np.arange(1, neighbours.shape[1] + 1)
+    hits = relevant & (ranks <= r[:, None])
+    return (np.cumsum(hits, axis=1) / ranks * hits).sum(axis=1) / r
+
+
+def bench_retrieval(sizes: Sizes, repeats: int) -> list[Row]:
+    import torch
+    from sklearn.neighbors import NearestNeighbors
+
+    from harness.plugins.retrieval import Retrieval
+
+    train, test = make_data(sizes.knn_train, sizes.knn_queries, 768, 100, seed=1)
+    x, y, q, yq = (np.asarray(train.features), np.asarray(train.labels), np.asarray(test.features),
+                   np.asarray(test.labels))
+    k = int(np.bincount(y).max())  # the largest gallery class: what mAP@R needs
+    log(f"  retrieval: {sizes.knn_train} x 768 gallery, {sizes.knn_queries} queries, k = {k}")
+    evaluator, cpu = Retrieval(), ExecutionSettings(device="cpu")
+
+    def theirs(queries: np.ndarray) -> np.ndarray:
+        neighbours = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(x).kneighbors(
+            queries, return_distance=False)
+        return user_map_at_r(neighbours, y, yq[:len(queries)])
+
+    n_check = sizes.knn_check_queries
+    ours_ap = evaluator.evaluate(train, dataclasses.replace(test, features=q[:n_check], labels=yq[:n_check],
+                                                            ids=test.ids[:n_check]), seed=0, settings=cpu)
+    differ = np.abs(ours_ap.predictions["score"] - theirs(q[:n_check]))
+    # Near-equal similarities (rounded apart differently by the two computations) may swap neighbours; one swap
+    # moves AP@R by about 1/R^2, so anything near 1e-3 is a different ranking, not rounding.
+    if differ.max() > 1e-3:
+        raise SystemExit(f"retrieval check failed: AP@R differs from scikit-learn's neighbours' by up to "
+                         f"{differ.max():.2g} ({(differ > 1e-9).sum()}/{n_check} queries differ)")
+    agreement = f"AP@R equal to scikit-learn's neighbours' for {(differ <= 1e-9).sum()}/{n_check} queries"
+    if differ.max() > 1e-9:
+        agreement += f", the others within {differ.max():.1e} (near-ties swapped)"
+    log(f"    check: {agreement}")
+    xn = torch.nn.functional.normalize(torch.from_numpy(x), dim=1)
+    qn = torch.nn.functional.normalize(torch.from_numpy(q), dim=1)
+    sides = {"harness": lambda: evaluator.evaluate(train, test, seed=0, settings=cpu),
+             "scikit-learn": lambda: theirs(q),
+             "torch.mm": lambda: [torch.mm(chunk, xn.T) for chunk in qn.split(1024)]}
+    return against_sklearn_and_floor(sides, repeats, f"retrieval (mAP@R) vs scikit-learn NearestNeighbors + AP "
+                                     f"({sizes.knn_train} x 768, {sizes.knn_queries} queries, k = {k})",
+                                     "retrieval", agreement, "AP@R")
 
 
 # -- linear probe -------------------------------------------------------------------------------------------------
@@ -508,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_extract(sizes, args.repeats, workers)
         elif section == "knn":
             rows += bench_knn(sizes, args.repeats)
+        elif section == "retrieval":
+            rows += bench_retrieval(sizes, args.repeats)
         elif section == "linear":
             rows += bench_linear_probe(sizes, args.repeats)
         elif section == "passes":

@@ -43,6 +43,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "harness.plugins.linear_probe",
     "harness.plugins.clustering",
     "harness.plugins.fewshot",
+    "harness.plugins.retrieval",
 )
 
 #: Before 0.2 the built-ins were the top-level package `plugins`; their old module names still work in the two

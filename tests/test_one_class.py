@@ -19,7 +19,7 @@ def one_class(n: int, split: str) -> Embeddings:
                       np.array([f"{split}/{i}" for i in range(n)]), {"class_names": ["cat"]})
 
 
-@pytest.mark.parametrize("name", ["knn", "linear", "clustering", "fewshot"])
+@pytest.mark.parametrize("name", ["knn", "linear", "clustering", "fewshot", "retrieval"])
 def test_each_builtin_evaluator_refuses_one_class(harness_plugins, name):
     evaluator = harness_plugins().evaluator(name)
     with pytest.raises(HarnessError, match=r"1 class\(es\) \('cat'\).*at least two classes"):

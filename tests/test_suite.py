@@ -214,7 +214,7 @@ def test_default_suite_measures_the_cells_of_a_plain_harness_run(default_run):
     plain = run_config(build_parser().parse_args(["run"]), plugins)
     suite = run_config(build_parser().parse_args(["run", "--suite", str(EXAMPLES / "default.toml")]), plugins)
     assert sorted(plan_cells(suite, plugins)) == sorted(plan_cells(plain, plugins))
-    assert len(plan_cells(suite, plugins)) == 3 * 4  # 3 encoders x (knn, linear, clustering, fewshot), 1 seed
+    assert len(plan_cells(suite, plugins)) == 3 * 5  # 3 encoders x (knn, linear, clustering, fewshot, retrieval), 1 seed
     assert (suite.results_dir, suite.cache_dir, suite.device, suite.batch_size) == \
            (plain.results_dir, plain.cache_dir, plain.device, plain.batch_size) == \
            ("results", ".harness-cache", "auto", 64)
