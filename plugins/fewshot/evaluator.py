@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 import numpy as np
 
@@ -25,13 +26,28 @@ from .centroid import cl2n, centroid_scores, class_means
 from .interval import DESCRIPTION as INTERVAL_DESCRIPTION
 from .interval import summarise
 from .options import CLASSIFIERS, DEFAULTS, FewShotOptions, metric_name, parse_options
+from .splits import Target, predict, target
 from .support import Support, check_class_sizes, draw_support, rows_by_class
+
+if TYPE_CHECKING:
+    import torch
 
 PROTOCOL = "fewshot/simpleshot-logreg-v1"
 #: Below this many elements (support rows x dimension x classes), the fits run on one CPU thread (see `threads_for`).
 SMALL_PROBLEM_ELEMENTS = 1 << 24
 #: The artifact holding every draw's support item ids, one after another; each draw's `support` is [start, stop).
 SUPPORT_IDS = "support_ids"
+
+
+@dataclass(frozen=True)
+class FittedDraw:
+    """Both classifiers fitted on one support set: the CL2N centre, the class means, the logistic model."""
+
+    classes: np.ndarray  # the train classes with items, the rows of `means`
+    mean: "torch.Tensor"  # the support mean every row is centred by
+    means: "torch.Tensor"  # (K, D) class means of the CL2N support rows
+    choice: logistic.CChoice
+    model: logistic.LogisticModel
 
 
 class FewShot(Evaluator):
@@ -66,6 +82,13 @@ class FewShot(Evaluator):
 
     def evaluate(self, train: Embeddings | None, test: Embeddings, *, seed: int,
                  settings: ExecutionSettings) -> EvaluationResult:
+        return self.evaluate_splits(train, {"test": test}, seed=seed, settings=settings)["test"]
+
+    def evaluate_splits(self, train: Embeddings | None, splits: Mapping[str, Embeddings], *, seed: int,
+                        settings: ExecutionSettings) -> dict[str, EvaluationResult]:
+        """Each (shot count, draw)'s support drawn and both classifiers fitted once, on every train class, then
+        every split scored with them; a split holding a subset of the classes (`meta["split_classes"]`) is scored
+        over those classes' means and logits only (`splits.predict`). Every split's record has the same draws."""
         import torch
 
         if train is None:
@@ -73,15 +96,9 @@ class FewShot(Evaluator):
         require_two_classes(train, "fewshot", "train")
         o = self.parsed
         train_labels = np.asarray(train.labels).astype(np.int64)
-        test_labels = np.asarray(test.labels).astype(np.int64)
-        known = np.flatnonzero(test_labels >= 0)
-        if not len(known):
-            raise HarnessError("fewshot: the test split has no labels; the accuracy needs them")
-        if train.features.shape[1] != test.features.shape[1]:
-            raise HarnessError(f"fewshot: train and test embeddings differ in dimension: {train.features.shape[1]} "
-                               f"vs {test.features.shape[1]}")
+        targets = [target(name, split, train.features.shape[1]) for name, split in splits.items()]
         num_classes = max(train.num_classes, int(train_labels.max()) + 1)
-        names = class_names(test, train, num_classes)
+        names = class_names(targets[0].split, train, num_classes)
         sizes = [int(n) for n in np.bincount(train_labels[train_labels >= 0], minlength=num_classes)]
         for shots in o.shots:
             check_class_sizes(sizes, names, shots, o.allow_smaller_classes)
@@ -91,54 +108,67 @@ class FewShot(Evaluator):
         class_rows = rows_by_class(train_labels, classes)
         largest = len(classes) * max(o.shots) * train.features.shape[1] * len(classes)
         with torch.no_grad(), threads_for(settings.device, largest):
-            return self._evaluate(train, test, known, test_labels[known], classes, class_rows, names, sizes, seed,
-                                  settings)
+            return self._evaluate(train, targets, classes, class_rows, names, sizes, seed, settings)
 
-    def _evaluate(self, train: Embeddings, test: Embeddings, known: np.ndarray, labels: np.ndarray,
-                  classes: np.ndarray, class_rows: list[np.ndarray], names: list[str], sizes: list[int], seed: int,
-                  settings: ExecutionSettings) -> EvaluationResult:
+    def _evaluate(self, train: Embeddings, targets: list[Target], classes: np.ndarray,
+                  class_rows: list[np.ndarray], names: list[str], sizes: list[int], seed: int,
+                  settings: ExecutionSettings) -> dict[str, EvaluationResult]:
         import torch
 
         o = self.parsed
         started = time.monotonic()
         grid = c_grid(o.log10_c_min, o.log10_c_max, o.num_c)
         budget = settings.memory_budget_bytes()
-        block_rows = rows_per_test_block(budget, test.features.shape[1], len(classes))
+        block_rows = rows_per_test_block(budget, train.features.shape[1], len(classes))
         support_ids: list[np.ndarray] = []
-        per_shots: dict[str, Any] = {}
-        metrics: dict[str, Any] = {}
-        main_correct: list[np.ndarray] = []
+        per_shots: dict[str, dict[str, Any]] = {t.name: {} for t in targets}
+        main_correct: dict[str, list[np.ndarray]] = {t.name: [] for t in targets}
         with Progress(len(o.shots) * o.draws, f"fewshot: {len(o.shots)} shot counts x {o.draws} draws",
                       unit="draw", enabled=settings.progress, every_s=10.0) as shown:
             for shots in o.shots:
-                draws = []
+                draws: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
                 for d in range(o.draws):
                     support = draw_support(class_rows, shots, seed, d)
                     start = sum(len(ids) for ids in support_ids)
                     support_ids.append(np.asarray(train.ids)[support.rows].astype(str))
-                    entry, correct = self._one_draw(train, test, known, labels, classes, support, grid, block_rows,
-                                                    settings.device)
-                    draws.append({"draw": d, "support": [start, start + len(support.rows)], **entry})
-                    if shots == o.main_shots:
-                        main_correct.append(correct[o.main_classifier])
+                    fitted = self._fit(train, classes, support, grid, settings.device)
+                    for t in targets:
+                        entry, correct = self._score(fitted, t, block_rows, settings.device)
+                        draws[t.name].append({"draw": d, "support": [start, start + len(support.rows)], **entry})
+                        if shots == o.main_shots:
+                            main_correct[t.name].append(correct[o.main_classifier])
+                    entry = draws[targets[0].name][-1]
                     shown.update(1, f"{shots}-shot draw {d}: {entry['logistic_top1']:.3f} logistic, "
                                     f"{entry['centroid_top1']:.3f} centroid")
-                per_shots[str(shots)] = self._shot_summary(draws, shots, sizes, names)
-                for classifier in CLASSIFIERS:
-                    metrics[metric_name(classifier, shots)] = per_shots[str(shots)][classifier]["mean"]
-        metrics.update(self._summary(o, per_shots, classes, len(known), grid))
-        metrics["runtime"] = {"seconds": time.monotonic() - started, "test_block_rows": block_rows,
-                              "memory_budget_bytes": budget, "torch_threads": torch.get_num_threads()}
+                for t in targets:
+                    per_shots[t.name][str(shots)] = self._shot_summary(draws[t.name], shots, sizes, names)
+        runtime = {"seconds": time.monotonic() - started, "test_block_rows": block_rows,
+                   "memory_budget_bytes": budget, "torch_threads": torch.get_num_threads()}
+        artifacts = {SUPPORT_IDS: np.concatenate(support_ids)}
+        return {t.name: self._result(t, per_shots[t.name], main_correct[t.name], classes, grid, runtime, artifacts)
+                for t in targets}
+
+    def _result(self, t: Target, per_shots: dict[str, Any], main_correct: list[np.ndarray], classes: np.ndarray,
+                grid: np.ndarray, runtime: dict[str, Any], artifacts: dict[str, np.ndarray]) -> EvaluationResult:
+        """One split's record: the metrics per shot count over the shared draws, its per-item main score."""
+        o = self.parsed
+        metrics: dict[str, Any] = {}
+        for shots, summary in per_shots.items():
+            for classifier in CLASSIFIERS:
+                metrics[metric_name(classifier, int(shots))] = summary[classifier]["mean"]
+        metrics.update(self._summary(o, per_shots, classes, len(t.known), grid))
+        if t.subset is not None:
+            metrics["classes_scored"] = int(len(t.subset))  # as the linear probe; the record lists their names
+        metrics["runtime"] = dict(runtime)
         score = np.mean(np.stack(main_correct), axis=0)  # per test item; its mean is the main score
         return EvaluationResult(
             metrics=metrics, main_score=metrics[o.main_metric], main_metric=o.main_metric,
-            predictions={IDS: np.asarray(test.ids)[known], LABEL: labels, SCORE: score},
-            artifacts={SUPPORT_IDS: np.concatenate(support_ids)})
+            predictions={IDS: np.asarray(t.split.ids)[t.known], LABEL: t.labels, SCORE: score},
+            artifacts=dict(artifacts))
 
-    def _one_draw(self, train: Embeddings, test: Embeddings, known: np.ndarray, labels: np.ndarray,
-                  classes: np.ndarray, support: Support, grid: np.ndarray, block_rows: int, device: str
-                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        """Both classifiers fitted on one support set and scored on the labelled test items."""
+    def _fit(self, train: Embeddings, classes: np.ndarray, support: Support, grid: np.ndarray, device: str
+             ) -> FittedDraw:
+        """Both classifiers fitted on one support set (every class of it): what scores every split."""
         import torch
 
         o = self.parsed
@@ -147,17 +177,25 @@ class FewShot(Evaluator):
         raw = torch.as_tensor(np.asarray(train.features[support.rows], dtype=np.float64), device=device)
         mean = raw.mean(0)
         x = cl2n(raw, mean)
-        means = class_means(x, counts)
         choice = logistic.choose_c(x.cpu().numpy(), y, counts, grid, o.one_shot_c, device=device,
                                    max_iter=o.max_iter, tol=o.tolerance)
         model = logistic.fit(x.cpu().numpy(), y, choice.c, device=device, max_iter=o.max_iter, tol=o.tolerance)
-        predicted = {"centroid": [], "logistic": []}
-        for start in range(0, len(known), block_rows):
-            rows = known[start:start + block_rows]
-            block = cl2n(torch.as_tensor(np.asarray(test.features[rows], dtype=np.float64), device=device), mean)
-            predicted["centroid"].append(classes[centroid_scores(block, means).argmax(1).cpu().numpy()])
-            predicted["logistic"].append(model.classes[model.scores(block).argmax(1).cpu().numpy()])
-        correct = {name: np.concatenate(parts) == labels for name, parts in predicted.items()}
+        return FittedDraw(classes, mean, class_means(x, counts), choice, model)
+
+    def _score(self, fitted: FittedDraw, t: Target, block_rows: int, device: str
+               ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """One draw's classifiers scored on a split's labelled items, over its classes when a subset."""
+        import torch
+
+        predicted: dict[str, list[np.ndarray]] = {"centroid": [], "logistic": []}
+        for start in range(0, len(t.known), block_rows):
+            rows = t.known[start:start + block_rows]
+            block = cl2n(torch.as_tensor(np.asarray(t.split.features[rows], dtype=np.float64), device=device),
+                         fitted.mean)
+            predicted["centroid"].append(predict(centroid_scores(block, fitted.means), fitted.classes, t.subset))
+            predicted["logistic"].append(predict(fitted.model.scores(block), fitted.model.classes, t.subset))
+        correct = {name: np.concatenate(parts) == t.labels for name, parts in predicted.items()}
+        choice, model = fitted.choice, fitted.model
         entry = {"centroid_top1": float(correct["centroid"].mean()), "logistic_top1": float(correct["logistic"].mean()),
                  "C": choice.c, "C_choice": choice.how, "cv_folds": choice.folds, "cv_correct": choice.cv_correct,
                  "cv_items": choice.cv_items, "logistic_iterations": model.iterations,
