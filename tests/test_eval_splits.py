@@ -317,3 +317,117 @@ def test_single_split_runs_keep_their_cell_keys_and_paths(tmp_path, shifted_run)
     assert record["cell"] == old_key
     assert "split" not in record and "split_classes" not in record
     assert Path(record["_path"]).relative_to(tmp_path / "results").parts[2:] == ("knn", "knn-dino-v1", "seed-0.json")
+
+
+# -- the few-shot evaluator: one draw and fit per (shots, draw) for every split ------------------------------------
+
+#: Small enough for seconds on 3,072 pixel features: 1 shot (fixed C) and 2 and 5 (cross-validated), two draws.
+FEWSHOT = {"shots": [1, 2, 5], "draws": 2, "num_c": 3}
+
+
+@pytest.fixture(scope="module")
+def fewshot_run(tmp_path_factory):
+    """`fewshot` with `pixels` on the folder; every support drawn, C chosen and logistic fit counted."""
+    from harness.plugins.fewshot import evaluator as fewshot_evaluator, logistic
+
+    root = build_folder(tmp_path_factory.mktemp("fewshot-folder"), shifted_classes=SHIFTED)
+    cache = tmp_path_factory.mktemp("fewshot-cache")
+    calls: dict[str, list[Any]] = {"draw": [], "choose_c": [], "fit": []}
+
+    def counting(name: str, original: Callable[..., Any], key: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args, **kwargs):
+            calls[name].append(key(*args))
+            return original(*args, **kwargs)
+        return counted
+
+    plugins = Plugins(entry_points=False)
+    config = RunConfig(encoders=["pixels"], datasets=[f"imagefolder:{root}"], evaluators=["fewshot"],
+                       evaluator_options={"fewshot": FEWSHOT}, results_dir=tmp_path_factory.mktemp("fewshot"),
+                       cache_dir=cache, device="cpu", progress=False, command="test")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(fewshot_evaluator, "draw_support", counting(
+            "draw", fewshot_evaluator.draw_support, lambda rows, shots, seed, draw: (shots, draw)))
+        patch.setattr(logistic, "choose_c", counting("choose_c", logistic.choose_c, lambda x, *rest: len(x)))
+        patch.setattr(logistic, "fit", counting("fit", logistic.fit, lambda x, *rest: len(x)))
+        report = run(config, plugins)
+    assert not report.failures, report.failures
+    return {"root": root, "cache": cache, "report": report, "calls": calls, "plugins": plugins}
+
+
+def support_ids_of(record: dict[str, Any]) -> np.ndarray:
+    from harness.plugins.fewshot import SUPPORT_IDS
+
+    with np.load(Path(record["_path"]).with_name(record["artifacts"][SUPPORT_IDS])) as files:
+        return files[SUPPORT_IDS]
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def test_fewshot_draws_and_fits_once_for_every_split(fewshot_run):
+    from harness.plugins.fewshot import support_sets
+
+    records = records_of(fewshot_run["report"], "pixels", "fewshot")
+    assert set(records) == {"test", "test-shifted"}
+    # One draw, one C choice and one fit per (shot count, draw), all four classes in each: none per split.
+    calls = fewshot_run["calls"]
+    assert calls["draw"] == [(shots, draw) for shots in (1, 2, 5) for draw in range(2)]
+    assert calls["choose_c"] == calls["fit"] == [4 * shots for shots in (1, 2, 5) for draw in range(2)]
+    ids = {split: support_ids_of(record) for split, record in records.items()}
+    np.testing.assert_array_equal(ids["test"], ids["test-shifted"])
+    test_sets, shifted_sets = (support_sets(records[s], ids[s]) for s in ("test", "test-shifted"))
+    assert test_sets.keys() == shifted_sets.keys() and len(test_sets) == 6
+    assert all(np.array_equal(test_sets[key], shifted_sets[key]) for key in test_sets)
+    shifted = records["test-shifted"]
+    assert shifted["split"] == "test-shifted" and shifted["split_classes"] == SHIFTED
+    assert shifted["metrics"]["classes_scored"] == 2 and shifted["metrics"]["classes_in_support"] == 4
+    assert shifted["metrics"]["test_size"] == 16
+    assert "classes_scored" not in records["test"]["metrics"] and "split" not in records["test"]
+    for shots in ("1", "2", "5"):  # the same fits: the same C in both records
+        assert ([d["C"] for d in shifted["metrics"]["per_shots"][shots]["draws"]]
+                == [d["C"] for d in records["test"]["metrics"]["per_shots"][shots]["draws"]])
+
+
+def test_fewshot_scores_the_subset_over_its_classes_means_and_logits(fewshot_run):
+    """Each draw's centroid accuracy on test-shifted, recomputed from the stored support ids with the means of
+    classes 1 and 3 only; the logistic logits of the same draw limited to those columns the same way."""
+    from harness.plugins.fewshot import logistic, support_sets
+
+    train, shifted = cached(fewshot_run, "train"), cached(fewshot_run, "test-shifted")
+    record = records_of(fewshot_run["report"], "pixels", "fewshot")["test-shifted"]
+    x_train, x_test = np.asarray(train.features, dtype=np.float64), np.asarray(shifted.features, dtype=np.float64)
+    row_of = {item: row for row, item in enumerate(train.ids.tolist())}
+    subset = np.array([1, 3])
+    changed = 0
+    for (shots, draw), ids in support_sets(record, support_ids_of(record)).items():
+        rows = np.array([row_of[item] for item in ids.tolist()])
+        mean = x_train[rows].mean(axis=0)
+        support, labels = unit_rows(x_train[rows] - mean), train.labels[rows]
+        assert sorted(set(labels.tolist())) == [0, 1, 2, 3]  # drawn from every train class
+        centres = unit_rows(np.stack([support[labels == c].mean(axis=0) for c in range(4)]))
+        similarity = unit_rows(x_test - mean) @ centres.T
+        predicted = subset[similarity[:, subset].argmax(axis=1)]
+        entry = record["metrics"]["per_shots"][str(shots)]["draws"][draw]
+        assert entry["centroid_top1"] == pytest.approx(np.mean(predicted == shifted.labels), abs=1e-12)
+        changed += int(np.sum(similarity.argmax(axis=1) != predicted))
+        # The logistic regression refitted on the stored support at the recorded C, its logits written out here.
+        model = logistic.fit(support, labels, entry["C"], device="cpu", max_iter=1000, tol=1e-4)
+        logits = unit_rows(x_test - mean) @ model.coef.T + model.intercept
+        logistic_predicted = subset[logits[:, subset].argmax(axis=1)]
+        assert entry["logistic_top1"] == pytest.approx(np.mean(logistic_predicted == shifted.labels), abs=1e-12)
+    # Over all four class means some mirrored items go to a class the split does not hold: the restriction matters.
+    assert changed > 0
+
+
+def test_fewshot_test_record_is_what_evaluate_alone_gives(fewshot_run):
+    from harness.plugins.fewshot import FewShot
+
+    record = records_of(fewshot_run["report"], "pixels", "fewshot")["test"]
+    alone = FewShot(**FEWSHOT).evaluate(cached(fewshot_run, "train"), cached(fewshot_run, "test"), seed=0,
+                                        settings=ExecutionSettings(device="cpu", progress=False))
+    assert alone.main_score == record["main_score"]
+    for shots, summary in alone.metrics["per_shots"].items():
+        assert ([(d["centroid_top1"], d["logistic_top1"], d["C"]) for d in summary["draws"]]
+                == [(d["centroid_top1"], d["logistic_top1"], d["C"])
+                    for d in record["metrics"]["per_shots"][shots]["draws"]])

@@ -253,6 +253,18 @@ def test_smaller_classes_when_allowed_give_all_their_items(digits):
         assert counts[3] == 4 and (np.delete(counts, 3) == 5).all()
 
 
+def test_a_subset_split_whose_classes_have_no_train_item_is_an_error_naming_them(digits):
+    from harness.eval_splits import with_split_classes
+
+    train, test = with_few_threes(digits, keep=0)
+    threes = np.asarray(test.labels) == 3
+    only_threes = with_split_classes(embeddings(np.asarray(test.features)[threes], np.asarray(test.labels)[threes],
+                                                "test-threes", NAMES), [3])
+    splits = {"test": test, "test-threes": only_threes}
+    with pytest.raises(HarnessError, match=r"none of the split's classes \[3\] has train items"):
+        FewShot(**{**OPTIONS, "allow_smaller_classes": True}).evaluate_splits(train, splits, seed=0, settings=CPU)
+
+
 def test_fewer_than_two_classes_are_refused(digits):
     train, test = digits
     only = np.asarray(train.labels) == 0

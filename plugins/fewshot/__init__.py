@@ -5,8 +5,9 @@ classifiers run on SimpleShot's CL2N features (centred by the support mean, L2-n
 cosine, and logistic regression with the linear probe's solver, C chosen by cross-validation inside the support
 (a fixed C at one shot). The record keeps every draw's accuracies and C, the support ids (artifact
 `support_ids`), and per shot count the mean and a Student-t 95 % interval over draws; main score: the logistic
-5-shot mean. Modules: `support` (the draws), `centroid`, `logistic`, `interval`, `options`, `evaluator`. Every
-parameter: docs/protocols.md#fewshotsimpleshot-logreg-v1.
+5-shot mean. Every evaluation split is scored with the same draws and fits (a class subset over its classes'
+means and logits). Modules: `support` (the draws), `centroid`, `logistic`, `interval`, `options`, `splits`,
+`evaluator`. Every parameter: docs/protocols.md#fewshotsimpleshot-logreg-v1.
 """
 
 from __future__ import annotations

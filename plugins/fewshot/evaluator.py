@@ -1,9 +1,10 @@
 """The `fewshot/simpleshot-logreg-v1` evaluator: support sets drawn from train, two classifiers, test accuracy
-per draw, mean and 95 % interval per shot count.
+per draw, mean and 95 % interval per shot count; every evaluation split scored with the same draws and fits
+(`evaluate_splits`).
 
-This module wires the parts together (`support`, `centroid`, `logistic`, `interval`) and lays out the record:
-metrics per shot count and per draw, the support ids as an artifact (`support_ids`), the per-item score of the
-main classifier and shot count. The protocol: docs/protocols.md#fewshotsimpleshot-logreg-v1.
+This module wires the parts together (`support`, `centroid`, `logistic`, `interval`, `splits`) and lays out the
+record: metrics per shot count and per draw, the support ids as an artifact (`support_ids`), the per-item score of
+the main classifier and shot count. The protocol: docs/protocols.md#fewshotsimpleshot-logreg-v1.
 """
 
 from __future__ import annotations
