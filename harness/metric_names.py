@@ -38,6 +38,16 @@ LABELLED = "labelled"
 #: "draws": [{"<classifier>_top1": accuracy, ...} per draw]}}; the site plots accuracy against shots from it.
 PER_SHOTS = "per_shots"
 
+#: Metrics where a smaller value is better (the linear probe's calibration errors; clustering's share of items left
+#: as noise, under any clusterer's prefix): `harness leaderboard --metric` ranks and sorts them smallest first.
+LOWER_IS_BETTER = ("ece", "nll", "brier", "noise_fraction")
+
+
+def lower_is_better(metric: str | None) -> bool:
+    """Whether a smaller `metric` is better; `kmeans.noise_fraction`-style prefixed names count by their last part."""
+    return metric is not None and metric.rsplit(".", 1)[-1] in LOWER_IS_BETTER
+
+
 # -- record["artifacts"] ------------------------------------------------------------------------------------------
 
 #: A 2-D UMAP layout of the test items (N x 2), for the scatter plots of the site.

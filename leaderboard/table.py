@@ -31,6 +31,13 @@ class Leaderboard:
     columns: list[str]
     rows: list[dict[str, Any]]  # {"encoder", "baseline", "cells": {column: [scores]}, "mean", "rank"}
     notes: list[str] = field(default_factory=list)
+    #: The scores shown are of a metric where smaller is better (`harness.metric_names.LOWER_IS_BETTER`): rank 1
+    #: has the smallest mean, and sorting by a column puts the smallest first.
+    lower_is_better: bool = False
+
+    def best_first(self, value: float) -> float:
+        """A sort key that puts the best score first, whichever way the metric points."""
+        return value if self.lower_is_better else -value
 
 
 def column_name(record: dict[str, Any]) -> str:
@@ -115,18 +122,22 @@ def build_leaderboard(records: Iterable[dict[str, Any]], metric: str | None = No
         if means and row["mean"] is None:
             missing = [c for c in scored if not row["cells"].get(c)]
             incomplete.append(f"{row['encoder']} has no score for {', '.join(missing)}: no mean and no rank")
-    ordered = sorted(rows.values(), key=lambda r: (r["mean"] is None, -(r["mean"] or 0.0), r["encoder"]))
+    board = Leaderboard(columns, [], lower_is_better=names.lower_is_better(metric))
+    ordered = sorted(rows.values(), key=lambda r: (r["mean"] is None, board.best_first(r["mean"] or 0.0),
+                                                   r["encoder"]))
     from scipy.stats import rankdata  # here, not at import: `harness --help` must not pay for scipy
 
     ranked = [row for row in ordered if row["mean"] is not None]
     # competition ranking ("1, 2, 2, 4"): ties share the best place
-    ranks = rankdata([-row["mean"] for row in ranked], method="min") if ranked else []
+    ranks = rankdata([board.best_first(row["mean"]) for row in ranked], method="min") if ranked else []
     for row in ordered:
         row["rank"] = None
     for row, rank in zip(ranked, ranks):
         row["rank"] = int(rank)
     failures = [failed_cells_note(failed, results_dir)] if failed else []
-    return Leaderboard(columns, ordered, notes=failures + notes + incomplete)
+    direction = [f"{metric}: smaller is better, rank 1 has the smallest mean"] if board.lower_is_better else []
+    board.rows, board.notes = ordered, failures + direction + notes + incomplete
+    return board
 
 
 def failed_cells_note(count: int, results_dir: str | os.PathLike | None = None) -> str:
@@ -210,5 +221,5 @@ def sort_board(board: Leaderboard, column: str = "rank") -> Leaderboard:
             scores = row["cells"].get(column)
             return statistics.fmean(scores) if scores else None
 
-        rows = sorted(board.rows, key=lambda r: (value(r) is None, -(value(r) or 0.0)))
-    return Leaderboard(board.columns, rows, notes=board.notes)
+        rows = sorted(board.rows, key=lambda r: (value(r) is None, board.best_first(value(r) or 0.0)))
+    return Leaderboard(board.columns, rows, notes=board.notes, lower_is_better=board.lower_is_better)

@@ -56,3 +56,24 @@ def test_cli_sort(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness", "leaderboard", "--results-dir", str(tmp_path),
                           "--sort", "set3 knn"], capture_output=True, text=True)
     assert bad.returncode == 2 and "did you mean: 'set2 knn', 'set1 knn'?" in bad.stderr
+
+
+def test_a_metric_where_smaller_is_better_ranks_and_sorts_smallest_first(tmp_path):
+    """`--metric ece` (the linear probe's calibration error): the best-calibrated encoder is rank 1, and sorting by
+    its column puts it first; a main score (larger is better) still ranks largest first."""
+    ece = {"calibrated": 0.02, "middling": 0.07, "overconfident": 0.20}
+    for encoder, value in ece.items():
+        write_record(tmp_path, make_record(encoder, "set1", "linear", 1 - value, metrics={"ece": value,
+                                                                                        "top1_k20": 1 - value}))
+    by_ece = build_leaderboard(load_records(tmp_path), metric="ece")
+    assert by_ece.lower_is_better
+    assert [(row["encoder"], row["rank"]) for row in by_ece.rows] == \
+        [("calibrated", 1), ("middling", 2), ("overconfident", 3)]
+    assert names(sort_board(by_ece, "set1 linear")) == ["calibrated", "middling", "overconfident"]
+    assert any("ece: smaller is better" in note for note in by_ece.notes)
+    by_accuracy = build_leaderboard(load_records(tmp_path))
+    assert not by_accuracy.lower_is_better and by_accuracy.rows[0]["encoder"] == "calibrated"
+    assert names(sort_board(by_accuracy, "set1 linear"))[0] == "calibrated"
+    # a clusterer's noise fraction counts by its last part
+    from harness.metric_names import lower_is_better
+    assert lower_is_better("hdbscan.noise_fraction") and not lower_is_better("top1_k20")

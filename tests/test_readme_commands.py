@@ -127,8 +127,21 @@ def test_the_readme_commands_work_on_the_offline_default(full_default_run, defau
 
     board = outputs["harness leaderboard --metric top5_k20"].stdout
     assert "efficientnet_lite0" in board and "—" in board  # clustering has no top5_k20: a dash, not exit 2
+    by_ece = outputs["harness leaderboard --metric ece"]
+    assert "ece: smaller is better" in by_ece.stderr, by_ece.stderr
+    ranked = re.findall(r"^(\d+)\s+\S+.*?\s(\d\.\d{3})\s*$", by_ece.stdout, re.M)
+    assert len(ranked) == 3 and [float(v) for _, v in ranked] == sorted(float(v) for _, v in ranked), by_ece.stdout
     first_run = outputs["harness run"]
     assert re.search(r"^1\s+efficientnet_lite0\s", first_run.stdout, re.M), first_run.stdout
+    # The README's table of the offline default is what `harness run` prints (its columns in the board's order).
+    printed = {m[0]: m[1].split() for m in re.findall(r"^\d+\s+(\S+)(?: \(baseline\))?\s+(.*)$", first_run.stdout,
+                                                     re.M)}
+    table = re.findall(r"^\| `([^`]+)` \| ([\d.]+) \| ([\d.]+) \| ([\d.]+ ± [\d.]+) \| ([\d.]+) \[[^]]+\] \| ([\d.]+) \|$",
+                       README.read_text(), re.M)
+    assert sorted(row[0] for row in table) == sorted(printed), "the README's table of the default run moved"
+    for encoder, knn, linear, ward, fewshot, retrieval in table:
+        clustering = printed[encoder][:3]  # "0.358 ± 0.012" prints as three words
+        assert [" ".join(clustering), *printed[encoder][3:7]] == [ward, fewshot, knn, linear, retrieval], encoder
     rerun = outputs["HARNESS_LOAD_PLUGINS= harness run"]  # the same plain run again: nothing is measured
     assert re.search(r"\d+ cell\(s\) skipped: already done", rerun.stderr), rerun.stderr
     assert "evaluating" not in rerun.stderr
