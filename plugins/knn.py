@@ -3,13 +3,14 @@
 Cosine similarity of L2-normalised features; the k nearest train items vote exp(sim / 0.07) for their class; one
 top-k of the largest k serves k in {10, 20, 100, 200}; main score top-1 at k = 20. The train bank is read from
 its memory map in blocks sized from the execution settings' memory budget (`plan_blocks`), so memory does not grow
-with N. Every parameter, tie rule and difference from DINO's eval_knn.py: docs/protocols.md#knndino-v1.
+with N; on the CPU each block is folded into the top-k by one compiled pass (`harness.plugins.knn_scan`).
+Every parameter, tie rule and difference from DINO's eval_knn.py: docs/protocols.md#knndino-v1.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -27,6 +28,8 @@ MAX_SIMILARITY_ELEMENTS = 1 << 26
 #: of one merge (the block's top-k, its re-ordering and the concatenation with the running top-k, sorted).
 _RESULT_BYTES = 12
 _MERGE_BYTES = 6 * _RESULT_BYTES
+#: How `nearest_neighbours` keeps each block's best: "auto" is "heap" on the CPU, "torch" elsewhere.
+SELECTIONS = ("auto", "heap", "torch")
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,9 @@ class KnnBlocks:
 
         One train block (float32, normalised in place), the queries (all, or one chunk), one block of
         similarities (float32), the merge temporaries, and the running top-k of every
-        query (the result itself, Q x k).
+        query (the result itself, Q x k). The CPU's heap scan needs no merge temporaries (its heaps are the
+        result); they stay counted so that a plan, hence every product and similarity, is the same whichever
+        selection runs.
         """
         queries = (n_queries if self.queries_resident else self.query_block) * dim * 4
         return (self.train_block * dim * 4 + queries + self.query_block * self.train_block * 4
@@ -112,7 +117,8 @@ def _ordered(sims: Any, idx: Any) -> tuple[Any, Any]:
 
 def nearest_neighbours(train: np.ndarray, queries: np.ndarray, k: int, device: str = "cpu", *,
                        memory_budget_bytes: int | None = None, train_block: int | None = None,
-                       query_block: int | None = None, blocks: KnnBlocks | None = None) -> tuple[Any, Any]:
+                       query_block: int | None = None, blocks: KnnBlocks | None = None,
+                       selection: str = "auto") -> tuple[Any, Any]:
     """Cosine similarities and indices of the k nearest train rows for every query, (Q, k) each, best first.
 
     `train` and `queries` may be read-only memory maps of any float dtype; they are read block by block and
@@ -120,40 +126,75 @@ def nearest_neighbours(train: np.ndarray, queries: np.ndarray, k: int, device: s
     `harness.memory`) unless `train_block` / `query_block` (or a whole plan, `blocks`) are given; `blocks_for`
     says what they will be.
     Equal similarities rank by train index, so the result does not depend on the blocks.
+    `selection` picks how each block's best are kept: "heap" (the CPU's default: one compiled pass per block,
+    `harness.plugins.knn_scan`), "torch" (`topk` and a merge per block; the only choice on a GPU); both give the
+    same neighbours in the same order from the same similarities.
     """
     import torch
 
+    if selection not in SELECTIONS:
+        raise HarnessError(f"kNN selection={selection!r}: one of {', '.join(SELECTIONS)}")
+    on_cpu = torch.device(device).type == "cpu"
+    if selection == "heap" and not on_cpu:
+        raise HarnessError(f"kNN selection='heap' runs on the CPU only, not on {device!r}: use 'torch' or 'auto'")
     if blocks is None:
         blocks = blocks_for(train.shape[0], queries.shape[0], train.shape[1], k, device,
                             memory_budget_bytes=memory_budget_bytes, train_block=train_block,
                             query_block=query_block)
+    k = min(k, train.shape[0])
+    if on_cpu and selection != "torch":
+        return _nearest_by_heaps(train, queries, k, blocks)
+    best_sims = torch.full((queries.shape[0], k), -torch.inf, dtype=torch.float32, device=device)
+    best_idx = torch.zeros((queries.shape[0], k), dtype=torch.int64, device=device)
+    for t_start, q_start, q_stop, sims in _similarity_blocks(train, queries, blocks, device):
+        new_sims, new_idx = _top_k_of_block(sims, min(k, sims.shape[1]))
+        del sims
+        if t_start == 0 and new_sims.shape[1] == k:  # nothing to merge with yet: the block's top-k is it
+            best_sims[q_start:q_stop], best_idx[q_start:q_stop] = new_sims, new_idx
+            continue
+        # The running top-k holds only lower train indices than this block's, and both are ordered by
+        # (similarity desc, index asc): a stable sort of the concatenation keeps that order.
+        cat_sims = torch.cat([best_sims[q_start:q_stop], new_sims], dim=1)
+        cat_idx = torch.cat([best_idx[q_start:q_stop], new_idx + t_start], dim=1)
+        order = torch.sort(cat_sims, dim=1, descending=True, stable=True).indices[:, :k]
+        best_sims[q_start:q_stop] = cat_sims.gather(1, order)
+        best_idx[q_start:q_stop] = cat_idx.gather(1, order)
+    return best_sims.cpu(), best_idx.cpu()
+
+
+def _nearest_by_heaps(train: np.ndarray, queries: np.ndarray, k: int, blocks: KnnBlocks) -> tuple[Any, Any]:
+    """`nearest_neighbours` on the CPU: the same blocks and products, each block scanned once into the queries'
+    heaps (the Q x k result itself) instead of `topk` and a merge. The similarities are finite (extraction
+    rejects NaN and inf), so "strictly above the heap's worst" is the whole test."""
+    import numba
+    import torch
+
+    from harness.plugins.knn_scan import empty_heaps, scan_block, sort_heaps
+
+    # torch's thread count is the one the user (or harness.runner) set; numba's pool cannot exceed its own size.
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    heap_sims, heap_idx = empty_heaps(queries.shape[0], k)
+    for t_start, q_start, q_stop, sims in _similarity_blocks(train, queries, blocks, "cpu"):
+        scan_block(sims.numpy(), t_start, heap_sims[q_start:q_stop], heap_idx[q_start:q_stop])
+        del sims
+    sort_heaps(heap_sims, heap_idx)
+    return torch.from_numpy(heap_sims), torch.from_numpy(heap_idx)
+
+
+def _similarity_blocks(train: np.ndarray, queries: np.ndarray, blocks: KnnBlocks, device: str) -> Iterator[
+        tuple[int, int, int, Any]]:
+    """Every (train block, query chunk) product in turn, as (first train row, first query, query stop, sims);
+    train blocks outermost, so each is read and normalised once."""
     n_train, n_queries = train.shape[0], queries.shape[0]
-    k = min(k, n_train)
-    best_sims = torch.full((n_queries, k), -torch.inf, dtype=torch.float32, device=device)
-    best_idx = torch.zeros((n_queries, k), dtype=torch.int64, device=device)
     resident = _normalised_rows(queries, 0, n_queries, device) if blocks.queries_resident else None
     for t_start in range(0, n_train, blocks.train_block):
-        t_stop = min(t_start + blocks.train_block, n_train)
-        bank = _normalised_rows(train, t_start, t_stop, device)
+        bank = _normalised_rows(train, t_start, min(t_start + blocks.train_block, n_train), device)
         for q_start in range(0, n_queries, blocks.query_block):
             q_stop = min(q_start + blocks.query_block, n_queries)
             q = resident[q_start:q_stop] if resident is not None else _normalised_rows(queries, q_start, q_stop,
                                                                                        device)
-            sims = q @ bank.T
-            new_sims, new_idx = _top_k_of_block(sims, min(k, t_stop - t_start))
-            del sims
-            if t_start == 0 and new_sims.shape[1] == k:  # nothing to merge with yet: the block's top-k is it
-                best_sims[q_start:q_stop], best_idx[q_start:q_stop] = new_sims, new_idx
-                continue
-            # The running top-k holds only lower train indices than this block's, and both are ordered by
-            # (similarity desc, index asc): a stable sort of the concatenation keeps that order.
-            cat_sims = torch.cat([best_sims[q_start:q_stop], new_sims], dim=1)
-            cat_idx = torch.cat([best_idx[q_start:q_stop], new_idx + t_start], dim=1)
-            order = torch.sort(cat_sims, dim=1, descending=True, stable=True).indices[:, :k]
-            best_sims[q_start:q_stop] = cat_sims.gather(1, order)
-            best_idx[q_start:q_stop] = cat_idx.gather(1, order)
+            yield t_start, q_start, q_stop, q @ bank.T
         del bank
-    return best_sims.cpu(), best_idx.cpu()
 
 
 def blocks_for(n_train: int, n_queries: int, dim: int, k: int, device: str = "cpu", *,

@@ -152,3 +152,39 @@ def test_k_larger_than_train_set_is_null_with_reason():
                             embeddings(rng.normal(size=(30, 8)), test_y, "b"), seed=0, settings=CPU)
     assert result.metrics["top1_k100"] is None and "exceeds" in result.metrics["null_reasons"]["top1_k100"]
     assert result.metrics["top1_k20"] is not None
+
+
+@pytest.mark.parametrize("k", [37, 150, 300])
+def test_cpu_heap_selection_equals_torch_selection_on_exact_ties(k):
+    """The CPU's compiled heap scan and torch's topk-and-merge give the same neighbours, order and similarities.
+
+    Train rows are scaled basis vectors (and two zero rows), so a query's similarities are its own normalised
+    coordinates (one non-zero product, exact) and zero: a few distinct values shared by dozens of train rows,
+    with the k-th place inside a tie. Blocks of 64 rows, so k = 150 spans three blocks and k = 300 is every row.
+    """
+    dim, n_train = 8, 300
+    rng = np.random.default_rng(11)
+    train = np.eye(dim, dtype=np.float32)[rng.integers(0, dim, n_train)] * rng.integers(1, 6, (n_train, 1))
+    train[[5, 200]] = 0  # norm clamped: similarity 0 to everything
+    queries = rng.integers(-3, 4, (40, dim)).astype(np.float32)  # equal coordinates: ties between basis vectors
+    queries[0] = 0
+    ref_sims, ref_idx = reference_neighbours(train.astype(np.float64), queries.astype(np.float64), k)
+    by_heap = nearest_neighbours(train, queries, k=k, train_block=64, query_block=9, selection="heap")
+    by_torch = nearest_neighbours(train, queries, k=k, train_block=64, query_block=9, selection="torch")
+    assert by_heap[0].dtype == by_torch[0].dtype and by_heap[1].dtype == by_torch[1].dtype
+    np.testing.assert_array_equal(by_heap[1].numpy(), by_torch[1].numpy())
+    np.testing.assert_array_equal(by_heap[0].numpy(), by_torch[0].numpy())
+    np.testing.assert_array_equal(by_heap[1].numpy(), ref_idx)
+    np.testing.assert_allclose(by_heap[0].numpy(), ref_sims, rtol=0, atol=1e-6)
+    # The data does what it is for: the similarity after the k-th equals the k-th in most queries.
+    if k < n_train:
+        all_sims, _ = reference_neighbours(train.astype(np.float64), queries.astype(np.float64), n_train)
+        assert (all_sims[:, k] == all_sims[:, k - 1]).mean() > 0.8
+
+
+def test_selection_must_be_known_and_heap_is_cpu_only():
+    x = np.eye(4, dtype=np.float32)
+    with pytest.raises(HarnessError, match="selection='fast'"):
+        nearest_neighbours(x, x, k=2, selection="fast")
+    with pytest.raises(HarnessError, match="CPU only"):
+        nearest_neighbours(x, x, k=2, device="cuda", selection="heap")
