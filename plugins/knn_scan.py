@@ -14,13 +14,25 @@ import numpy as np
 from numba import njit, prange
 
 
-@njit(cache=True, nogil=True, inline="always")
+def _compiled(**options):
+    """numba's `njit`, cached on disk where numba finds a writable folder (beside this module, else the user's
+    cache folder); where neither is writable (a read-only install run by a user without a writable home) it
+    compiles afresh in each process rather than fail."""
+    def decorate(func):
+        try:
+            return njit(cache=True, **options)(func)
+        except RuntimeError:  # numba: "cannot cache function ...: no locator available for file ..."
+            return njit(**options)(func)
+    return decorate
+
+
+@_compiled(nogil=True, inline="always")
 def _worse(sim_a, idx_a, sim_b, idx_b):
     """Whether (sim_a, idx_a) ranks after (sim_b, idx_b): lower similarity, or equal and a higher index."""
     return sim_a < sim_b or (sim_a == sim_b and idx_a > idx_b)
 
 
-@njit(cache=True, nogil=True)
+@_compiled(nogil=True)
 def _sift_down(sims, idx, size):
     """Restore the heap (worst at the root) of the first `size` entries after the root was replaced."""
     pos = 0
@@ -39,7 +51,7 @@ def _sift_down(sims, idx, size):
     sims[pos], idx[pos] = sim, index
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@_compiled(nogil=True, parallel=True)
 def scan_block(block, first_index, heap_sims, heap_idx):
     """Offer every entry of `block` (queries x train columns, column j is train row first_index + j) to its
     query's heap; the heaps' rows must start as -inf similarities (fewer than k entries seen yet)."""
@@ -54,7 +66,7 @@ def scan_block(block, first_index, heap_sims, heap_idx):
                 worst = sims[0]
 
 
-@njit(cache=True, nogil=True, parallel=True)
+@_compiled(nogil=True, parallel=True)
 def sort_heaps(heap_sims, heap_idx):
     """Each heap row in place into rank order: similarity descending, train index ascending (heapsort)."""
     k = heap_sims.shape[1]
