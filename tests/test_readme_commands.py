@@ -48,6 +48,8 @@ CHECKED_ELSEWHERE = {
         "test_encoders.py::test_timm_weights_file_in_common_checkpoint_shapes",
     "harness run --encoder timm:vit_small_patch16_224@checkpoints/dino_vits16.pth --layers last,last4,dinov2":
         "test_intermediate_layers.py::test_vit_choices_equal_timm_forward_intermediates_from_one_forward_pass",
+    # a folder with test-sketch/: the same run on a built image folder with a shifted subset split, with pixels
+    "harness run -d imagefolder:my-set": "test_eval_splits.py::test_each_split_is_its_own_leaderboard_column",
     "torchrun --nproc_per_node=4 -m harness run -e timm:vit_base_patch16_224 -d imagefolder:/data/imagenet "
     "--cache-dir /shared/harness-cache --results-dir /shared/results":
         "test_distributed.py::test_two_ranks_merge_to_the_single_process_embeddings",
