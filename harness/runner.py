@@ -140,10 +140,11 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
         for message in skipped:
             log.warning(message)
         context.report.skipped.extend(skipped)
+        evaluation = evaluation_splits(dataset.name, info)  # the same for every encoder of this dataset
+        needed = needed_splits(usable, evaluation)
         for planned in encoders:
             options = replace(context.extraction, batch_size=planned.batch_size or config.batch_size)
-            evaluation = evaluation_splits(dataset.name, info)
-            job = PairJob(planned, dataset, info, usable, needed_splits(usable, evaluation), options, evaluation)
+            job = PairJob(planned, dataset, info, usable, needed, options, evaluation)
             records = _extract_pair(context, job)
             if records is not None and not ranks.distributed:
                 records()
