@@ -147,6 +147,7 @@ class WebDataset(Dataset):
         self.class_names_file = class_names
         self.index_dir = resolve_index_dir(index_dir)
         self._layout: dict[str, Any] | None = None
+        self._splits: dict[str, WebDatasetSplit] = {}  # one per name: its reader keeps shards open
 
     # The layout: shards by split, their indices, class names ---------------------------------------------------
 
@@ -244,8 +245,10 @@ class WebDataset(Dataset):
         layout = self._scan()
         if name not in layout["indices"]:
             raise HarnessError(f"dataset {self.name!r} has no split {name!r}; it has {', '.join(layout['indices'])}")
-        return WebDatasetSplit(name, layout["indices"][name], layout["class_names"], layout["labelled"],
-                               layout["root"], self.label_key)
+        if name not in self._splits:
+            self._splits[name] = WebDatasetSplit(name, layout["indices"][name], layout["class_names"],
+                                                 layout["labelled"], layout["root"], self.label_key)
+        return self._splits[name]
 
 
 def read_class_names(path: Path) -> list[str]:
