@@ -47,8 +47,8 @@ def dataset(argument: str, **options) -> WebDataset:
 
 def pixels_embeddings(data, split: str, store: EmbeddingStore, **options):
     encoder = Plugins(entry_points=False).encoder("pixels")
-    return extract(encoder, data, split, store, ExtractionOptions(device="cpu", batch_size=64, workers=0,
-                                                                  progress=False, shard_size=256, **options))
+    options = {"device": "cpu", "batch_size": 64, "workers": 0, "progress": False, "shard_size": 256, **options}
+    return extract(encoder, data, split, store, ExtractionOptions(**options))
 
 
 # -- patterns -------------------------------------------------------------------------------------------------------
@@ -308,3 +308,29 @@ def test_dataset_options_on_the_command_line(shards):
     args = build_parser().parse_args(["run", "-d", "cifar10-mini", "--dataset-option", "label_key=cls"])
     with pytest.raises(HarnessError, match="--dataset-option label_key: no dataset of this run"):
         run_config(args, plugins)
+
+
+@pytest.mark.slow  # torchrun: two processes
+def test_two_ranks_read_their_shards_in_order_and_merge_to_the_single_process_embeddings(shards, tmp_path):
+    from harness_test_support.torchrun import rank_output, torchrun
+
+    worker = Path(__file__).resolve().with_name("harness_test_support") / "wds_distributed_worker.py"
+    out, logs = tmp_path / "out", tmp_path / "logs"
+    out.mkdir()
+    launch = torchrun([str(worker), str(shards), str(out)], logs)
+    output, _ = launch.communicate(timeout=300)
+    assert launch.returncode == 0, output + rank_output(logs, 0, "stderr") + rank_output(logs, 1, "stderr")
+    reads = [json.loads((out / f"rank{rank}-reads.json").read_text()) for rank in (0, 1)]
+    # 1,000 items in cache shards of 128: rank 0 encodes items 0-127, 256-383, ..., rank 1 the others, each
+    # moving forward through the three tar shards (400 items each), never back.
+    assert [r["reads_backwards"] for r in reads] == [0, 0]
+    assert [r["shards_opened"] for r in reads] == [3, 3]
+    reference, report = pixels_embeddings(dataset(str(shards)), "train", EmbeddingStore(tmp_path / "single"),
+                                          shard_size=128)
+    assert report.key == reads[0]["key"] == reads[1]["key"]
+    merged = EmbeddingStore(out / "cache").load(report.key)
+    assert merged.meta["ranks"]["world_size"] == 2
+    assert merged.meta["ranks"]["shards_written_by_rank"] == {"0": [0, 2, 4, 6], "1": [1, 3, 5, 7]}
+    np.testing.assert_array_equal(merged.ids, reference.ids)
+    np.testing.assert_array_equal(merged.labels, reference.labels)
+    np.testing.assert_array_equal(merged.features, reference.features)
