@@ -99,6 +99,16 @@ def test_items_labels_and_embeddings_equal_the_image_folders(shards, tmp_path):
         np.testing.assert_array_equal(ours.features, theirs.features)
 
 
+def test_dataloader_workers_read_the_same_items(shards, tmp_path):
+    """Workers (forked processes) open their own shard files; the parent's descriptors are not shared."""
+    data = dataset(str(shards))
+    data.split("test")[0]  # the parent holds shard test-000 open before the workers start
+    by_workers, _ = pixels_embeddings(data, "test", EmbeddingStore(tmp_path / "two"), workers=2)
+    alone, _ = pixels_embeddings(data, "test", EmbeddingStore(tmp_path / "none"))
+    np.testing.assert_array_equal(by_workers.ids, alone.ids)
+    np.testing.assert_array_equal(by_workers.features, alone.features)
+
+
 def test_class_names_from_a_file_beside_the_shards_or_the_option(shards, tmp_path):
     beside = tmp_path / "beside"
     beside.mkdir()
