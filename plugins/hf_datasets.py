@@ -1,0 +1,415 @@
+"""`hfds:<hub id or local path>`: an image-classification dataset in Hugging Face `datasets` form.
+
+Three sources, told apart by what the argument names:
+
+- a folder written by `DatasetDict.save_to_disk` (it holds `dataset_dict.json`): its splits are the dataset's;
+  a folder written by `Dataset.save_to_disk` (`state.json`, no `dataset_dict.json`) is one split, used as `test`
+  (label-free and test-only evaluators run on it; save a DatasetDict with train and test for kNN and the probe);
+- a folder holding parquet files: split names from the file names as the hub lays them out (`train-*.parquet`,
+  `data/test-00000-of-00001.parquet`, ...), read by `datasets`' parquet builder (which converts them once into
+  its cache, `HF_DATASETS_CACHE`). Parquet written from a Dataset keeps its `Image` and `ClassLabel` features;
+- anything else that is not a path (`owner/name`) is a hub id, loaded with `datasets.load_dataset(id, config,
+  revision=...)`, so the HF cache, `HF_HUB_OFFLINE` and a pinned `revision` behave as they do for `datasets`.
+
+Options (a suite's `[[datasets]] options = {...}`): `config` and `revision` (hub only), `train_split` and
+`test_split` (default `train` and `test`; without a `test` split and without `test_split`, `validation` is the
+test split and `info()` says so under `split_source` and `note`), `image_column` and `label_column` (default: the
+one `datasets.Image` column and the one `datasets.ClassLabel` column; class names are the ClassLabel's names).
+
+Items are `(PIL image in RGB, label)` read one row at a time from the memory-mapped arrow table (the image column
+is cast to `Image(decode=False)` and decoded here, by imagefolder's `open_rgb`); ids are `<source split>/<row>`,
+e.g. `validation/17`. `info()["revision"]`: the hub commit the revision resolved to, or for a local folder a hash
+of its data files' names, sizes and mtimes (as imagefolder fingerprints files); a split's fingerprint hashes its
+own files' names, sizes and mtimes (hub: the commit) with the columns used.
+
+`datasets` is the optional extra `hf` (`pip install "encoder-harness[hf]"`), imported only when a dataset is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import hookimpl
+from harness.errors import BadItemError, HarnessError
+from harness.plugins.imagefolder import open_rgb
+from harness.types import Dataset, DatasetSplit
+
+INSTALL_HINT = 'pip install "encoder-harness[hf]"'
+#: The split used as test when the dataset has no `test` split and the `test_split` option is not given.
+FALLBACK_TEST_SPLIT = "validation"
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def import_datasets(name: str) -> Any:
+    """The `datasets` module, or the error that names the extra to install."""
+    try:
+        import datasets
+    except ImportError as error:
+        raise HarnessError(f"dataset {name!r} needs the Hugging Face `datasets` package, which is not installed "
+                           f"({type(error).__name__}: {error}); install it with {INSTALL_HINT}") from error
+    return datasets
+
+
+def hub_offline(datasets: Any) -> bool:
+    """Whether `datasets` and `huggingface_hub` are told not to use the network (read at their import, so the
+    environment is asked too)."""
+    from_env = any(os.environ.get(var, "").upper() in _TRUE for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    return from_env or bool(getattr(datasets.config, "HF_HUB_OFFLINE", False)) or bool(
+        getattr(datasets.config, "HF_DATASETS_OFFLINE", False))
+
+
+def _one_line(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split()) or type(error).__name__}"
+
+
+def files_digest(root: Path, files: list[Path]) -> str:
+    """sha256 of the files' paths relative to `root`, sizes and mtimes: stat only, nothing is read."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        stat = path.stat()
+        relative = os.path.relpath(path, root).replace(os.sep, "/")
+        digest.update(f"{relative}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def describe_columns(features: Any) -> str:
+    """`image (Image), label (ClassLabel: 10 names), file (Value string)`: what an ambiguity error lists."""
+    parts = []
+    for column, feature in features.items():
+        kind = type(feature).__name__
+        if kind == "ClassLabel":
+            kind += f": {feature.num_classes} names"
+        elif kind == "Value":
+            kind += f" {feature.dtype}"
+        parts.append(f"{column} ({kind})")
+    return ", ".join(parts) or "none"
+
+
+@dataclass
+class Loaded:
+    """What was read of the source: its splits (arrow-backed, memory-mapped), their files and provenance."""
+
+    splits: dict[str, Any]  # source split name -> datasets.Dataset
+    files: dict[str, tuple[Path, list[Path]]]  # source split -> (root, data files); empty for the hub
+    source: str
+    revision: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class HFDataset(Dataset):
+    """One `hfds:` dataset: loaded (not decoded) on the first `info()` or `split()`."""
+
+    def __init__(self, argument: str, *, config: str | None = None, train_split: str | None = None,
+                 test_split: str | None = None, image_column: str | None = None, label_column: str | None = None,
+                 revision: str | None = None) -> None:
+        self.argument = argument
+        self.name = f"hfds:{argument}"
+        self.options = {"config": config, "train_split": train_split, "test_split": test_split,
+                        "image_column": image_column, "label_column": label_column, "revision": revision}
+        for option, value in self.options.items():
+            if value is not None and not isinstance(value, str):
+                raise HarnessError(f"dataset {self.name!r}: option {option}={value!r} must be a string")
+        path = Path(argument).expanduser()
+        self.local = path.exists() or _looks_like_path(argument)
+        self.root = path if self.local else None
+        self._state: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"HFDataset({self.argument!r})"
+
+    # -- Dataset interface --------------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._resolve()["info"])
+
+    def split(self, name: str) -> HFSplit:
+        state = self._resolve()
+        if name not in state["chosen"]:
+            raise HarnessError(f"dataset {self.name!r} has no split {name!r}; it has {', '.join(state['chosen'])}")
+        source_split = state["chosen"][name]
+        loaded: Loaded = state["loaded"]
+        if loaded.files:
+            root, files = loaded.files[source_split]
+            content = files_digest(root, files)
+        else:
+            content = loaded.revision  # the hub commit pins the data
+        return HFSplit(self.name, source_split, loaded.splits[source_split], state["image"], state["label"],
+                       content)
+
+    # -- loading ------------------------------------------------------------------------------------------------
+
+    def _resolve(self) -> dict[str, Any]:
+        with self._lock:
+            if self._state is None:
+                datasets = import_datasets(self.name)
+                loaded = self._load_local(datasets) if self.local else self._load_hub(datasets)
+                self._state = self._choose(datasets, loaded)
+            return self._state
+
+    def _load_local(self, datasets: Any) -> Loaded:
+        root = self.root
+        for option in ("config", "revision"):
+            if self.options[option] is not None:
+                raise HarnessError(f"dataset {self.name!r}: option {option!r} applies to hub ids only; "
+                                   f"{str(root)!r} is a local folder")
+        if not root.exists():
+            raise HarnessError(f"dataset {self.name!r}: the path {str(root)!r} does not exist (a hub id is written "
+                               f"owner/name)")
+        if not root.is_dir():
+            raise HarnessError(f"dataset {self.name!r}: {str(root)!r} is not a folder; give the folder that "
+                               f"save_to_disk wrote, or the folder holding the parquet files")
+        absolute = root.resolve()
+        if (root / "dataset_dict.json").is_file() or (root / "state.json").is_file():
+            try:
+                saved = datasets.load_from_disk(str(absolute))
+            except Exception as error:  # noqa: BLE001 - a damaged folder, in whatever way datasets notices it
+                raise HarnessError(f"dataset {self.name!r}: {str(root)!r} could not be read by "
+                                   f"datasets.load_from_disk ({_one_line(error)})") from error
+            if isinstance(saved, datasets.DatasetDict):
+                splits = dict(saved)
+                extra = {}
+            else:  # one saved Dataset: one split, evaluated as test
+                splits = {"test": saved}
+                extra = {"note": "a single saved Dataset (not a DatasetDict): its rows are the test split"}
+            files = {name: (absolute, _saved_files(split)) for name, split in splits.items()}
+            return Loaded(splits, files, f"datasets save_to_disk folder {absolute}",
+                          _local_revision(absolute, files), extra)
+        if not any(root.rglob("*.parquet")):
+            raise HarnessError(f"dataset {self.name!r}: {str(root)!r} is neither a folder written by save_to_disk "
+                               f"(dataset_dict.json or state.json) nor a folder of parquet files")
+        try:
+            builder = datasets.load_dataset_builder("parquet", data_dir=str(absolute))
+            builder.download_and_prepare()
+            splits = dict(builder.as_dataset())
+        except Exception as error:  # noqa: BLE001
+            raise HarnessError(f"dataset {self.name!r}: the parquet files in {str(root)!r} could not be read by "
+                               f"datasets' parquet builder ({_one_line(error)})") from error
+        files = {name: (absolute, [Path(f) for f in builder.config.data_files[name]]) for name in splits}
+        return Loaded(splits, files, f"parquet files in {absolute}", _local_revision(absolute, files))
+
+    def _load_hub(self, datasets: Any) -> Loaded:
+        hub_id, config, revision = self.argument, self.options["config"], self.options["revision"]
+        offline = hub_offline(datasets)
+        commit = revision if revision is not None and _COMMIT.match(revision) else None
+        if commit is None and not offline:
+            commit = self._hub_commit(hub_id, revision)
+        try:
+            loaded = datasets.load_dataset(hub_id, config, revision=commit or revision)
+        except ValueError as error:
+            if "config" in str(error).lower():  # "Config name is missing ... pick one among the available configs"
+                raise HarnessError(f"dataset {self.name!r}: {_one_line(error)}; set the option config (in a suite: "
+                                   f"options = {{ config = \"...\" }})") from error
+            raise self._hub_failure(error, offline) from error
+        except Exception as error:  # noqa: BLE001 - offline, not found, network: one message each
+            raise self._hub_failure(error, offline) from error
+        if not isinstance(loaded, datasets.DatasetDict):
+            loaded = datasets.DatasetDict({"test": loaded})
+        splits = dict(loaded)
+        if commit is None:
+            commit = _cached_commit(splits, hub_id, revision)
+        where = f"Hugging Face dataset {hub_id}" + (f" (config {config})" if config else "")
+        return Loaded(splits, {}, where, commit, {"hub_id": hub_id, "config": config,
+                                                   "requested_revision": revision or "main"})
+
+    def _hub_commit(self, hub_id: str, revision: str | None) -> str | None:
+        """The commit `revision` resolves to now; None when the hub cannot say (load_dataset then reports)."""
+        try:
+            from huggingface_hub import HfApi
+
+            return HfApi().dataset_info(hub_id, revision=revision).sha
+        except Exception:  # noqa: BLE001 - not found, private, unreachable: load_dataset's error says which
+            return None
+
+    def _hub_failure(self, error: BaseException, offline: bool) -> HarnessError:
+        hub_id = self.argument
+        pinned = f" at revision {self.options['revision']}" if self.options["revision"] else ""
+        local = (f"To use a local copy, download it on a machine that is online (`huggingface-cli download "
+                 f"--repo-type dataset {hub_id} --local-dir DIR`, or save_to_disk) and name the folder: "
+                 f"hfds:/path/to/DIR")
+        if offline:
+            return HarnessError(f"dataset {self.name!r}: the Hugging Face dataset {hub_id!r}{pinned} is not in the "
+                                f"HF cache and this machine is offline (HF_HUB_OFFLINE is set), so it cannot be "
+                                f"downloaded ({_one_line(error)}). Unset HF_HUB_OFFLINE to download it. {local}")
+        return HarnessError(f"dataset {self.name!r}: datasets.load_dataset({hub_id!r}) failed{pinned} "
+                            f"({_one_line(error)}); check the id and your network. {local}")
+
+    # -- splits and columns -------------------------------------------------------------------------------------
+
+    def _choose(self, datasets: Any, loaded: Loaded) -> dict[str, Any]:
+        """Which source split is train and which is test, the image and label columns, and the info."""
+        available = list(loaded.splits)
+        chosen: dict[str, str] = {}
+        notes = [loaded.extra["note"]] if "note" in loaded.extra else []
+        for harness_split, option in (("train", "train_split"), ("test", "test_split")):
+            wanted = self.options[option]
+            if wanted is not None:
+                if wanted not in loaded.splits:
+                    raise HarnessError(f"dataset {self.name!r} has no split {wanted!r} (option {option}); it has "
+                                       f"{', '.join(available)}")
+                chosen[harness_split] = wanted
+            elif harness_split in loaded.splits:
+                chosen[harness_split] = harness_split
+            elif harness_split == "test" and FALLBACK_TEST_SPLIT in loaded.splits:
+                chosen["test"] = FALLBACK_TEST_SPLIT
+                notes.append(f"no test split: {FALLBACK_TEST_SPLIT} is used as test")
+        if "test" not in chosen:
+            raise HarnessError(f"dataset {self.name!r} has no test split (nor {FALLBACK_TEST_SPLIT}); it has "
+                               f"{', '.join(available)}: set the option test_split to one of them")
+        first = loaded.splits[chosen.get("train", chosen["test"])]
+        image = self._column(datasets, first.features, "image_column", datasets.Image, "image")
+        label = self._column(datasets, first.features, "label_column", datasets.ClassLabel, "class label")
+        class_names = list(first.features[label].names)
+        for harness_split, source_split in chosen.items():
+            features = loaded.splits[source_split].features
+            for column, kind in ((image, datasets.Image), (label, datasets.ClassLabel)):
+                if not isinstance(features.get(column), kind):
+                    raise HarnessError(f"dataset {self.name!r}: split {source_split!r} has no {kind.__name__} column "
+                                       f"{column!r}; its columns: {describe_columns(features)}")
+            if list(features[label].names) != class_names:
+                raise HarnessError(f"dataset {self.name!r}: the ClassLabel names of split {source_split!r} differ "
+                                   f"from those of split {chosen.get('train', chosen['test'])!r}; every split must "
+                                   f"use one list of class names")
+        info = {"source": loaded.source, "revision": loaded.revision, "class_names": class_names,
+                "splits": list(chosen), "split_sizes": {h: loaded.splits[s].num_rows for h, s in chosen.items()},
+                "split_source": dict(chosen), "image_column": image, "label_column": label,
+                "datasets_version": datasets.__version__,
+                **{k: v for k, v in loaded.extra.items() if k != "note"}}
+        if notes:
+            info["note"] = "; ".join(notes)
+        return {"loaded": loaded, "chosen": chosen, "image": image, "label": label, "info": info}
+
+    def _column(self, datasets: Any, features: Any, option: str, kind: type, what: str) -> str:
+        named = self.options[option]
+        if named is not None:
+            if named not in features:
+                raise HarnessError(f"dataset {self.name!r} has no column {named!r} (option {option}); its columns: "
+                                   f"{describe_columns(features)}")
+            if not isinstance(features[named], kind):
+                cast = (" (turn an integer or string column into one with Dataset.class_encode_column)"
+                        if kind is datasets.ClassLabel else "")
+                raise HarnessError(f"dataset {self.name!r}: column {named!r} (option {option}) is "
+                                   f"{type(features[named]).__name__}, not datasets.{kind.__name__}{cast}; its "
+                                   f"columns: {describe_columns(features)}")
+            return named
+        candidates = [column for column, feature in features.items() if isinstance(feature, kind)]
+        if len(candidates) == 1:
+            return candidates[0]
+        problem = f"has no {kind.__name__} ({what}) column" if not candidates else (
+            f"has {len(candidates)} {kind.__name__} columns ({', '.join(candidates)})")
+        raise HarnessError(f"dataset {self.name!r} {problem}; set the option {option}. Its columns: "
+                           f"{describe_columns(features)}")
+
+
+class HFSplit(DatasetSplit):
+    """One split: the arrow table stays memory-mapped (a pickle to a DataLoader worker carries its file paths, not
+    its rows); each `__getitem__` reads and decodes one row."""
+
+    def __init__(self, dataset_name: str, split: str, table: Any, image_column: str, label_column: str,
+                 content: str) -> None:
+        from datasets import Image
+
+        self.dataset_name = dataset_name
+        self.split = split
+        self.image_column = image_column
+        self.label_column = label_column
+        self.content = content
+        # decode=False: rows come as {"bytes", "path"}, decoded by open_rgb like every other dataset's images.
+        self.rows = table.select_columns([image_column, label_column]).cast_column(image_column, Image(decode=False))
+
+    def __len__(self) -> int:
+        return self.rows.num_rows
+
+    def _check(self, index: int) -> int:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {self.dataset_name}/{self.split} ({len(self)} items)")
+        return index
+
+    def __getitem__(self, index: int) -> tuple[Any, int]:
+        index = self._check(index)
+        row = self.rows[index]
+        value, label = row[self.image_column], row[self.label_column]
+        where = f"{self.dataset_name} split {self.split!r} row {index} (id {self.item_id(index)})"
+        if not value or (value.get("bytes") is None and not value.get("path")):
+            raise BadItemError(where, f"column {self.image_column!r} holds no image")
+        source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else Path(value["path"])
+        try:
+            image = open_rgb(source)
+        except BadItemError as error:  # open_rgb names a path; a row is named by dataset, split, row and id
+            raise BadItemError(where, error.reason) from error
+        return image, -1 if label is None else int(label)
+
+    def item_id(self, index: int) -> str:
+        return f"{self.split}/{self._check(index)}"
+
+    def fingerprint(self) -> str:
+        payload = {"split": self.split, "rows": len(self), "image_column": self.image_column,
+                   "label_column": self.label_column, "content": self.content}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"HFSplit({self.dataset_name!r}, {self.split!r}, {len(self)} rows)"
+
+
+def _looks_like_path(argument: str) -> bool:
+    """A hub id is `name` or `owner/name`; anything else with a path's shape is a local path that is missing."""
+    return (argument.startswith(("/", ".", "~")) or argument.count("/") > 1 or "\\" in argument
+            or argument.endswith(".parquet"))
+
+
+def _saved_files(split: Any) -> list[Path]:
+    """The arrow files of a split loaded from disk and the metadata beside them."""
+    arrow = [Path(entry["filename"]) for entry in split.cache_files]
+    folders = {path.parent for path in arrow}
+    return arrow + [folder / name for folder in folders for name in ("state.json", "dataset_info.json")
+                    if (folder / name).is_file()]
+
+
+def _local_revision(root: Path, files: dict[str, tuple[Path, list[Path]]]) -> str:
+    every = sorted({path for _, paths in files.values() for path in paths})
+    return f"files:{files_digest(root, every)[:16]}"
+
+
+def _cached_commit(splits: dict[str, Any], hub_id: str, revision: str | None) -> str:
+    """The commit of a copy loaded offline from the cache: `datasets` (2.16 and newer) keeps a hub dataset's arrow
+    files under `<cache>/<owner>___<name>/<config>/<version>/<commit>/`; else the hub cache's ref for the revision."""
+    for split in splits.values():
+        for entry in split.cache_files:
+            folder = Path(entry["filename"]).parent.name
+            if _COMMIT.match(folder):
+                return folder
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        ref = Path(HF_HUB_CACHE) / f"datasets--{hub_id.replace('/', '--')}" / "refs" / (revision or "main")
+        commit = ref.read_text().strip()
+        if _COMMIT.match(commit):
+            return commit
+    except (ImportError, OSError):
+        pass
+    arrow = [Path(e["filename"]) for s in splits.values() for e in s.cache_files]
+    return f"unresolved {revision or 'main'}; cached files:{files_digest(Path('/'), arrow)[:16]}"
+
+
+def hfds(argument: str, *, config: str | None = None, train_split: str | None = None, test_split: str | None = None,
+         image_column: str | None = None, label_column: str | None = None, revision: str | None = None) -> HFDataset:
+    """hfds:<hub id or local path>; every option None means its documented default (see the module doc)."""
+    return HFDataset(argument, config=config, train_split=train_split, test_split=test_split,
+                     image_column=image_column, label_column=label_column, revision=revision)
+
+
+@hookimpl
+def register_datasets(register: Callable[..., None]) -> None:
+    register("hfds", hfds,
+             "Hugging Face datasets: hfds:<hub id or folder> (save_to_disk or parquet); needs the extra "
+             f"`{INSTALL_HINT}`", prefix=True)
