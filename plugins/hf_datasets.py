@@ -279,7 +279,9 @@ class HFDataset(Dataset):
                 raise HarnessError(f"dataset {self.name!r}: the ClassLabel names of split {source_split!r} differ "
                                    f"from those of split {chosen.get('train', chosen['test'])!r}; every split must "
                                    f"use one list of class names")
-        info = {"source": loaded.source, "revision": loaded.revision, "class_names": class_names,
+        # The record keeps `source` and `revision` of the info: a substitute test split is said in `source` too.
+        source = loaded.source + (f"; test split: {chosen['test']}" if chosen["test"] != "test" else "")
+        info = {"source": source, "revision": loaded.revision, "class_names": class_names,
                 "splits": list(chosen), "split_sizes": {h: loaded.splits[s].num_rows for h, s in chosen.items()},
                 "split_source": dict(chosen), "image_column": image, "label_column": label,
                 "datasets_version": datasets.__version__,

@@ -1,0 +1,350 @@
+"""`hfds:` datasets (harness.plugins.hf_datasets) on real cifar10-mini images written by `datasets` itself:
+saved with `save_to_disk` and as parquet files, each compared item by item with the same files through
+`imagefolder:`. All offline: the hub path is exercised up to its offline error."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+datasets = pytest.importorskip("datasets")
+
+from harness.errors import BadItemError, HarnessError  # noqa: E402
+from harness.extract import ExtractionOptions, extract  # noqa: E402
+from harness.plugin_manager import Plugins  # noqa: E402
+from harness.plugins.cifar10_mini import ROOT as CIFAR10_MINI  # noqa: E402
+from harness.plugins.hf_datasets import INSTALL_HINT, hfds  # noqa: E402
+from harness.plugins.pixels import Pixels  # noqa: E402
+from harness.store import EmbeddingStore  # noqa: E402
+
+CLASSES = sorted(p.name for p in (CIFAR10_MINI / "train").iterdir() if p.is_dir())
+FEATURES = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES),
+                              "file": datasets.Value("string")})
+
+
+def cifar_split(split: str, order: np.ndarray | None = None) -> datasets.Dataset:
+    """The split's images as a Dataset (image bytes embedded, class label, the file's imagefolder id), its rows in
+    `order` (a permutation of imagefolder's order) so that ids are matched through `file`, never by position."""
+    files = sorted((CIFAR10_MINI / split).glob("*/*.jpg"))
+    if order is not None:
+        files = [files[i] for i in order]
+    return datasets.Dataset.from_dict(
+        {"image": [{"bytes": f.read_bytes(), "path": None} for f in files],
+         "label": [CLASSES.index(f.parent.name) for f in files],
+         "file": [f.relative_to(CIFAR10_MINI).as_posix() for f in files]}, features=FEATURES)
+
+
+@pytest.fixture(scope="module")
+def hf_cache(tmp_path_factory):
+    """datasets' cache (where the parquet builder converts files to arrow) in a temporary folder."""
+    with pytest.MonkeyPatch.context() as patch:
+        cache = tmp_path_factory.mktemp("hf-datasets-cache")
+        patch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+        yield cache
+
+
+@pytest.fixture(scope="module")
+def cifar_dict():
+    # train in imagefolder's order (the kNN bank's order, so votes sum in the same order), test shuffled
+    test_order = np.random.default_rng(0).permutation(len(list((CIFAR10_MINI / "test").glob("*/*.jpg"))))
+    return datasets.DatasetDict({"train": cifar_split("train"), "test": cifar_split("test", test_order)})
+
+
+@pytest.fixture(scope="module")
+def saved(cifar_dict, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hfds") / "saved"
+    cifar_dict.save_to_disk(str(folder))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def parquet(cifar_dict, tmp_path_factory, hf_cache):
+    folder = tmp_path_factory.mktemp("hfds") / "parquet"
+    (folder / "data").mkdir(parents=True)
+    for split, table in cifar_dict.items():  # the hub's layout
+        table.to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def imagefolder_embeddings(tmp_path_factory):
+    store = EmbeddingStore(tmp_path_factory.mktemp("if-cache"))
+    dataset = Plugins(entry_points=False).dataset("cifar10-mini")
+    return {split: extract(Pixels(), dataset, split, store, ExtractionOptions(progress=False, workers=0))[0]
+            for split in ("train", "test")}
+
+
+def save(tmp_path: Path, splits: dict[str, datasets.Dataset]) -> Path:
+    folder = tmp_path / "saved"
+    datasets.DatasetDict(splits).save_to_disk(str(folder))
+    return folder
+
+
+@pytest.mark.parametrize("layout", ["saved", "parquet"])
+def test_embeddings_labels_and_classes_equal_imagefolder_item_for_item(layout, request, tmp_path,
+                                                                        imagefolder_embeddings, cifar_dict):
+    folder = request.getfixturevalue(layout)
+    dataset = Plugins(entry_points=False).dataset(f"hfds:{folder}")
+    info = dataset.info()
+    assert info["class_names"] == Plugins(entry_points=False).dataset("cifar10-mini").info()["class_names"]
+    assert info["split_sizes"] == {"train": 1000, "test": 500}
+    assert info["revision"].startswith("files:") and info["image_column"] == "image"
+    store = EmbeddingStore(tmp_path / "cache")
+    for split, reference in imagefolder_embeddings.items():
+        # two DataLoader workers: the split is pickled into each of them
+        ours, report = extract(Pixels(), dataset, split, store, ExtractionOptions(progress=False, workers=2))
+        assert report.items_encoded == len(reference.ids)
+        files = cifar_dict[split]["file"]
+        assert list(ours.ids) == [f"{split}/{row}" for row in range(len(files))]
+        position = {item: i for i, item in enumerate(reference.ids)}
+        matched = [position[f"{files[row]}"] for row in range(len(files))]
+        np.testing.assert_array_equal(ours.features, reference.features[matched])
+        np.testing.assert_array_equal(ours.labels, reference.labels[matched])
+    assert sorted(matched) != matched  # test rows are shuffled: a match by position would have failed
+
+
+def test_ids_and_fingerprints_are_stable_and_follow_the_data(saved, tmp_path):
+    first, second = hfds(str(saved)).split("test"), hfds(str(saved)).split("test")
+    assert [first.item_id(i) for i in range(len(first))] == [second.item_id(i) for i in range(len(second))]
+    assert first.fingerprint() == second.fingerprint()
+    # another process sees the same ids and fingerprint
+    code = ("import json, sys; from harness.plugins.hf_datasets import hfds; s = hfds(sys.argv[1]).split('test');"
+            "print(json.dumps([s.fingerprint(), [s.item_id(i) for i in range(len(s))]]))")
+    out = subprocess.run([sys.executable, "-c", code, str(saved)], capture_output=True, text=True, timeout=120,
+                         check=True).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [first.fingerprint(), [first.item_id(i) for i in range(500)]]
+    # a changed arrow file (a rewrite: its mtime) changes the split's fingerprint and the dataset's revision
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    before, revision = hfds(str(copy)).split("test").fingerprint(), hfds(str(copy)).info()["revision"]
+    arrow = next((copy / "test").glob("*.arrow"))
+    os.utime(arrow, ns=(arrow.stat().st_atime_ns, arrow.stat().st_mtime_ns + 10**9))
+    assert hfds(str(copy)).split("test").fingerprint() != before
+    assert hfds(str(copy)).info()["revision"] != revision
+    # a split's fingerprint is its own files': train's (copied with their mtimes) did not change
+    assert hfds(str(copy)).split("train").fingerprint() == hfds(str(saved)).split("train").fingerprint()
+
+
+def test_items_decode_lazily_and_pickle_without_the_table(saved):
+    import pickle
+
+    split = hfds(str(saved)).split("train")
+    blob = pickle.dumps(split)
+    table_bytes = sum((saved / "train" / e).stat().st_size for e in os.listdir(saved / "train") if e.endswith(".arrow"))
+    assert len(blob) < table_bytes / 50  # a memory map pickles as its file's path, not its rows
+    image, label = pickle.loads(blob)[7]
+    assert image.mode == "RGB" and image.size == (32, 32) and label == 0
+
+
+def test_validation_is_the_test_split_when_there_is_no_test_split_and_the_record_says_so(tmp_path):
+    folder = save(tmp_path, {"train": cifar_split("train").select(range(0, 1000, 50)),
+                             "validation": cifar_split("test").select(range(0, 500, 25))})
+    dataset = hfds(str(folder))
+    info = dataset.info()
+    assert info["split_source"] == {"train": "train", "test": "validation"}
+    assert "validation is used as test" in info["note"] and "test split: validation" in info["source"]
+    split = dataset.split("test")
+    assert len(split) == 20 and split.item_id(3) == "validation/3"
+    with pytest.raises(HarnessError, match="has no split 'validation'; it has train, test"):
+        dataset.split("validation")
+
+
+def test_explicit_train_and_test_splits(tmp_path):
+    holdout = cifar_split("test").select([10, 260])
+    folder = save(tmp_path, {"fit": cifar_split("train").select(range(0, 1000, 100)), "holdout": holdout,
+                             "test": cifar_split("test").select([0])})
+    dataset = hfds(str(folder), train_split="fit", test_split="holdout")
+    assert dataset.info()["split_source"] == {"train": "fit", "test": "holdout"}
+    assert "note" not in dataset.info()
+    assert dataset.info()["split_sizes"] == {"train": 10, "test": 2}
+    split = dataset.split("test")
+    image, label = split[1]
+    expected = Plugins(entry_points=False).dataset("cifar10-mini").split("test")
+    expected_index = [expected.item_id(i) for i in range(len(expected))].index(holdout["file"][1])
+    assert split.item_id(1) == "holdout/1" and label == expected[expected_index][1]
+    assert np.array_equal(np.asarray(image), np.asarray(expected[expected_index][0]))
+    with pytest.raises(HarnessError, match=r"no split 'val' \(option test_split\); it has fit, holdout, test"):
+        hfds(str(folder), test_split="val").info()
+
+
+def _columns_error(tmp_path, table: datasets.Dataset, **options) -> str:
+    folder = save(tmp_path, {"train": table, "test": table})
+    with pytest.raises(HarnessError) as caught:
+        hfds(str(folder), **options).info()
+    return str(caught.value)
+
+
+def test_two_image_columns_are_an_error_listing_the_columns(tmp_path):
+    table = cifar_split("test").select(range(2))
+    table = table.add_column("thumbnail", [{"bytes": b, "path": None} for b in
+                                           [x["bytes"] for x in table.cast_column(
+                                               "image", datasets.Image(decode=False))["image"]]])
+    table = table.cast_column("thumbnail", datasets.Image())
+    message = _columns_error(tmp_path, table)
+    assert "2 Image columns (image, thumbnail)" in message and "set the option image_column" in message
+    assert "image (Image), label (ClassLabel: 10 names), file (Value string), thumbnail (Image)" in message
+    assert hfds(str(tmp_path / "saved"), image_column="thumbnail").info()["image_column"] == "thumbnail"
+
+
+def test_no_class_label_column_is_an_error_naming_the_option(tmp_path):
+    table = cifar_split("test").select(range(2)).cast_column("label", datasets.Value("int64"))
+    message = _columns_error(tmp_path, table)
+    assert "has no ClassLabel (class label) column; set the option label_column" in message
+    assert "label (Value int64)" in message
+    message = str(pytest.raises(HarnessError, hfds(str(tmp_path / "saved"), label_column="label").info).value)
+    assert "column 'label' (option label_column) is Value, not datasets.ClassLabel" in message
+    assert "class_encode_column" in message
+
+
+def test_an_unknown_column_is_an_error_listing_the_columns(tmp_path):
+    message = _columns_error(tmp_path, cifar_split("test").select(range(2)), image_column="img")
+    assert "has no column 'img' (option image_column)" in message
+    assert "image (Image), label (ClassLabel: 10 names), file (Value string)" in message
+
+
+def test_a_corrupt_image_is_a_bad_item_naming_the_row_and_is_skipped_on_request(tmp_path):
+    table = cifar_split("test").select(range(0, 500, 25))  # 20 rows, two per class
+    rows = table.cast_column("image", datasets.Image(decode=False)).to_list()
+    rows[5]["image"] = {"bytes": b"this is not a JPEG", "path": None}
+    broken = datasets.Dataset.from_list(rows, features=FEATURES)
+    folder = save(tmp_path, {"train": table, "test": broken})
+    dataset = Plugins(entry_points=False).dataset(f"hfds:{folder}")
+    with pytest.raises(BadItemError) as caught:
+        dataset.split("test")[5]
+    assert f"hfds:{folder} split 'test' row 5 (id test/5)" in str(caught.value)
+    assert "UnidentifiedImageError" in caught.value.reason
+    store = EmbeddingStore(tmp_path / "cache")
+    with pytest.raises(BadItemError, match="test/5"):
+        extract(Pixels(), dataset, "test", store, ExtractionOptions(progress=False, workers=0))
+    embeddings, report = extract(Pixels(), dataset, "test", store,
+                                 ExtractionOptions(progress=False, workers=0, skip_bad_images=True))
+    assert [skip["id"] for skip in report.skipped] == ["test/5"]
+    assert "row 5 (id test/5)" in report.skipped[0]["reason"]
+    assert len(embeddings.ids) == 19 and "test/5" not in set(embeddings.ids)
+
+
+def test_a_single_saved_dataset_is_the_test_split(tmp_path):
+    folder = tmp_path / "one"
+    cifar_split("test").select(range(4)).save_to_disk(str(folder))
+    info = hfds(str(folder)).info()
+    assert info["splits"] == ["test"] and info["split_sizes"] == {"test": 4}
+    assert "single saved Dataset" in info["note"]
+
+
+def test_local_path_errors_name_the_path(tmp_path):
+    with pytest.raises(HarnessError, match="does not exist"):
+        hfds(str(tmp_path / "missing")).info()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HarnessError, match="neither a folder written by save_to_disk"):
+        hfds(str(tmp_path / "empty")).info()
+    with pytest.raises(HarnessError, match="option 'revision' applies to hub ids only"):
+        hfds(str(tmp_path / "empty"), revision="main").info()
+
+
+def _run_python(code: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **env})
+
+
+def test_without_datasets_installed_hfds_names_the_extra_and_nothing_else_changes(tmp_path):
+    # A sitecustomize that makes `import datasets` fail, as when the package is not installed.
+    (tmp_path / "sitecustomize.py").write_text("import sys\nsys.modules['datasets'] = None\n")
+    code = """
+import json
+from harness.errors import HarnessError
+from harness.plugin_manager import Plugins
+plugins = Plugins(entry_points=False)
+listed = [e.display_name for e in plugins.datasets]
+try:
+    plugins.dataset("hfds:some/where").info()
+    error = None
+except HarnessError as e:
+    error = str(e)
+print(json.dumps({"listed": listed, "problems": [str(p) for p in plugins.problems], "error": error,
+                  "mini": plugins.dataset("cifar10-mini").info()["split_sizes"]}))
+"""
+    done = _run_python(code, {"PYTHONPATH": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "hfds:<...>" in result["listed"] and result["problems"] == []
+    assert INSTALL_HINT in result["error"] and "'hfds:some/where'" in result["error"]
+    assert result["mini"] == {"train": 1000, "test": 500}
+
+
+def test_a_hub_id_offline_without_a_cached_copy_is_one_clear_error(tmp_path):
+    home = tmp_path / "hf-home"
+    code = """
+import time
+from harness.errors import HarnessError
+from harness.plugins.hf_datasets import hfds
+start = time.monotonic()
+try:
+    hfds("uoft-cs/cifar10", revision="main").info()
+except HarnessError as e:
+    print(f"{time.monotonic() - start:.1f}", e)
+"""
+    start = time.monotonic()
+    done = _run_python(code, {"HF_HUB_OFFLINE": "1", "HF_HOME": str(home), "HF_DATASETS_CACHE": str(home / "ds")},
+                       timeout=60)
+    assert done.returncode == 0, done.stderr
+    seconds, _, message = done.stdout.strip().splitlines()[-1].partition(" ")
+    assert float(seconds) < 10 and time.monotonic() - start < 60
+    assert "'uoft-cs/cifar10' at revision main is not in the HF cache" in message
+    assert "offline (HF_HUB_OFFLINE is set)" in message and "hfds:/path/to/DIR" in message
+
+
+def test_harness_run_knn_on_a_saved_dataset_from_a_suite_equals_the_imagefolder_run(saved, tmp_path):
+    """`[[datasets]] name = "hfds"` with a path and options in a suite file runs as `cifar10-mini` does."""
+    from dataclasses import replace
+
+    from harness.runner import RunConfig, run
+    from harness.suite import load_suite
+
+    plugins = Plugins(entry_points=False)
+    suite_file = tmp_path / "hf.toml"
+    suite_file.write_text(f"""
+[[encoders]]
+name = "pixels"
+
+[[datasets]]
+name = "hfds"
+path = "{saved}"
+options = {{ test_split = "test", label_column = "label" }}
+
+[[evaluators]]
+name = "knn"
+""")
+    suite = load_suite(suite_file, plugins, ["knn"])
+    common = dict(device="cpu", results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", progress=False,
+                  workers=0)
+    reports = {"hfds": run(replace(suite.config, **common), plugins),
+               "cifar10-mini": run(RunConfig(encoders=["pixels"], datasets=["cifar10-mini"], evaluators=["knn"],
+                                             **common), plugins)}
+    scores = {}
+    for name, report in reports.items():
+        assert not report.failures, report.failures
+        (record,) = report.records
+        scores[name] = (record["main_score"], record["metrics"]["top5_k20"])
+    (record,) = reports["hfds"].records
+    assert record["dataset"]["name"] == f"hfds:{saved}[label_column=label,test_split=test]"
+    assert record["dataset"]["revision"] == hfds(str(saved)).info()["revision"]
+    assert scores["hfds"] == scores["cifar10-mini"]
+    assert 0.1 < scores["cifar10-mini"][0] < 1.0
+
+
+def test_a_suite_refuses_an_option_hfds_does_not_take(saved, tmp_path):
+    from harness.suite import SuiteError, load_suite
+
+    suite_file = tmp_path / "bad.toml"
+    suite_file.write_text(f'[[encoders]]\nname = "pixels"\n[[datasets]]\nname = "hfds"\npath = "{saved}"\noptions = {{ split = "test" }}\n')
+    with pytest.raises(SuiteError, match="takes no option.*'split'.*test_split"):
+        load_suite(suite_file, Plugins(entry_points=False), ["knn"])
