@@ -45,6 +45,8 @@ from harness.types import Dataset, DatasetSplit
 INSTALL_HINT = 'pip install "encoder-harness[hf]"'
 #: The split used as test when the dataset has no `test` split and the `test_split` option is not given.
 FALLBACK_TEST_SPLIT = "validation"
+#: Seconds the hub may take to say which commit a revision is, so that a network that drops packets fails.
+HUB_TIMEOUT_S = 30.0
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
@@ -226,7 +228,7 @@ class HFDataset(Dataset):
         try:
             from huggingface_hub import HfApi
 
-            return HfApi().dataset_info(hub_id, revision=revision).sha
+            return HfApi().dataset_info(hub_id, revision=revision, timeout=HUB_TIMEOUT_S).sha
         except Exception:  # noqa: BLE001 - not found, private, unreachable: load_dataset's error says which
             return None
 

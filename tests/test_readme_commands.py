@@ -55,6 +55,10 @@ CHECKED_ELSEWHERE = {
         "test_dataset_formats.py::test_image_folder_and_tar_shards_give_the_same_knn_linear_and_clustering_numbers",
     'harness run -d wds:/data/in1k --dataset-option train="imagenet-train-{0000..1281}.tar" --dataset-option '
     'test="imagenet-val-{00..49}.tar"': "test_webdataset.py::test_train_and_test_options_and_val_standing_in_for_test",
+    # the hf extra is installed by tox (extras = test, hf); the run is the suite run on a saved DatasetDict
+    'pip install "encoder-harness[hf]"': ".ci/run",
+    "harness run -d hfds:/data/my-hf-set --eval knn":
+        "test_hf_datasets.py::test_harness_run_knn_on_a_saved_dataset_from_a_suite_equals_the_imagefolder_run",
     "torchrun --nproc_per_node=4 -m harness run -e timm:vit_base_patch16_224 -d imagefolder:/data/imagenet "
     "--cache-dir /shared/harness-cache --results-dir /shared/results":
         "test_distributed.py::test_two_ranks_merge_to_the_single_process_embeddings",
