@@ -348,3 +348,19 @@ def test_a_suite_refuses_an_option_hfds_does_not_take(saved, tmp_path):
     suite_file.write_text(f'[[encoders]]\nname = "pixels"\n[[datasets]]\nname = "hfds"\npath = "{saved}"\noptions = {{ split = "test" }}\n')
     with pytest.raises(SuiteError, match="takes no option.*'split'.*test_split"):
         load_suite(suite_file, Plugins(entry_points=False), ["knn"])
+
+
+def test_dataset_option_on_the_command_line_chooses_the_split(tmp_path, capsys):
+    from harness.cli import main
+    from harness.records import load_records
+
+    folder = save(tmp_path, {"train": cifar_split("train").select(range(0, 1000, 5)),
+                             "holdout": cifar_split("test").select(range(0, 500, 5))})
+    rc = main(["run", "-e", "pixels", "-d", f"hfds:{folder}", "--dataset-option", "test_split=holdout", "--eval",
+               "knn", "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
+               "--device", "cpu", "--workers", "0", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    (record,) = load_records(tmp_path / "results")
+    assert record["dataset"]["name"] == f"hfds:{folder}[test_split=holdout]"
+    assert record["dataset"]["source"].endswith("; test split: holdout")
+    assert record["dataset"]["split_sizes"] == {"train": 200, "test": 100}
