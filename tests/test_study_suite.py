@@ -280,3 +280,94 @@ def test_the_run_plans_without_models_data_or_network(offline, plugins, runnable
     cells = {cell_key(p.label, d.name, e.name, e.protocol, e.options, seed, "test")
              for p in planned for d in datasets for e in evaluators for seed in config.seeds}
     assert len(cells) == N_ENCODERS * N_BUILTIN_DATASETS
+
+
+# -- the README's estimate --------------------------------------------------------------------------------------
+
+#: Test images of the hub sets, from their published descriptions (they cannot be counted offline).
+HUB_TEST_IMAGES = {"hfds:HuggingFaceM4/FGVC-Aircraft": 3_333, "hfds:tanganke/stanford_cars": 8_041,
+                   "hfds:axiong/imagenet-r": 30_000, "hfds:songweig/imagenet_sketch": 50_889,
+                   "hfds:flwrlabs/celeba": 19_962}
+
+
+def builtin_test_images(name: str) -> int:
+    """A torchvision set's test images, read from the harness's own description of it (EuroSAT: its test
+    fraction of the 27,000 images)."""
+    from harness.plugins import torchvision_sets as tvs
+
+    description = tvs.SETS[name].description
+    if name == "eurosat":
+        total = int(re.search(r"([\d,]+) images", description)[1].replace(",", ""))
+        return round(total * tvs.EUROSAT_TEST_FRACTION)
+    return int(re.search(r"([\d,]+) (?:train / val / )?test", description)[1].replace(",", ""))
+
+
+def feature_dim(table: dict[str, Any]) -> int:
+    """The length of one row's feature vector, from the libraries' model configs (meta device: no weights)."""
+    import timm
+    import torch
+
+    from harness.plugins.pixels import SIDE
+
+    prefix, _, argument = table["name"].partition(":")
+    if prefix in ("timm", "random"):
+        with torch.device("meta"):
+            return timm.create_model(argument.partition(".")[0], pretrained=False, num_classes=0).num_features
+    if prefix == "open_clip":
+        import open_clip
+
+        return open_clip.get_model_config(argument.partition("@")[0])["embed_dim"]
+    assert table["name"] == "pixels"
+    return 3 * SIDE * SIDE
+
+
+def readme_section() -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("### The clustering study as a suite")
+    return " ".join(text[start:text.index("\n## ", start)].split())  # one line: figures wrap across lines
+
+
+def test_the_readme_figures_are_the_suites():
+    """The counts, dimensions and sums the README's estimate rests on, recomputed from the suite, the harness's
+    dataset descriptions, timm's and open_clip's model configs and the measured figures it quotes."""
+    from harness.memory import format_bytes
+    from harness.plugins.clustering.clusterers import quadratic_memory_bytes
+
+    section = readme_section()
+    data = parse_suite_file(SUITE)
+    builtin = [builtin_test_images(t["name"]) for t in data["datasets"] if not t["name"].startswith("hfds:")]
+    hub = [HUB_TEST_IMAGES[t["name"]] for t in data["datasets"] if t["name"].startswith("hfds:")]
+    n = sum(builtin) + sum(hub)
+    assert (sum(builtin), sum(hub), n) == (79_461, 112_225, 191_686)
+    assert f"{sum(builtin):,} in the torchvision sets" in section and f"{sum(hub):,} on the hub" in section
+    assert f"{n:,} images" in section
+
+    dims = [feature_dim(t) for t in data["encoders"]]
+    assert sorted(dims) == sorted([3_072, 2_048, 2_048, 1_024, 512] + [768] * 5)
+    assert f"= {sum(dims):,} numbers per test image" in section
+    embeddings_gb = sum(dims) * 4 * n / 1e9
+    umap_gb = 50 * 4 * len(dims) * n / 1e9
+    assert f"embeddings {embeddings_gb:.1f} GB" in section and f"{umap_gb:.1f} GB of 50-D UMAP" in section
+    parts = [3.2, 32, 2.1, round(embeddings_gb, 1), round(umap_gb, 1)]
+    assert f"{' + '.join(f'{p:g}' for p in parts)} = {sum(parts):.1f} GB" in section
+    torchvision_gb = [0.35, 0.35, 0.07, 0.09, 0.25, 0.69, 1.25, 0.19]
+    hub_gb = [2.76, 1.9, 2.15, 7.8, 1.4]
+    assert (round(sum(torchvision_gb), 1), round(sum(hub_gb), 1), round(2 * sum(hub_gb))) == (3.2, 16.0, 32)
+    assert round(0.1 + 3 * 0.34 + 0.4 + 0.6, 1) == 2.1
+
+    sketch = HUB_TEST_IMAGES["hfds:songweig/imagenet_sketch"]
+    assert f"8 × {sketch:,}² bytes = {format_bytes(quadratic_memory_bytes('ward', sketch))}" in section
+
+    networks = len({t["name"] for t in data["encoders"]} - {"pixels"})  # the MAE pair: one name, one forward pass
+    assert networks == 8 and f"{networks} × {n:,} = {networks * n / 1e6:.2f} M images" in section
+    assert f"/ 500 = {round(networks * n / 500 / 60)} minutes" in section
+    per_row_s = n * 115.7 / 5_000
+    assert f"= {round(per_row_s / 60)} minutes per row, {per_row_s * len(dims) / 3600:.1f} h for ten" in section
+    ward_s = sum(2.1 * (count / 5_000) ** 2 for count in builtin + hub)
+    assert f"= {round(ward_s)} s per row, {ward_s * len(dims) / 3600:.1f} h" in section
+    hdbscan_h = 5.0 * n / 5_000 * len(dims) / 3600
+    assert f"HDBSCAN {hdbscan_h:.1f} h" in section
+    small = [c for c in builtin + hub if c <= 5_000]
+    assert len(small) == 2 and (30.2 + 70.4) * sum(small) / 5_000 * len(dims) / 3600 <= 0.3
+    cpu = (3 * n / 13 / 3600, 5 * n / 3 / 3600)
+    assert f"= {cpu[0]:.0f} h + {cpu[1]:.0f} h" in section
