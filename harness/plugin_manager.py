@@ -38,6 +38,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "harness.plugins.cifar10_mini",
     "harness.plugins.imagefolder",
     "harness.plugins.torchvision_sets",
+    "harness.plugins.webdataset",
     "harness.plugins.synthetic",
     "harness.plugins.knn",
     "harness.plugins.linear_probe",

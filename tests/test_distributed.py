@@ -5,9 +5,6 @@ leaves shards that a rerun (of any world size, here one process) reuses."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from harness.extract import ExtractionOptions, extract
 from harness.plugin_manager import Plugins
 from harness.store import EmbeddingStore
 from harness_test_support.helpers import CountingPixels
+from harness_test_support.torchrun import rank_output, torchrun
 
 pytestmark = pytest.mark.slow  # torchrun: two worker processes
 
@@ -24,21 +22,6 @@ WORKER = Path(__file__).resolve().with_name("harness_test_support") / "distribut
 RECORDS_WORKER = WORKER.with_name("distributed_records_worker.py")
 ENCODER = "random:test_vit"  # a real ViT at its native resolution, tiny enough for a CPU
 SHARD_SIZE, BATCH_SIZE, ITEMS = 16, 8, 96  # synthetic has 96 items per split: six shards, three per rank
-
-
-def torchrun(args: list[str], log_dir: Path) -> subprocess.Popen:
-    """Two local ranks; --standalone picks a free port itself; each rank's output goes to its own files."""
-    # The worker script finds the support package itself; the repository root stays off sys.path (and is not the
-    # working directory), as its harness/ folder would shadow the installed harness.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HARNESS_DIST_TIMEOUT_S": "120"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               "--log-dir", str(log_dir), "--redirects", "3", *args]
-    return subprocess.Popen(command, env=env, cwd=log_dir.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-
-
-def rank_output(log_dir: Path, rank: int, stream: str) -> str:
-    return next(log_dir.glob(f"*/attempt_0/{rank}/{stream}.log")).read_text()
 
 
 def single_process(encoder, split: str, store: EmbeddingStore, **options):

@@ -53,6 +53,11 @@ CHECKED_ELSEWHERE = {
         "test_intermediate_layers.py::test_vit_choices_equal_timm_forward_intermediates_from_one_forward_pass",
     # a folder with test-sketch/: the same run on a built image folder with a shifted subset split, with pixels
     "harness run -d imagefolder:my-set": "test_eval_splits.py::test_each_split_is_its_own_leaderboard_column",
+    # shards we do not have: the same pattern forms on cifar10-mini written as shards, and the options parsed
+    'harness run -d "wds:/data/in1k/{train,test}-{000000..000146}.tar"':
+        "test_dataset_formats.py::test_image_folder_and_tar_shards_give_the_same_knn_linear_and_clustering_numbers",
+    'harness run -d wds:/data/in1k --dataset-option train="imagenet-train-{0000..1281}.tar" --dataset-option '
+    'test="imagenet-val-{00..49}.tar"': "test_webdataset.py::test_train_and_test_options_and_val_standing_in_for_test",
     "torchrun --nproc_per_node=4 -m harness run -e timm:vit_base_patch16_224 -d imagefolder:/data/imagenet "
     "--cache-dir /shared/harness-cache --results-dir /shared/results":
         "test_distributed.py::test_two_ranks_merge_to_the_single_process_embeddings",

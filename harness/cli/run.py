@@ -72,6 +72,10 @@ def add_run_parser(sub: Any) -> None:
     run.add_argument("--data-root", default=None,
                      help="where torchvision datasets are downloaded or found (default: $HARNESS_DATA_ROOT, "
                           "else ~/.cache/harness/data)")
+    run.add_argument("--dataset-option", action="append", metavar="OPTION=VALUE", default=None,
+                     help="an option of the datasets that take it, repeatable, e.g. label_key=label for wds: or "
+                          "image_column=img for hfds:; VALUE is a TOML scalar (a bare word is a string); a dataset "
+                          "with non-default options is another column")
     run.add_argument("--skip-bad-images", action="store_true",
                      help="skip unreadable images (counted in the record) instead of stopping")
     run.add_argument("--shard-size", type=int, default=None, help=argparse.SUPPRESS)
@@ -99,6 +103,7 @@ def add_run_parser(sub: Any) -> None:
 #: `harness run` flags that choose *what* is measured: with --suite, the file says that.
 SUITE_CONFLICTS = (("encoder", "--encoder"), ("dataset", "--dataset"), ("evaluators", "--eval"), ("seed", "--seed"),
                    ("pooling", "--pooling"), ("layers", "--layers"), ("eval_option", "--eval-option"),
+                   ("dataset_option", "--dataset-option"),
                    ("reduce", "--reduce"), ("n_components", "--n-components"),
                    ("cluster_subsample", "--cluster-subsample"), ("storage_dtype", "--storage-dtype"))
 #: The pre-0.2 clustering flags and the clustering option each one sets.
@@ -149,10 +154,38 @@ def eval_options(args: argparse.Namespace, evaluators: list[str], plugins: Plugi
     return options
 
 
+def dataset_specs(args: argparse.Namespace, plugins: Plugins) -> list[Any]:
+    """The datasets of `harness run` flags: names, or DatasetSpecs carrying the `--dataset-option`s each one's
+    factory takes. An option that no dataset of the run takes is an error, as a misspelt one would be."""
+    from harness.defaults import DEFAULT_DATASETS
+    from harness.runner import DatasetSpec, options_for
+
+    names = args.dataset or list(DEFAULT_DATASETS)
+    options: dict[str, object] = {}
+    for text in args.dataset_option or []:
+        option, equals, raw = text.partition("=")
+        if not (equals and option.strip()):
+            raise HarnessError(f"--dataset-option {text!r}: write OPTION=VALUE, e.g. label_key=label")
+        options[option.strip()] = _parse_option_value(raw.strip())
+    if not options:
+        return names
+    specs: list[Any] = []
+    used: set[str] = set()
+    for name in names:
+        accepted, _ = options_for(plugins.datasets.resolve(name)[0].factory, options)
+        used |= set(accepted)
+        specs.append(DatasetSpec(name, accepted) if accepted else name)
+    unused = sorted(set(options) - used)
+    if unused:
+        raise HarnessError(f"--dataset-option {', '.join(unused)}: no dataset of this run ({', '.join(names)}) takes "
+                           f"{'it' if len(unused) == 1 else 'them'}; `harness datasets` lists each dataset's options")
+    return specs
+
+
 def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
     """The RunConfig of `harness run` arguments: from the suite file when there is one (with the flags for places
     and devices overriding it), else from the flags alone."""
-    from harness.defaults import DEFAULT_DATASETS, DEFAULT_ENCODERS
+    from harness.defaults import DEFAULT_ENCODERS
     from harness.runner import RunConfig
 
     default_evaluators = [e.name for e in plugins.evaluators
@@ -184,7 +217,7 @@ def run_config(args: argparse.Namespace, plugins: Plugins) -> RunConfig:
     if args.layers:
         encoder_options["layers"] = args.layers
     evaluators = _csv_list(args.evaluators) or default_evaluators
-    return RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=args.dataset or list(DEFAULT_DATASETS),
+    return RunConfig(encoders=args.encoder or list(DEFAULT_ENCODERS), datasets=dataset_specs(args, plugins),
                      evaluators=evaluators, memory_budget_mb=args.memory_budget_mb,
                      results_dir=args.results_dir or DEFAULT_RESULTS_DIR, cache_dir=args.cache_dir or DEFAULT_CACHE_DIR,
                      device=args.device or "auto", batch_size=args.batch_size or 64, workers=args.workers,
