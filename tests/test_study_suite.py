@@ -371,3 +371,32 @@ def test_the_readme_figures_are_the_suites():
     assert len(small) == 2 and (30.2 + 70.4) * sum(small) / 5_000 * len(dims) / 3600 <= 0.3
     cpu = (3 * n / 13 / 3600, 5 * n / 3 / 3600)
     assert f"= {cpu[0]:.0f} h + {cpu[1]:.0f} h" in section
+
+
+def test_the_moco_v3_conversion_in_the_suite_loads_the_base_encoder(tmp_path):
+    """The one-line conversion the suite gives for MoCo v3 checkpoints, run as written on a checkpoint in MoCo v3's
+    layout (a torchvision ResNet as `module.base_encoder.*` with its projection head, a momentum encoder and a
+    predictor): timm's ResNet then loads the base encoder, and only it."""
+    import subprocess
+    import sys
+
+    import torch
+    import torchvision
+
+    from harness.plugins.timm_encoders import TimmEncoder
+
+    command = re.search(r"(?m)^#\s+(python3 -c .*)$", SUITE.read_text())[1]
+    base, momentum = (torchvision.models.resnet18(weights=None).state_dict() for _ in range(2))
+    state = {f"module.base_encoder.{k}": v for k, v in base.items() if not k.startswith("fc.")}
+    state |= {f"module.momentum_encoder.{k}": v for k, v in momentum.items() if not k.startswith("fc.")}
+    state |= {"module.base_encoder.fc.0.weight": torch.zeros(4096, 512),  # MoCo's projection MLP
+              "module.predictor.0.weight": torch.zeros(4096, 256)}
+    torch.save({"epoch": 1000, "arch": "resnet18", "state_dict": state}, tmp_path / "r-50-1000ep.pth.tar")
+    subprocess.run(command.replace("python3", sys.executable, 1), shell=True, cwd=tmp_path, check=True)
+
+    encoder = TimmEncoder("resnet18", weights=str(tmp_path / "mocov3_resnet50.pth"))
+    encoder.load("cpu")
+    loaded = encoder.model.state_dict()
+    assert torch.equal(loaded["layer4.1.conv2.weight"], base["layer4.1.conv2.weight"])
+    assert not torch.equal(loaded["layer4.1.conv2.weight"], momentum["layer4.1.conv2.weight"])
+    assert encoder.load_report["unexpected"] == []  # neither the projection head nor the momentum encoder came
