@@ -46,6 +46,9 @@ CHECKED_ELSEWHERE = {
     "harness run --encoder timm:vit_small_patch16_224@checkpoints/dino_vits16.pth --encoder pixels --dataset "
     "cifar10-mini --dataset imagefolder:/data/my-set":
         "test_encoders.py::test_timm_weights_file_in_common_checkpoint_shapes",
+    # downloads 19 GB and runs for hours on a GPU: its names are resolved and the suite validated and planned offline
+    "harness run --suite examples/suites/clustering-study.toml":
+        "test_study_suite.py::test_the_run_plans_without_models_data_or_network",
     "harness run --encoder timm:vit_small_patch16_224@checkpoints/dino_vits16.pth --layers last,last4,dinov2":
         "test_intermediate_layers.py::test_vit_choices_equal_timm_forward_intermediates_from_one_forward_pass",
     # a folder with test-sketch/: the same run on a built image folder with a shifted subset split, with pixels
