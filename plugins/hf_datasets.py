@@ -14,7 +14,10 @@ Three sources, told apart by what the argument names:
 Options (a suite's `[[datasets]] options = {...}`): `config` and `revision` (hub only), `train_split` and
 `test_split` (default `train` and `test`; without a `test` split and without `test_split`, `validation` is the
 test split and `info()` says so under `split_source` and `note`), `image_column` and `label_column` (default: the
-one `datasets.Image` column and the one `datasets.ClassLabel` column; class names are the ClassLabel's names).
+one `datasets.Image` column and the one `datasets.ClassLabel` column; class names are the ClassLabel's names; a
+`label_column` given by name may hold integers or strings instead, whose distinct values, sorted, are the classes).
+A `test_split` equal to the train split it would be paired with (a set published as one `train` split) leaves the
+dataset without train: test-only evaluators (clustering) run on it.
 
 Items are `(PIL image in RGB, label)` read one row at a time from the memory-mapped arrow table (the image column
 is cast to `Image(decode=False)` and decoded here, by imagefolder's `open_rgb`); ids are `<source split>/<row>`,
@@ -146,7 +149,7 @@ class HFDataset(Dataset):
         else:
             content = loaded.revision  # the hub commit pins the data
         return HFSplit(self.name, source_split, loaded.splits[source_split], state["image"], state["label"],
-                       content)
+                       content, state["label_values"])
 
     # -- loading ------------------------------------------------------------------------------------------------
 
@@ -267,30 +270,43 @@ class HFDataset(Dataset):
         if "test" not in chosen:
             raise HarnessError(f"dataset {self.name!r} has no test split (nor {FALLBACK_TEST_SPLIT}); it has "
                                f"{', '.join(available)}: set the option test_split to one of them")
+        if chosen.get("train") == chosen["test"]:  # e.g. test_split="train" for a set published as one split
+            if self.options["train_split"] is not None:
+                raise HarnessError(f"dataset {self.name!r}: train_split and test_split both name split "
+                                   f"{chosen['test']!r}; a probe scored on its own train items means nothing")
+            del chosen["train"]
+            notes.append(f"split {chosen['test']!r} is the test split; there is no train split")
         first = loaded.splits[chosen.get("train", chosen["test"])]
         image = self._column(datasets, first.features, "image_column", datasets.Image, "image")
         label = self._column(datasets, first.features, "label_column", datasets.ClassLabel, "class label")
-        class_names = list(first.features[label].names)
+        plain_labels = not isinstance(first.features[label], datasets.ClassLabel)
+        class_names = (plain_label_names(loaded.splits, chosen, label) if plain_labels
+                       else list(first.features[label].names))
+        if plain_labels:
+            notes.append(f"column {label!r} is not a ClassLabel: the classes are its {len(class_names)} distinct "
+                         f"values, sorted")
+        label_kind = type(first.features[label])
         for harness_split, source_split in chosen.items():
             features = loaded.splits[source_split].features
-            for column, kind in ((image, datasets.Image), (label, datasets.ClassLabel)):
+            for column, kind in ((image, datasets.Image), (label, label_kind)):
                 if not isinstance(features.get(column), kind):
                     raise HarnessError(f"dataset {self.name!r}: split {source_split!r} has no {kind.__name__} column "
                                        f"{column!r}; its columns: {describe_columns(features)}")
-            if list(features[label].names) != class_names:
+            if not plain_labels and list(features[label].names) != class_names:
                 raise HarnessError(f"dataset {self.name!r}: the ClassLabel names of split {source_split!r} differ "
                                    f"from those of split {chosen.get('train', chosen['test'])!r}; every split must "
                                    f"use one list of class names")
         # The record keeps `source` and `revision` of the info: a substitute test split is said in `source` too.
         source = loaded.source + (f"; test split: {chosen['test']}" if chosen["test"] != "test" else "")
-        info = {"source": source, "revision": loaded.revision, "class_names": class_names,
+        info = {"source": source, "revision": loaded.revision, "class_names": [str(n) for n in class_names],
                 "splits": list(chosen), "split_sizes": {h: loaded.splits[s].num_rows for h, s in chosen.items()},
                 "split_source": dict(chosen), "image_column": image, "label_column": label,
                 "datasets_version": datasets.__version__,
                 **{k: v for k, v in loaded.extra.items() if k != "note"}}
         if notes:
             info["note"] = "; ".join(notes)
-        return {"loaded": loaded, "chosen": chosen, "image": image, "label": label, "info": info}
+        return {"loaded": loaded, "chosen": chosen, "image": image, "label": label, "info": info,
+                "label_values": {value: i for i, value in enumerate(class_names)} if plain_labels else None}
 
     def _column(self, datasets: Any, features: Any, option: str, kind: type, what: str) -> str:
         named = self.options[option]
@@ -298,11 +314,12 @@ class HFDataset(Dataset):
             if named not in features:
                 raise HarnessError(f"dataset {self.name!r} has no column {named!r} (option {option}); its columns: "
                                    f"{describe_columns(features)}")
-            if not isinstance(features[named], kind):
-                cast = (" (turn an integer or string column into one with Dataset.class_encode_column)"
-                        if kind is datasets.ClassLabel else "")
+            plain_label = kind is datasets.ClassLabel and isinstance(features[named], datasets.Value) and (
+                features[named].dtype.startswith(("int", "uint")) or features[named].dtype in ("string", "large_string"))
+            if not isinstance(features[named], kind) and not plain_label:
+                also = " or an integer or string Value" if kind is datasets.ClassLabel else ""
                 raise HarnessError(f"dataset {self.name!r}: column {named!r} (option {option}) is "
-                                   f"{type(features[named]).__name__}, not datasets.{kind.__name__}{cast}; its "
+                                   f"{type(features[named]).__name__}, not datasets.{kind.__name__}{also}; its "
                                    f"columns: {describe_columns(features)}")
             return named
         candidates = [column for column, feature in features.items() if isinstance(feature, kind)]
@@ -319,7 +336,7 @@ class HFSplit(DatasetSplit):
     its rows); each `__getitem__` reads and decodes one row."""
 
     def __init__(self, dataset_name: str, split: str, table: Any, image_column: str, label_column: str,
-                 content: str) -> None:
+                 content: str, label_values: dict[Any, int] | None = None) -> None:
         from datasets import Image
 
         self.dataset_name = dataset_name
@@ -327,6 +344,7 @@ class HFSplit(DatasetSplit):
         self.image_column = image_column
         self.label_column = label_column
         self.content = content
+        self.label_values = label_values  # a plain (not ClassLabel) label column: value -> class index
         # decode=False: rows come as {"bytes", "path"}, decoded by open_rgb like every other dataset's images.
         self.rows = table.select_columns([image_column, label_column]).cast_column(image_column, Image(decode=False))
 
@@ -351,7 +369,9 @@ class HFSplit(DatasetSplit):
             image = open_rgb(source)
         except BadItemError as error:  # open_rgb names a path; a row is named by dataset, split, row and id
             raise BadItemError(where, error.reason) from error
-        return image, -1 if label is None else int(label)
+        if label is None:
+            return image, -1
+        return image, int(label) if self.label_values is None else self.label_values[label]
 
     def item_id(self, index: int) -> str:
         return f"{self.split}/{self._check(index)}"
@@ -363,6 +383,13 @@ class HFSplit(DatasetSplit):
 
     def __repr__(self) -> str:
         return f"HFSplit({self.dataset_name!r}, {self.split!r}, {len(self)} rows)"
+
+
+def plain_label_names(splits: dict[str, Any], chosen: dict[str, str], column: str) -> list[Any]:
+    """The classes of an integer or string label column: its distinct values over the chosen splits (missing values
+    are unlabelled items), sorted, read from the arrow column alone (no image is touched)."""
+    values = {value for source in set(chosen.values()) for value in splits[source].unique(column) if value is not None}
+    return sorted(values)
 
 
 def _looks_like_path(argument: str) -> bool:

@@ -200,9 +200,29 @@ def test_no_class_label_column_is_an_error_naming_the_option(tmp_path):
     message = _columns_error(tmp_path, table)
     assert "has no ClassLabel (class label) column; set the option label_column" in message
     assert "label (Value int64)" in message
-    message = str(pytest.raises(HarnessError, hfds(str(tmp_path / "saved"), label_column="label").info).value)
-    assert "column 'label' (option label_column) is Value, not datasets.ClassLabel" in message
-    assert "class_encode_column" in message
+    # Named, an integer (or string) column is taken: its distinct values, sorted, are the classes.
+    two = cifar_split("test").select([0, 250, 251]).cast_column("label", datasets.Value("int64"))  # classes 0, 5, 5
+    named = hfds(str(save(tmp_path / "named", {"train": two, "test": two})), label_column="label")
+    assert named.info()["class_names"] == ["0", "5"] and "not a ClassLabel" in named.info()["note"]
+    assert [named.split("test")[i][1] for i in range(3)] == [0, 1, 1]
+    floats = two.cast_column("label", datasets.Value("float32"))
+    folder = save(tmp_path / "float", {"train": floats, "test": floats})
+    message = str(pytest.raises(HarnessError, hfds(str(folder), label_column="label").info).value)
+    assert "column 'label' (option label_column) is Value, not datasets.ClassLabel or an integer or string" in message
+
+
+def test_a_string_label_column_and_a_test_split_named_train(tmp_path):
+    table = cifar_split("test").select(range(0, 500, 50))  # 10 rows, one per class
+    names = [CLASSES[label] for label in table["label"]]
+    table = table.remove_columns("label").add_column("species", names)
+    datasets.DatasetDict({"train": table}).save_to_disk(str(tmp_path / "saved"))
+    data = hfds(str(tmp_path / "saved"), label_column="species", test_split="train")
+    info = data.info()
+    assert info["splits"] == ["test"] and "there is no train split" in info["note"]
+    assert info["class_names"] == sorted(CLASSES)
+    assert [data.split("test")[i][1] for i in range(10)] == [sorted(CLASSES).index(n) for n in names]
+    with pytest.raises(HarnessError, match="train_split and test_split both name split 'train'"):
+        hfds(str(tmp_path / "saved"), label_column="species", train_split="train", test_split="train").info()
 
 
 def test_an_unknown_column_is_an_error_listing_the_columns(tmp_path):
