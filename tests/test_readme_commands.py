@@ -55,7 +55,7 @@ CHECKED_ELSEWHERE = {
     "harness run -d imagefolder:my-set": "test_eval_splits.py::test_each_split_is_its_own_leaderboard_column",
     # shards we do not have: the same pattern forms on cifar10-mini written as shards, and the options parsed
     'harness run -d "wds:/data/in1k/{train,test}-{000000..000146}.tar"':
-        "test_dataset_formats.py::test_image_folder_and_tar_shards_give_the_same_knn_linear_and_clustering_numbers",
+        "test_dataset_formats.py::test_image_folder_hf_dataset_and_tar_shards_give_the_same_knn_linear_and_clustering_numbers",
     'harness run -d wds:/data/in1k --dataset-option train="imagenet-train-{0000..1281}.tar" --dataset-option '
     'test="imagenet-val-{00..49}.tar"': "test_webdataset.py::test_train_and_test_options_and_val_standing_in_for_test",
     # the hf extra is installed by tox (extras = test, hf); the run is the suite run on a saved DatasetDict
