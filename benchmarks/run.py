@@ -23,6 +23,8 @@ Sections (`--only` takes their names):
 * linear: the linear probe against scikit-learn `LogisticRegression` (benchmarks/bench_linear.py's pieces);
 * passes: a knn + linear + clustering run through the runner with a counting encoder: items encoded against
   dataset items, for one evaluator and for three;
+* read: reading and decoding the same cifar10-mini JPEGs (no model) through `wds:` tar shards and an `hfds:`
+  save_to_disk folder, against `imagefolder:` over the same files unpacked (what a user would otherwise do);
 * memory: peak anonymous memory (RssAnon, sampled from /proc; memory-mapped file pages are not anonymous) of a
   subprocess running kNN, then the linear probe, on a float32 memory map of N x 768, at N and at N / 4.
 """
@@ -55,7 +57,7 @@ from bench_linear import make_data, naive_protocol, our_protocol, single_fit  # 
 from harness.types import Embeddings, ExecutionSettings  # noqa: E402
 from predecoded import PreDecoded, PreDecodedTimmEncoder  # noqa: E402
 
-SECTIONS = ("extract", "knn", "retrieval", "linear", "passes", "memory")
+SECTIONS = ("extract", "knn", "retrieval", "linear", "passes", "read", "memory")
 
 
 @dataclass
@@ -69,12 +71,15 @@ class Sizes:
     linear: tuple[int, int, int, int]  # train, test, dim, classes
     memory_n: int
     memory_queries: int
+    read_images: int
 
 
 FULL = Sizes(extract_images=256, extract_model="resnet18", batch_size=64, knn_train=50_000, knn_queries=10_000,
-             knn_check_queries=500, linear=(4000, 1000, 512, 50), memory_n=200_000, memory_queries=1000)
+             knn_check_queries=500, linear=(4000, 1000, 512, 50), memory_n=200_000, memory_queries=1000,
+             read_images=1000)
 QUICK = Sizes(extract_images=64, extract_model="test_vit", batch_size=32, knn_train=10_000, knn_queries=2_000,
-              knn_check_queries=200, linear=(600, 200, 64, 5), memory_n=40_000, memory_queries=200)
+              knn_check_queries=200, linear=(600, 200, 64, 5), memory_n=40_000, memory_queries=200,
+              read_images=200)
 
 #: Evaluator options of the memory children. The linear probe runs a short C grid and few iterations: its peak
 #: memory does not depend on how many iterations it makes, and the full sweep at 200,000 x 768 would take long.
@@ -387,6 +392,88 @@ def bench_linear_probe(sizes: Sizes, repeats: int) -> list[Row]:
                 f"objective {single[-1][0]['objective']:.6g} vs {single[-1][1]['objective']:.6g}")]
 
 
+# -- reading datasets ---------------------------------------------------------------------------------------------
+
+
+def as_tar_shards(folder: Path, out: Path, per_shard: int) -> None:
+    """`folder/train` as WebDataset shards (`<class>/<stem>.jpg` + `.cls`), imagefolder's order, and classes.txt."""
+    import io
+    import tarfile
+
+    classes = sorted(p.name for p in (folder / "train").iterdir())
+    files = [f for c in classes for f in sorted((folder / "train" / c).iterdir())]
+    out.mkdir(parents=True)
+    (out / "classes.txt").write_text("\n".join(classes) + "\n")
+    for number, start in enumerate(range(0, len(files), per_shard)):
+        with tarfile.open(out / f"train-{number:03d}.tar", "w") as tar:
+            for file in files[start:start + per_shard]:
+                for extension, data in (("jpg", file.read_bytes()), ("cls", str(classes.index(file.parent.name)))):
+                    data = data if isinstance(data, bytes) else data.encode()
+                    member = tarfile.TarInfo(f"{file.parent.name}/{file.stem}.{extension}")
+                    member.size = len(data)
+                    tar.addfile(member, io.BytesIO(data))
+        if number == 0:  # a test shard too (the layout needs one); the same files
+            (out / "test-000.tar").write_bytes((out / "train-000.tar").read_bytes())
+
+
+def as_hf_dataset(folder: Path, out: Path) -> bool:
+    """`folder/train` (and test) as a save_to_disk DatasetDict; False without the `datasets` extra."""
+    try:
+        import datasets
+    except ImportError:
+        return False
+    classes = sorted(p.name for p in (folder / "train").iterdir())
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
+    splits = {}
+    for split in ("train", "test"):
+        files = [f for c in classes for f in sorted((folder / split / c).iterdir())]
+        splits[split] = datasets.Dataset.from_dict({"image": [{"bytes": f.read_bytes(), "path": None} for f in files],
+                                                    "label": [classes.index(f.parent.name) for f in files]},
+                                                   features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(out))
+    return True
+
+
+def bench_read(sizes: Sizes, repeats: int) -> list[Row]:
+    from harness.plugin_manager import Plugins
+
+    work = Path(tempfile.mkdtemp(prefix="bench-read-"))
+    os.environ.setdefault("HARNESS_WDS_INDEX_DIR", str(work / "wds-index"))
+    try:
+        folder = image_folder_copy(work / "images", sizes.read_images)
+        as_tar_shards(folder, work / "shards", per_shard=256)
+        plugins = Plugins(entry_points=False)
+        splits = {"imagefolder": plugins.dataset(f"imagefolder:{folder}").split("train"),
+                  "wds": plugins.dataset(f"wds:{work / 'shards'}").split("train")}
+        if as_hf_dataset(folder, work / "saved"):
+            splits["hfds"] = plugins.dataset(f"hfds:{work / 'saved'}").split("train")
+        else:
+            log("  hfds: skipped (pip install \"encoder-harness[hf]\" for that row)")
+
+        def read(split: Any) -> list[Any]:
+            return [split[i] for i in range(len(split))]
+
+        reference = [np.asarray(image) for image, _ in read(splits["imagefolder"])]
+        for name, split in splits.items():  # the same pixels and labels, in the same order, before any timing
+            items = read(split)
+            if [label for _, label in items] != [label for _, label in read(splits["imagefolder"])] or any(
+                    not np.array_equal(np.asarray(image), pixels) for (image, _), pixels in zip(items, reference)):
+                raise SystemExit(f"read check failed: {name} gives other images or labels than the image folder")
+        log(f"  reading {len(reference)} JPEGs (32 px, decoded to RGB) through {', '.join(splits)}")
+        times = interleaved({name: (lambda split=split: read(split)) for name, split in splits.items()}, repeats)
+        folder_rate = len(reference) / median(times["imagefolder"])
+        rows = []
+        for name in [n for n in splits if n != "imagefolder"]:
+            rate = len(reference) / median(times[name])
+            rows.append(Row(f"reading {name} against unpacked files (img/s)", f"{rate:.0f}", f"{folder_rate:.0f}",
+                            rate / folder_rate, ">= 1.0" if name == "wds" else "-",
+                            rate >= folder_rate if name == "wds" else None,
+                            f"{len(reference)} images, one process, no model; same pixels and labels"))
+        return rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # -- forward passes -----------------------------------------------------------------------------------------------
 
 
@@ -576,6 +663,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += bench_linear_probe(sizes, args.repeats)
         elif section == "passes":
             rows += bench_passes(sizes)
+        elif section == "read":
+            rows += bench_read(sizes, args.repeats)
         elif section == "memory":
             rows += bench_memory(sizes)
     print()
