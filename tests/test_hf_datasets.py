@@ -322,6 +322,62 @@ except HarnessError as e:
     assert "offline (HF_HUB_OFFLINE is set)" in message and "hfds:/path/to/DIR" in message
 
 
+#: Run offline in a fresh process (datasets reads HF_HOME and HF_HUB_OFFLINE at import): leaves in datasets' cache
+#: what an earlier online `load_dataset("someone/tiny")` of commit C leaves there (the prepared arrow files under
+#: `<owner>___<name>/<config>/<version>/<commit>/`), then reads the hub id through hfds; then the same for a newer
+#: commit, which `load_dataset` offline takes as the latest.
+HUB_CACHE_SCRIPT = """
+import io, json, shutil, sys, time
+from pathlib import Path
+import datasets
+from PIL import Image
+from harness.plugins.hf_datasets import hfds
+
+def png(red):
+    out = io.BytesIO()
+    Image.new("RGB", (4, 4), (red, 0, 0)).save(out, "PNG")
+    return out.getvalue()
+
+features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+seen = []
+for commit, reds in ((sys.argv[1], [0, 40, 80, 120]), (sys.argv[2], [0, 40, 80, 160])):
+    files = {}
+    for split in ("train", "test"):
+        table = datasets.Dataset.from_dict({"image": [{"bytes": png(r), "path": None} for r in reds],
+                                           "label": [0, 1, 0, 1]}, features=features)
+        files[split] = f"{sys.argv[3]}/{commit}-{split}.parquet"
+        table.to_parquet(files[split])
+    builder = datasets.load_dataset_builder("parquet", data_files=files)
+    builder.download_and_prepare()
+    target = Path(datasets.config.HF_DATASETS_CACHE) / "someone___tiny" / "default" / "0.0.0" / commit
+    shutil.copytree(builder.cache_dir, target)
+    for arrow in target.glob("parquet-*.arrow"):
+        arrow.rename(arrow.with_name(arrow.name.replace("parquet-", "tiny-")))
+    info = json.loads((target / "dataset_info.json").read_text())
+    (target / "dataset_info.json").write_text(json.dumps({**info, "config_name": "default", "dataset_name": "tiny"}))
+    time.sleep(0.05)  # the newer commit's folder is the newer one
+    data = hfds("someone/tiny")
+    test = data.split("test")
+    seen.append({"revision": data.info()["revision"], "fingerprint": test.fingerprint(),
+                 "red": [test[i][0].getpixel((0, 0))[0] for i in range(4)], "labels": [test[i][1] for i in range(4)]})
+print(json.dumps(seen))
+"""
+
+
+def test_a_hub_id_offline_reads_datasets_cache_and_records_the_commit(tmp_path):
+    first, second = "0123456789abcdef0123456789abcdef01234567", "89abcdef0123456789abcdef0123456789abcdef"
+    home = tmp_path / "hf-home"
+    done = subprocess.run([sys.executable, "-c", HUB_CACHE_SCRIPT, first, second, str(tmp_path)], cwd=tmp_path,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(home)}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    older, newer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert older["revision"] == first and newer["revision"] == second  # the commit of the cached copy
+    assert older["red"] == [0, 40, 80, 120] and newer["red"] == [0, 40, 80, 160]
+    assert older["labels"] == newer["labels"] == [0, 1, 0, 1]
+    assert older["fingerprint"] != newer["fingerprint"]  # another commit: another cache key
+
+
 def test_harness_run_knn_on_a_saved_dataset_from_a_suite_equals_the_imagefolder_run(saved, tmp_path):
     """`[[datasets]] name = "hfds"` with a path and options in a suite file runs as `cifar10-mini` does."""
     from dataclasses import replace
