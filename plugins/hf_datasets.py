@@ -21,9 +21,9 @@ dataset without train: test-only evaluators (clustering) run on it.
 
 Items are `(PIL image in RGB, label)` read one row at a time from the memory-mapped arrow table (the image column
 is cast to `Image(decode=False)` and decoded here, by imagefolder's `open_rgb`); ids are `<source split>/<row>`,
-e.g. `validation/17`. `info()["revision"]`: the hub commit the revision resolved to, or for a local folder a hash
-of its data files' names, sizes and mtimes (as imagefolder fingerprints files); a split's fingerprint hashes its
-own files' names, sizes and mtimes (hub: the commit) with the columns used.
+e.g. `validation/17`. `info()["revision"]`: the hub commit the revision resolved to, or `files` for a local
+folder; a split's fingerprint hashes its own files' names, sizes and mtimes (as imagefolder fingerprints files;
+hub: the commit) with the columns used, so a changed test split leaves train's cache key as it was.
 
 `datasets` is the optional extra `hf` (`pip install "encoder-harness[hf]"`), imported only when a dataset is read.
 """
@@ -51,6 +51,9 @@ FALLBACK_TEST_SPLIT = "validation"
 #: Seconds the hub may take to say which commit a revision is, so that a network that drops packets fails.
 HUB_TIMEOUT_S = 30.0
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+#: A local folder's revision: one word, as imagefolder's. The revision is part of every split's cache key, and each
+#: split's fingerprint already hashes its own files, so a rewritten test split does not re-key an unchanged train.
+LOCAL_REVISION = "files"
 _TRUE = {"1", "ON", "YES", "TRUE"}
 
 
@@ -188,7 +191,7 @@ class HFDataset(Dataset):
                 extra = {"note": "a single saved Dataset (not a DatasetDict): its rows are the test split"}
             files = {name: (absolute, _saved_files(split)) for name, split in splits.items()}
             return Loaded(splits, files, f"datasets save_to_disk folder {absolute}",
-                          _local_revision(absolute, files), extra)
+                          LOCAL_REVISION, extra)
         if not any(root.rglob("*.parquet")):
             raise HarnessError(f"dataset {self.name!r}: {str(root)!r} is neither a folder written by save_to_disk "
                                f"(dataset_dict.json or state.json) nor a folder of parquet files")
@@ -200,7 +203,7 @@ class HFDataset(Dataset):
             raise HarnessError(f"dataset {self.name!r}: the parquet files in {str(root)!r} could not be read by "
                                f"datasets' parquet builder ({_one_line(error)})") from error
         files = {name: (absolute, [Path(f) for f in builder.config.data_files[name]]) for name in splits}
-        return Loaded(splits, files, f"parquet files in {absolute}", _local_revision(absolute, files))
+        return Loaded(splits, files, f"parquet files in {absolute}", LOCAL_REVISION)
 
     def _load_hub(self, datasets: Any) -> Loaded:
         hub_id, config, revision = self.argument, self.options["config"], self.options["revision"]
@@ -404,11 +407,6 @@ def _saved_files(split: Any) -> list[Path]:
     folders = {path.parent for path in arrow}
     return arrow + [folder / name for folder in folders for name in ("state.json", "dataset_info.json")
                     if (folder / name).is_file()]
-
-
-def _local_revision(root: Path, files: dict[str, tuple[Path, list[Path]]]) -> str:
-    every = sorted({path for _, paths in files.values() for path in paths})
-    return f"files:{files_digest(root, every)[:16]}"
 
 
 def _cached_commit(splits: dict[str, Any], hub_id: str, revision: str | None) -> str:

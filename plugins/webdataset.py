@@ -231,7 +231,11 @@ class WebDataset(Dataset):
     def info(self) -> dict[str, Any]:
         layout = self._scan()
         indices = layout["indices"]
-        info = {"source": f"WebDataset shards wds:{self.argument}", "revision": "shards",
+        # The record keeps `source` and `revision` of the info: a stand-in test split is said in `source` too. The
+        # revision is one word: it is part of every split's cache key, and each split's fingerprint hashes its own
+        # shards, so new test shards must not re-key (and re-extract) an unchanged train split.
+        source = f"WebDataset shards wds:{self.argument}" + (f"; {layout['note']}" if layout["note"] else "")
+        info = {"source": source, "revision": "shards",
                 "class_names": layout["class_names"], "splits": list(indices),
                 "split_sizes": {s: sum(len(i) for i in shards) for s, shards in indices.items()},
                 "shards": {s: len(shards) for s, shards in indices.items()}}

@@ -164,11 +164,23 @@ def test_the_fingerprint_follows_the_members_not_the_mtime(shards, tmp_path):
         (copy / shard.name).write_bytes(shard.read_bytes())  # new files, new mtimes, same members
     original = dataset(str(shards)).split("test").fingerprint()
     assert dataset(str(copy)).split("test").fingerprint() == original
+    keys = cache_keys(copy)
     with tarfile.open(copy / "test-001.tar", "a") as tar:  # one more sample
         add_member(tar, "test/extra/0000.jpg", (CIFAR10_MINI / "test/cat/0000.jpg").read_bytes())
         add_member(tar, "test/extra/0000.cls", b"3")
     changed = dataset(str(copy)).split("test")
     assert len(changed) == 501 and changed.fingerprint() != original
+    now = cache_keys(copy)  # only the changed split is extracted again
+    assert now["test"] != keys["test"] and now["train"] == keys["train"]
+
+
+def cache_keys(folder: Path) -> dict[str, str]:
+    from harness.extract import split_cache_key
+
+    data = dataset(str(folder))
+    encoder = Plugins(entry_points=False).encoder("pixels")
+    return {s: split_cache_key(encoder, data, s, data.split(s), ExtractionOptions(progress=False))[0]
+            for s in ("train", "test")}
 
 
 def test_each_shard_is_read_front_to_back_once(shards, tmp_path):
