@@ -49,6 +49,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.append(str(REPO / "tests"))  # the tests' support package: the counting pixel encoder, dataset forms
 from harness_import import ensure_harness  # noqa: E402
 
 HARNESS_FROM = ensure_harness()  # the installed harness, else the checkout laid out as installed
@@ -395,59 +396,22 @@ def bench_linear_probe(sizes: Sizes, repeats: int) -> list[Row]:
 # -- reading datasets ---------------------------------------------------------------------------------------------
 
 
-def as_tar_shards(folder: Path, out: Path, per_shard: int) -> None:
-    """`folder/train` as WebDataset shards (`<class>/<stem>.jpg` + `.cls`), imagefolder's order, and classes.txt."""
-    import io
-    import tarfile
-
-    classes = sorted(p.name for p in (folder / "train").iterdir())
-    files = [f for c in classes for f in sorted((folder / "train" / c).iterdir())]
-    out.mkdir(parents=True)
-    (out / "classes.txt").write_text("\n".join(classes) + "\n")
-    for number, start in enumerate(range(0, len(files), per_shard)):
-        with tarfile.open(out / f"train-{number:03d}.tar", "w") as tar:
-            for file in files[start:start + per_shard]:
-                for extension, data in (("jpg", file.read_bytes()), ("cls", str(classes.index(file.parent.name)))):
-                    data = data if isinstance(data, bytes) else data.encode()
-                    member = tarfile.TarInfo(f"{file.parent.name}/{file.stem}.{extension}")
-                    member.size = len(data)
-                    tar.addfile(member, io.BytesIO(data))
-        if number == 0:  # a test shard too (the layout needs one); the same files
-            (out / "test-000.tar").write_bytes((out / "train-000.tar").read_bytes())
-
-
-def as_hf_dataset(folder: Path, out: Path) -> bool:
-    """`folder/train` (and test) as a save_to_disk DatasetDict; False without the `datasets` extra."""
-    try:
-        import datasets
-    except ImportError:
-        return False
-    classes = sorted(p.name for p in (folder / "train").iterdir())
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
-    splits = {}
-    for split in ("train", "test"):
-        files = [f for c in classes for f in sorted((folder / split / c).iterdir())]
-        splits[split] = datasets.Dataset.from_dict({"image": [{"bytes": f.read_bytes(), "path": None} for f in files],
-                                                    "label": [classes.index(f.parent.name) for f in files]},
-                                                   features=features)
-    datasets.DatasetDict(splits).save_to_disk(str(out))
-    return True
-
-
 def bench_read(sizes: Sizes, repeats: int) -> list[Row]:
     from harness.plugin_manager import Plugins
+    from harness_test_support.dataset_forms import save_as_hf_dataset, write_shards
 
     work = Path(tempfile.mkdtemp(prefix="bench-read-"))
     os.environ.setdefault("HARNESS_WDS_INDEX_DIR", str(work / "wds-index"))
     try:
         folder = image_folder_copy(work / "images", sizes.read_images)
-        as_tar_shards(folder, work / "shards", per_shard=256)
+        write_shards(folder, work / "shards", per_shard=256)
         plugins = Plugins(entry_points=False)
         splits = {"imagefolder": plugins.dataset(f"imagefolder:{folder}").split("train"),
                   "wds": plugins.dataset(f"wds:{work / 'shards'}").split("train")}
-        if as_hf_dataset(folder, work / "saved"):
+        try:
+            save_as_hf_dataset(folder, work / "saved")
             splits["hfds"] = plugins.dataset(f"hfds:{work / 'saved'}").split("train")
-        else:
+        except ImportError:
             log("  hfds: skipped (pip install \"encoder-harness[hf]\" for that row)")
 
         def read(split: Any) -> list[Any]:
@@ -480,7 +444,6 @@ def bench_read(sizes: Sizes, repeats: int) -> list[Row]:
 def bench_passes(sizes: Sizes) -> list[Row]:
     from harness.plugin_manager import Plugins
     from harness.runner import RunConfig, run
-    sys.path.insert(0, str(REPO / "tests"))  # the tests' support package: the counting pixel encoder
     from harness_test_support.helpers import CountingPixels
 
     rows = []

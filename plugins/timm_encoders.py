@@ -161,7 +161,9 @@ class TimmEncoder(Encoder):
 
         try:
             self.layers_dim = sized("meta")
-        except (RuntimeError, NotImplementedError):  # an architecture that needs real tensors: a CPU copy, once
+        except (RuntimeError, NotImplementedError):
+            # Some architectures cannot be built or run on the meta device (an op without a meta kernel): they are
+            # checked on a random-init CPU copy instead, once per encoder, and before any weights are loaded.
             self.layers_dim = sized("cpu")
 
     def _pooled(self, model: Any, features: Any) -> Any:

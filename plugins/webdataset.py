@@ -269,10 +269,10 @@ def read_class_names(path: Path) -> list[str]:
         raise HarnessError(f"class-names file {str(path)!r} is not valid JSON: {error}") from error
     if isinstance(data, list) and all(isinstance(n, str) for n in data):
         return data
-    if isinstance(data, dict) and all(str(k).isdigit() for k in data):
-        numbers = sorted(int(k) for k in data)
-        if numbers == list(range(len(numbers))):
-            return [str(data[str(n)] if str(n) in data else data[n]) for n in numbers]
+    if isinstance(data, dict) and all(k.isdigit() for k in data):  # JSON object keys are strings
+        by_number = {int(k): str(v) for k, v in data.items()}
+        if sorted(by_number) == list(range(len(by_number))):
+            return [by_number[n] for n in range(len(by_number))]
     raise HarnessError(f"class-names file {str(path)!r} holds neither a list of names nor an object "
                        f"{{\"0\": name, \"1\": name, ...}} with every index from 0")
 

@@ -10,21 +10,7 @@ import pytest
 from harness.cli import main as harness
 from harness.plugins.cifar10_mini import ROOT as CIFAR10_MINI
 from harness.records import load_records
-from harness_test_support.wds_shards import write_shards
-
-
-def save_as_hf_dataset(folder, out) -> None:
-    """`folder`'s train and test images (imagefolder's order) as a DatasetDict written by save_to_disk."""
-    datasets = pytest.importorskip("datasets")
-    classes = sorted(p.name for p in (folder / "train").iterdir())
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
-    splits = {}
-    for split in ("train", "test"):
-        files = [f for c in classes for f in sorted((folder / split / c).glob("*.jpg"))]
-        splits[split] = datasets.Dataset.from_dict(
-            {"image": [{"bytes": f.read_bytes(), "path": None} for f in files],
-             "label": [classes.index(f.parent.name) for f in files]}, features=features)
-    datasets.DatasetDict(splits).save_to_disk(str(out))
+from harness_test_support.dataset_forms import save_as_hf_dataset, write_shards
 
 
 def metrics_by_dataset(results) -> dict[str, dict[str, dict]]:
@@ -41,6 +27,7 @@ def test_image_folder_hf_dataset_and_tar_shards_give_the_same_knn_linear_and_clu
     monkeypatch.setenv("HARNESS_WDS_INDEX_DIR", str(tmp_path / "wds-index"))
     write_shards(CIFAR10_MINI, tmp_path / "shards", per_shard=300)  # train-000..003, test-000..001
     shards = f"wds:{tmp_path}/shards/{{train-{{000..003}},test-{{000..001}}}}.tar"
+    pytest.importorskip("datasets")
     save_as_hf_dataset(CIFAR10_MINI, tmp_path / "saved")
     hf = f"hfds:{tmp_path}/saved"
     code = harness(["run", "-e", "pixels", "-d", "cifar10-mini", "-d", shards, "-d", hf,

@@ -21,7 +21,7 @@ from harness.plugins import wds_index
 from harness.plugins.cifar10_mini import ROOT as CIFAR10_MINI
 from harness.plugins.webdataset import WebDataset, expand_braces, read_class_names, shard_paths, split_of
 from harness.store import EmbeddingStore
-from harness_test_support.wds_shards import add_member, write_shards
+from harness_test_support.dataset_forms import add_member, write_shards
 
 PER_SHARD = 400  # cifar10-mini: 1,000 train items in 3 shards, 500 test items in 2
 

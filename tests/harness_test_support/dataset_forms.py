@@ -1,4 +1,6 @@
-"""WebDataset shards written with `tarfile` from an image folder, as webdataset's TarWriter lays them out."""
+"""An image folder's images in the other forms datasets come in: WebDataset shards written with `tarfile` (as
+webdataset's TarWriter lays them out) and a Hugging Face DatasetDict saved with `save_to_disk`, rows and samples
+in imagefolder's order (class folders sorted, files sorted). Used by the tests and by benchmarks/run.py."""
 
 from __future__ import annotations
 
@@ -34,3 +36,19 @@ def write_shards(image_folder: Path, out: Path, per_shard: int, splits: tuple[st
                     add_member(tar, f"{key}.{label_key}", str(classes.index(file.parent.name)).encode())
             written.setdefault(split, []).append(path)
     return written
+
+
+def save_as_hf_dataset(image_folder: Path, out: Path) -> None:
+    """`image_folder`'s train and test images as a DatasetDict (`image`: the file's bytes, `label`: a ClassLabel of
+    the class folders) written by save_to_disk. Needs the `datasets` package (the `hf` extra)."""
+    import datasets
+
+    classes = sorted(p.name for p in (image_folder / "train").iterdir() if p.is_dir())
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=classes)})
+    splits = {}
+    for split in ("train", "test"):
+        files = [f for c in classes for f in sorted((image_folder / split / c).glob("*.jpg"))]
+        splits[split] = datasets.Dataset.from_dict(
+            {"image": [{"bytes": f.read_bytes(), "path": None} for f in files],
+             "label": [classes.index(f.parent.name) for f in files]}, features=features)
+    datasets.DatasetDict(splits).save_to_disk(str(out))
