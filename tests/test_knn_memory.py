@@ -2,17 +2,25 @@
 
 The measurement runs in a fresh process (torch imported before it starts), sampling RssAnon: the memory-mapped
 file's pages count in VmRSS while cached but not in RssAnon, so anonymous growth is what the evaluator copied.
+
+The bank is written through the harness's own row writer (blocks reserved first, plain writes), not into a
+writable memory map: on a full disk a page of a writable map that cannot be backed kills the whole test process
+with SIGBUS, where a write fails with ENOSPC naming the file. It is deleted as soon as the test is done, since
+pytest keeps every test's tmp_path until the session ends.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from harness.store import _write_rows
 
 pytestmark = pytest.mark.slow  # measures peak memory in a fresh subprocess
 
@@ -44,10 +52,21 @@ print(json.dumps({"growth": peak.growth_bytes, "samples": peak.samples,
 
 
 def test_knn_peak_memory_is_bounded_by_blocks_not_by_n(tmp_path: Path) -> None:
+    whole = N * DIM * 4
+    free = shutil.disk_usage(tmp_path).free
+    assert free > 2 * whole, (f"this test writes a {whole / 2**20:.0f} MiB bank into {tmp_path}, which has "
+                              f"{free / 2**20:.0f} MiB free: free some space there or point --basetemp elsewhere")
+    try:
+        _measure_and_check(tmp_path)
+    finally:
+        (tmp_path / "train.npy").unlink(missing_ok=True)
+
+
+def _measure_and_check(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    train = np.lib.format.open_memmap(tmp_path / "train.npy", mode="w+", dtype=np.float32, shape=(N, DIM))
-    for start in range(0, N, 20_000):
-        train[start:start + 20_000] = rng.standard_normal((20_000, DIM), dtype=np.float32)
+    blocks = (rng.standard_normal((20_000, DIM), dtype=np.float32) for _ in range(0, N, 20_000))
+    _write_rows(tmp_path / "train.npy", (N, DIM), blocks, np.dtype(np.float32))
+    train = np.load(tmp_path / "train.npy", mmap_mode="r")
     queries = rng.standard_normal((QUERIES, DIM), dtype=np.float32)
     np.save(tmp_path / "queries.npy", queries)
 
