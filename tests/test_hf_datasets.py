@@ -445,3 +445,26 @@ def test_dataset_option_on_the_command_line_chooses_the_split(tmp_path, capsys):
     assert record["dataset"]["name"] == f"hfds:{folder}[test_split=holdout]"
     assert record["dataset"]["source"].endswith("; test split: holdout")
     assert record["dataset"]["split_sizes"] == {"train": 200, "test": 100}
+
+
+@pytest.mark.slow  # two `harness run` subprocesses: datasets reads its progress setting when first imported
+def test_no_progress_quiets_the_bars_datasets_draws_itself(cifar_dict, tmp_path):
+    folder = tmp_path / "parquet"  # parquet: datasets converts it to arrow on first read, behind a bar
+    (folder / "data").mkdir(parents=True)
+    for split, table in cifar_dict.items():
+        table.select(range(0, len(table), 10)).to_parquet(str(folder / "data" / f"{split}-00000-of-00001.parquet"))
+
+    def run(*flags: str) -> str:
+        case = tmp_path / ("quiet" if flags else "loud")
+        env = {**os.environ, "HF_DATASETS_CACHE": str(case / "hf-cache"), "HF_HUB_OFFLINE": "1"}
+        env.pop("HF_DATASETS_DISABLE_PROGRESS_BARS", None)
+        done = subprocess.run([sys.executable, "-m", "harness", "run", "-e", "pixels", "-d", f"hfds:{folder}",
+                               "--eval", "knn", "--results-dir", str(case / "results"), "--cache-dir",
+                               str(case / "cache"), "--device", "cpu", "--workers", "0", *flags],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert "Generating train split" in run()  # the bar this test looks for is there without the flag
+    quiet = run("--no-progress")
+    assert "Generating" not in quiet and "examples/s" not in quiet, quiet

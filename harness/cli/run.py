@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 from harness.cli.listing import warn_problems
 from harness.defaults import DEFAULT_CACHE_DIR, DEFAULT_RESULTS_DIR
@@ -17,6 +19,30 @@ if TYPE_CHECKING:
     from harness.runner import RunConfig
 
 log = logging.getLogger("harness")
+
+#: What quiets the progress bars that libraries under the plugins draw by themselves (`datasets`' "Generating
+#: train split" and "Loading dataset from disk", the hub's downloads) when --no-progress asks for a quiet log.
+#: Those libraries read them when imported, which the plugins do lazily, after the flags are parsed.
+QUIET_LIBRARY_PROGRESS = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+
+@contextmanager
+def library_progress(enabled: bool) -> Iterator[None]:
+    """With `enabled` False, the libraries' own bars are off for the run; the environment is restored after it (a
+    value the user set is left as it was). A library imported earlier in this process keeps its setting: the
+    command line imports none before the run."""
+    saved = {variable: os.environ.get(variable) for variable in QUIET_LIBRARY_PROGRESS}
+    if not enabled:
+        for variable, value in QUIET_LIBRARY_PROGRESS.items():
+            os.environ.setdefault(variable, value)
+    try:
+        yield
+    finally:
+        for variable, value in saved.items():
+            if value is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = value
 
 
 def _csv_list(values: list[str] | None) -> list[str]:
@@ -240,7 +266,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     plugins = get_plugins()
     warn_problems(plugins)
     config = run_config(args, plugins)
-    with process_group() as ranks:  # under torchrun; a single process otherwise
+    with library_progress(config.progress), process_group() as ranks:  # under torchrun; one process otherwise
         report = run(config, plugins, ranks=ranks)
     if not report.ranks.leader:  # under torchrun: rank 0 reports for every rank
         print(f"rank {report.ranks.rank} of {report.ranks.world_size}: extraction shared and done; rank 0 "
