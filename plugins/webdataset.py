@@ -12,8 +12,9 @@ shards, the `val` shards are the test split, and the dataset's info says so.
 Items: each sample's image member (`image_key`, default the first of jpg, jpeg, png, webp it has), decoded to RGB;
 its label is the integer text of its `label_key` member (`cls`). Class names come from `class_names` (a JSON list,
 a JSON {index: name} object, or a text file with one name per line), else from `classes.json`,
-`class_names.json`, `classes.txt` or `class_names.txt` beside the shards, else they are the label numbers. Shards
-without any label member form an unlabelled dataset.
+`class_names.json`, `classes.txt`, `class_names.txt` or `classnames.txt` beside the shards (or above a split-named
+folder of shards, as CLIP_benchmark lays out `root/classnames.txt`, `root/test/0.tar`), else they are the label
+numbers. Shards without any label member form an unlabelled dataset.
 
 Every shard is indexed once from its tar headers (`harness.plugins.wds_index`); item ids are the samples' keys
 (`__key__`), or `<shard file>/<key>` for every item of a split where keys repeat across shards. A split's
@@ -51,7 +52,9 @@ from harness.types import Dataset, DatasetSplit
 log = logging.getLogger(__name__)
 
 SPLIT_WORDS = {"train": "train", "test": "test", "val": "val", "validation": "val"}
-CLASS_NAME_FILES = ("classes.json", "class_names.json", "classes.txt", "class_names.txt")
+#: Looked for beside the shards and, for shards in a split-named folder (`root/test/0.tar`), in the folder above:
+#: `classnames.txt` is where CLIP_benchmark's webdataset converter (and its `wds_*` sets on the hub) put them.
+CLASS_NAME_FILES = ("classes.json", "class_names.json", "classes.txt", "class_names.txt", "classnames.txt")
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
 #: Shard files a reading process keeps open at once: reading moves through shards in order, so a few suffice.
@@ -127,11 +130,13 @@ def shard_paths(pattern: str, base: Path | None = None) -> list[Path]:
 
 def split_of(path: Path) -> str | None:
     """The split a shard's file name (else its folder's name) names: train, test or val."""
-    for text in (path.stem, path.parent.name):
-        found = {SPLIT_WORDS[w] for w in re.split(r"[^A-Za-z0-9]+", text.lower()) if w in SPLIT_WORDS}
-        if len(found) == 1:
-            return found.pop()
-    return None
+    return split_named(path.stem) or split_named(path.parent.name)
+
+
+def split_named(text: str) -> str | None:
+    """The one split that `text` names as a word (`imagenet-train-0001`, `test`), else None."""
+    found = {SPLIT_WORDS[w] for w in re.split(r"[^A-Za-z0-9]+", text.lower()) if w in SPLIT_WORDS}
+    return found.pop() if len(found) == 1 else None
 
 
 # -- the dataset ----------------------------------------------------------------------------------------------------
@@ -215,8 +220,9 @@ class WebDataset(Dataset):
         """From the class-names file, else the label numbers 0..max."""
         path = Path(os.path.expanduser(self.class_names_file)) if self.class_names_file else None
         if path is None:
-            folders = dict.fromkeys([Path(os.path.expanduser(self.argument))] +
-                                    [p.parent for paths in by_split.values() for p in paths])
+            shard_folders = [p.parent for paths in by_split.values() for p in paths]
+            folders = dict.fromkeys([Path(os.path.expanduser(self.argument))] + shard_folders +
+                                    [f.parent for f in shard_folders if split_named(f.name)])
             path = next((f / n for f in folders if f.is_dir() for n in CLASS_NAME_FILES if (f / n).is_file()), None)
         if path is not None:
             self.class_names_source = str(path)

@@ -356,3 +356,35 @@ def test_two_ranks_read_their_shards_in_order_and_merge_to_the_single_process_em
     np.testing.assert_array_equal(merged.ids, reference.ids)
     np.testing.assert_array_equal(merged.labels, reference.labels)
     np.testing.assert_array_equal(merged.features, reference.features)
+
+
+def test_clip_benchmark_layout_class_names_above_split_folders_and_webp(tmp_path):
+    """CLIP_benchmark's converter writes root/classnames.txt and root/<split>/<n>.tar, samples `s0000000` holding
+    lossless `webp` and `cls`: found as a folder and as a brace pattern over the split folders."""
+    from PIL import Image
+
+    names = ["airplane", "automobile"]
+    root = tmp_path / "wds_cifar2"
+    root.mkdir()
+    (root / "classnames.txt").write_text("\n".join(names) + "\n")
+    expected = {}
+    for split in ("train", "test"):
+        (root / split).mkdir()
+        files = [f for c in names for f in sorted((CIFAR10_MINI / split / c).glob("*.jpg"))[:3]]
+        with tarfile.open(root / split / "0.tar", "w") as tar:
+            for n, file in enumerate(files):
+                webp = tmp_path / "sample.webp"
+                Image.open(file).convert("RGB").save(webp, format="webp", lossless=True)
+                add_member(tar, f"s{n:07d}.webp", webp.read_bytes())
+                add_member(tar, f"s{n:07d}.cls", str(names.index(file.parent.name)).encode())
+        expected[split] = [(np.asarray(Image.open(f).convert("RGB")), names.index(f.parent.name)) for f in files]
+    for argument in (str(root), f"{root}/{{train,test}}/0.tar"):
+        data = dataset(argument)
+        info = data.info()
+        assert info["class_names"] == names and info["class_names_source"] == str(root / "classnames.txt")
+        assert info["split_sizes"] == {"train": 6, "test": 6}
+        test = data.split("test")
+        assert [test.item_id(i) for i in range(2)] == ["s0000000", "s0000001"]
+        for i, (pixels, label) in enumerate(expected["test"]):  # lossless: the decoded pixels, exactly
+            image, got = test[i]
+            assert got == label and np.array_equal(np.asarray(image), pixels)
