@@ -15,7 +15,11 @@ Options (a suite's `[[datasets]] options = {...}`): `config` and `revision` (hub
 `test_split` (default `train` and `test`; without a `test` split and without `test_split`, `validation` is the
 test split and `info()` says so under `split_source` and `note`), `image_column` and `label_column` (default: the
 one `datasets.Image` column and the one `datasets.ClassLabel` column; class names are the ClassLabel's names; a
-`label_column` given by name may hold integers or strings instead, whose distinct values, sorted, are the classes).
+`label_column` given by name may hold integers or strings instead, whose distinct values, sorted, are the classes;
+with no Image column, a struct of `bytes` and `path` (an Image column written to parquet by another tool) is the
+image column, and `image_column` may also name a column of encoded image bytes). A `test` split without a single
+label (the hub's ImageNet-1k: every label -1) is passed over for `validation` when the option test_split is not
+given, and `note` says so.
 A `test_split` equal to the train split it would be paired with (a set published as one `train` split) leaves the
 dataset without train: test-only evaluators (clustering) run on it.
 
@@ -98,8 +102,22 @@ def describe_columns(features: Any) -> str:
             kind += f": {feature.num_classes} names"
         elif kind == "Value":
             kind += f" {feature.dtype}"
+        elif isinstance(feature, dict):
+            kind = f"struct {', '.join(feature)}"
         parts.append(f"{column} ({kind})")
     return ", ".join(parts) or "none"
+
+
+def image_storage(datasets: Any, feature: Any) -> bool:
+    """Whether a column holds images that `datasets.Image` can be cast from: an Image feature, its storage written
+    to parquet by another tool (a struct of `bytes` and `path`, without datasets' feature metadata), or encoded
+    image bytes (a binary Value). A column of file paths is not taken: the files would be outside the
+    fingerprint."""
+    if isinstance(feature, datasets.Image):
+        return True
+    if isinstance(feature, dict):
+        return "bytes" in feature and set(feature) <= {"bytes", "path"}
+    return isinstance(feature, datasets.Value) and feature.dtype in ("binary", "large_binary")
 
 
 @dataclass
@@ -283,6 +301,12 @@ class HFDataset(Dataset):
         image = self._column(datasets, first.features, "image_column", datasets.Image, "image")
         label = self._column(datasets, first.features, "label_column", datasets.ClassLabel, "class label")
         plain_labels = not isinstance(first.features[label], datasets.ClassLabel)
+        fallback = loaded.splits.get(FALLBACK_TEST_SPLIT)
+        if (self.options["test_split"] is None and chosen["test"] == "test" and fallback is not None
+                and chosen.get("train") != FALLBACK_TEST_SPLIT and label in fallback.features
+                and not has_labels(loaded.splits["test"], label) and has_labels(fallback, label)):
+            chosen["test"] = FALLBACK_TEST_SPLIT  # a held-out test split published without its labels
+            notes.append(f"split 'test' has no labels (column {label!r}): {FALLBACK_TEST_SPLIT} is used as test")
         class_names = (plain_label_names(loaded.splits, chosen, label) if plain_labels
                        else list(first.features[label].names))
         if plain_labels:
@@ -292,7 +316,9 @@ class HFDataset(Dataset):
         for harness_split, source_split in chosen.items():
             features = loaded.splits[source_split].features
             for column, kind in ((image, datasets.Image), (label, label_kind)):
-                if not isinstance(features.get(column), kind):
+                fits = (image_storage(datasets, features.get(column)) if kind is datasets.Image
+                        else isinstance(features.get(column), kind))
+                if not fits:
                     raise HarnessError(f"dataset {self.name!r}: split {source_split!r} has no {kind.__name__} column "
                                        f"{column!r}; its columns: {describe_columns(features)}")
             if not plain_labels and list(features[label].names) != class_names:
@@ -319,13 +345,18 @@ class HFDataset(Dataset):
                                    f"{describe_columns(features)}")
             plain_label = kind is datasets.ClassLabel and isinstance(features[named], datasets.Value) and (
                 features[named].dtype.startswith(("int", "uint")) or features[named].dtype in ("string", "large_string"))
-            if not isinstance(features[named], kind) and not plain_label:
-                also = " or an integer or string Value" if kind is datasets.ClassLabel else ""
+            stored_image = kind is datasets.Image and image_storage(datasets, features[named])
+            if not isinstance(features[named], kind) and not plain_label and not stored_image:
+                also = {datasets.ClassLabel: " or an integer or string Value",
+                        datasets.Image: " or image bytes (a binary Value, or a struct of bytes and path)"}[kind]
                 raise HarnessError(f"dataset {self.name!r}: column {named!r} (option {option}) is "
                                    f"{type(features[named]).__name__}, not datasets.{kind.__name__}{also}; its "
                                    f"columns: {describe_columns(features)}")
             return named
         candidates = [column for column, feature in features.items() if isinstance(feature, kind)]
+        if not candidates and kind is datasets.Image:  # parquet written without datasets' features: Image's storage
+            candidates = [column for column, feature in features.items()
+                          if isinstance(feature, dict) and image_storage(datasets, feature)]
         if len(candidates) == 1:
             return candidates[0]
         problem = f"has no {kind.__name__} ({what}) column" if not candidates else (
@@ -386,6 +417,12 @@ class HFSplit(DatasetSplit):
 
     def __repr__(self) -> str:
         return f"HFSplit({self.dataset_name!r}, {self.split!r}, {len(self)} rows)"
+
+
+def has_labels(split: Any, column: str) -> bool:
+    """Whether any row of `split` has a label: a value other than None (and than -1, datasets' missing ClassLabel),
+    read from the arrow column alone."""
+    return any(value is not None and value != -1 for value in split.unique(column))
 
 
 def plain_label_names(splits: dict[str, Any], chosen: dict[str, str], column: str) -> list[Any]:

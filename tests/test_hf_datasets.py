@@ -163,6 +163,21 @@ def test_validation_is_the_test_split_when_there_is_no_test_split_and_the_record
         dataset.split("validation")
 
 
+def test_a_test_split_without_labels_gives_way_to_validation_unless_named(tmp_path):
+    """As the hub publishes ImageNet-1k: its test split's labels are all -1 (missing)."""
+    test = cifar_split("test").select(range(0, 500, 50))
+    unlabelled = test.cast_column("label", datasets.Value("int64")).map(lambda row: {"label": -1})
+    unlabelled = unlabelled.cast_column("label", FEATURES["label"])
+    folder = save(tmp_path, {"train": cifar_split("train").select(range(0, 1000, 50)), "test": unlabelled,
+                             "validation": test})
+    info = hfds(str(folder)).info()
+    assert info["split_source"] == {"train": "train", "test": "validation"}
+    assert "split 'test' has no labels (column 'label'): validation is used as test" in info["note"]
+    assert hfds(str(folder)).split("test")[0][1] == test[0]["label"]
+    named = hfds(str(folder), test_split="test")  # asked for by name: kept, its items unlabelled
+    assert named.info()["split_source"]["test"] == "test" and named.split("test")[0][1] == -1
+
+
 def test_explicit_train_and_test_splits(tmp_path):
     holdout = cifar_split("test").select([10, 260])
     folder = save(tmp_path, {"fit": cifar_split("train").select(range(0, 1000, 100)), "holdout": holdout,
@@ -186,6 +201,36 @@ def _columns_error(tmp_path, table: datasets.Dataset, **options) -> str:
     with pytest.raises(HarnessError) as caught:
         hfds(str(folder), **options).info()
     return str(caught.value)
+
+
+def test_parquet_written_without_datasets_features_is_read_from_the_image_storage(tmp_path, hf_cache,
+                                                                                 imagefolder_embeddings):
+    """Parquet written by pyarrow (no datasets feature metadata): the image is a struct of bytes and path and the
+    label a plain integer, or the image is a bare binary column named by image_column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "arrow-written"
+    (folder / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        files = sorted((CIFAR10_MINI / split).glob("*/*.jpg"))[::10]
+        table = pa.table({"image": [{"bytes": f.read_bytes(), "path": f.name} for f in files],
+                          "raw": [f.read_bytes() for f in files],
+                          "label": pa.array([CLASSES.index(f.parent.name) for f in files], pa.int64())})
+        pq.write_table(table, folder / "data" / f"{split}-00000-of-00001.parquet")
+    with pytest.raises(HarnessError, match=r"has no ClassLabel.*set the option label_column.*image \(struct bytes, "
+                                           r"path\), raw \(Value binary\), label \(Value int64\)"):
+        hfds(str(folder)).info()
+    reference = imagefolder_embeddings["test"]
+    for image_column in (None, "raw"):
+        dataset = hfds(str(folder), label_column="label", image_column=image_column)
+        assert dataset.info()["image_column"] == (image_column or "image")
+        ours, _ = extract(Pixels(), dataset, "test", EmbeddingStore(tmp_path / f"cache-{image_column}"),
+                          ExtractionOptions(progress=False, workers=0))
+        np.testing.assert_array_equal(ours.features, reference.features[::10])  # imagefolder's order, every 10th
+        np.testing.assert_array_equal(ours.labels, reference.labels[::10])
+    with pytest.raises(HarnessError, match="column 'label' .*is Value, not datasets.Image or image bytes"):
+        hfds(str(folder), label_column="label", image_column="label").info()
 
 
 def test_two_image_columns_are_an_error_listing_the_columns(tmp_path):
