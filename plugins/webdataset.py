@@ -10,11 +10,12 @@ options give one pattern per split instead (relative patterns resolve against th
 shards, the `val` shards are the test split, and the dataset's info says so.
 
 Items: each sample's image member (`image_key`, default the first of jpg, jpeg, png, webp it has), decoded to RGB;
-its label is the integer text of its `label_key` member (`cls`). Class names come from `class_names` (a JSON list,
-a JSON {index: name} object, or a text file with one name per line), else from `classes.json`,
-`class_names.json`, `classes.txt`, `class_names.txt` or `classnames.txt` beside the shards (or above a split-named
-folder of shards, as CLIP_benchmark lays out `root/classnames.txt`, `root/test/0.tar`), else they are the label
-numbers. Shards without any label member form an unlabelled dataset.
+its label is the class number (or the class name) in its `label_key` member (`cls`). Class names come from
+`class_names` (a JSON list, a JSON {index: name} object, or a text file with one name per line), else from
+`classes.json`, `class_names.json`, `classes.txt`, `class_names.txt` or `classnames.txt` beside the shards (or above
+a split-named folder of shards, as CLIP_benchmark lays out `root/classnames.txt`, `root/test/0.tar`), else they are
+the label numbers (0 to the largest), or, where the label members hold names rather than numbers, those names
+sorted. Shards without any label member form an unlabelled dataset.
 
 Every shard is indexed once from its tar headers (`harness.plugins.wds_index`); item ids are the samples' keys
 (`__key__`), or `<shard file>/<key>` for every item of a split where keys repeat across shards. A split's
@@ -217,7 +218,7 @@ class WebDataset(Dataset):
         return self._layout
 
     def _class_names(self, by_split: dict[str, list[Path]], indices: dict[str, list[ShardIndex]]) -> list[str]:
-        """From the class-names file, else the label numbers 0..max."""
+        """From the class-names file, else the label numbers 0..max, else (labels that are words) the words sorted."""
         path = Path(os.path.expanduser(self.class_names_file)) if self.class_names_file else None
         if path is None:
             shard_folders = [p.parent for paths in by_split.values() for p in paths]
@@ -227,10 +228,19 @@ class WebDataset(Dataset):
         if path is not None:
             self.class_names_source = str(path)
             return read_class_names(path)
-        numbers = {int(label) for shards in indices.values() for shard in shards for label in set(shard.labels)
-                   if label is not None and label.lstrip("-").isdigit()}
-        self.class_names_source = "the label numbers (no class-names file beside the shards)"
-        return [str(n) for n in range(max(numbers) + 1)] if numbers else []
+        texts = {label for shards in indices.values() for shard in shards for label in set(shard.labels)
+                 if label is not None}
+        numbers = {int(text) for text in texts if _is_number(text)}
+        if numbers and len(numbers) < len(texts):
+            word = next(text for text in sorted(texts) if not _is_number(text))
+            raise HarnessError(f"dataset wds:{self.argument}: the {self.label_key!r} members hold class numbers "
+                               f"({min(numbers)}) and other text ({word[:40]!r}); give the class names "
+                               f"(option class_names, or a classes.txt beside the shards) so that both can be read")
+        if numbers:
+            self.class_names_source = "the label numbers (no class-names file beside the shards)"
+            return [str(n) for n in range(max(numbers) + 1)]
+        self.class_names_source = "the distinct label texts, sorted (no class-names file beside the shards)"
+        return sorted(texts)
 
     # The Dataset contract ----------------------------------------------------------------------------------------
 
@@ -259,6 +269,10 @@ class WebDataset(Dataset):
             self._splits[name] = WebDatasetSplit(name, layout["indices"][name], layout["class_names"],
                                                  layout["labelled"], layout["root"], self.label_key)
         return self._splits[name]
+
+
+def _is_number(text: str) -> bool:
+    return text.lstrip("-").isdigit()
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -291,6 +305,7 @@ class WebDatasetSplit(DatasetSplit):
         self.name = name
         self.shards = shards
         self.class_names = class_names
+        self.class_numbers = {name: number for number, name in enumerate(class_names)}
         self.labelled = labelled
         self.root = root
         self.label_key = label_key
@@ -364,10 +379,10 @@ class WebDatasetSplit(DatasetSplit):
             return -1
         if text is None:
             raise BadItemError(where, f"the sample has no {self.label_key!r} member (its label)")
-        if text.lstrip("-").isdigit():
+        if _is_number(text):
             label = int(text)
-        elif text in self.class_names:  # some writers store the class name itself
-            label = self.class_names.index(text)
+        elif text in self.class_numbers:  # some writers store the class name itself
+            label = self.class_numbers[text]
         else:
             raise BadItemError(where, f"label {text[:40]!r} is neither a class number nor a class name")
         if not 0 <= label < len(self.class_names):

@@ -388,3 +388,21 @@ def test_clip_benchmark_layout_class_names_above_split_folders_and_webp(tmp_path
         for i, (pixels, label) in enumerate(expected["test"]):  # lossless: the decoded pixels, exactly
             image, got = test[i]
             assert got == label and np.array_equal(np.asarray(image), pixels)
+
+
+def test_labels_written_as_class_names_without_a_names_file_are_the_sorted_names(tmp_path):
+    image = (CIFAR10_MINI / "test/cat/0000.jpg").read_bytes()
+    for split in ("train", "test"):
+        with tarfile.open(tmp_path / f"{split}.tar", "w") as tar:
+            for n, name in enumerate(("n02", "n01", "n02")):
+                add_member(tar, f"{split}{n}.jpg", image)
+                add_member(tar, f"{split}{n}.cls", name.encode())
+    data = dataset(str(tmp_path))
+    assert data.info()["class_names"] == ["n01", "n02"]
+    assert "distinct label texts" in data.info()["class_names_source"]
+    assert [data.split("test")[i][1] for i in range(3)] == [1, 0, 1]
+    with tarfile.open(tmp_path / "train.tar", "a") as tar:
+        add_member(tar, "train9.jpg", image)
+        add_member(tar, "train9.cls", b"7")
+    with pytest.raises(HarnessError, match=r"class numbers \(7\) and other text \('n01'\); give the class names"):
+        dataset(str(tmp_path)).info()
