@@ -45,9 +45,12 @@ def test_two_ranks_merge_to_the_single_process_embeddings(tmp_path):
     cache, results, logs, out = tmp_path / "cache", tmp_path / "results", tmp_path / "logs", tmp_path / "worker"
     out.mkdir()
     # One launch (starting the processes is most of the cost here): `harness run`, then the failure scenarios.
+    # torchrun looks for dead ranks every 2 s, not 0.1 s: when rank 1 dies at the end, rank 0 must have the time to
+    # notice and say so before torchrun stops it (at 0.1 s, a loaded machine lost that race).
     launch = torchrun([str(WORKER), str(out), "--", "-e", ENCODER, "-d", "synthetic", "--eval", "knn",
                        "--cache-dir", str(cache), "--results-dir", str(results), "--device", "cpu",
-                       "--batch-size", str(BATCH_SIZE), "--shard-size", str(SHARD_SIZE), "--no-progress"], logs)
+                       "--batch-size", str(BATCH_SIZE), "--shard-size", str(SHARD_SIZE), "--no-progress"], logs,
+                      monitor_interval_s=2)
     output, _ = launch.communicate(timeout=300)
     assert (out / "rank0-run-exit.txt").read_text() == "0", output + rank_output(logs, 0, "stderr")
     assert (out / "rank1-run-exit.txt").read_text() == "0", output + rank_output(logs, 1, "stderr")
