@@ -34,7 +34,7 @@ from harness.record_types import ResultRecord
 from harness.records import load_record, record_path, write_record
 from harness.shared_forward import extract_shared
 from harness.store import EmbeddingStore
-from harness.types import BASELINE_PRETRAINING, Embeddings, EvaluationResult, Evaluator, ExecutionSettings
+from harness.types import BASELINE_PRETRAINING, Dataset, Embeddings, EvaluationResult, Evaluator, ExecutionSettings
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +129,8 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
     # only, so that no rank waits inside an extraction collective for evaluators that may run for hours.
     deferred: list[Callable[[], None]] = []
     plans = []
-    for dataset in datasets:  # every dataset scanned and every option checked before the first extraction
-        info = dataset.info()  # scans the dataset: a bad path fails here, naming it
+    # Every dataset scanned and every option checked before the first extraction: a bad path fails here, naming it.
+    for dataset, info in zip(datasets, scan_datasets(datasets, ranks)):
         usable, skipped = usable_evaluators(dataset, info, evaluators)
         check_evaluation_splits(dataset.name, info)  # a split naming a class train lacks: refused before any work
         for evaluator in usable:
@@ -153,6 +153,19 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
     if ranks.distributed:
         _write_deferred(context, deferred)
     return context.report
+
+
+def scan_datasets(datasets: list[Dataset], ranks: Ranks) -> list[dict[str, Any]]:
+    """Every dataset's `info()`. Under torchrun rank 0 scans first and the other ranks after it, so that what a
+    scan fetches or builds once (a download, WebDataset shard indexes, a parquet conversion) is done by one
+    process while the others wait, and then found in place, instead of every rank doing it at once into the same
+    folders. A scan that fails on rank 0 fails every rank, naming rank 0's error."""
+    if ranks.distributed:
+        # No practical limit: a first download may take hours, and torchrun stops the waiting ranks if rank 0 dies.
+        together(ranks, "scanning the datasets on rank 0 first",
+                 lambda: [dataset.info() for dataset in datasets] if ranks.leader else None,
+                 timeout_s=distributed.RECORDS_TIMEOUT_S)
+    return [dataset.info() for dataset in datasets]
 
 
 def _current_ranks() -> Ranks:

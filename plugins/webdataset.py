@@ -153,6 +153,7 @@ class WebDataset(Dataset):
         self.class_names_file = class_names
         self.index_dir = resolve_index_dir(index_dir)
         self._layout: dict[str, Any] | None = None
+        self.shards_indexed = 0  # shards this process indexed from their headers (not from the saved index)
         self._splits: dict[str, WebDatasetSplit] = {}  # one per name: its reader keeps shards open
 
     # The layout: shards by split, their indices, class names ---------------------------------------------------
@@ -201,6 +202,7 @@ class WebDataset(Dataset):
             results = list(pool.map(lambda p: load_or_index(p, self.index_dir, self.image_key, self.label_key),
                                     paths))
         read = sum(not saved for _, saved in results)
+        self.shards_indexed += read
         if read:
             log.info("indexed %d WebDataset shard(s) of wds:%s from their tar headers (%d from the saved index)",
                      read, self.argument, len(paths) - read)

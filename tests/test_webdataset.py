@@ -345,6 +345,7 @@ def test_two_ranks_read_their_shards_in_order_and_merge_to_the_single_process_em
     reads = [json.loads((out / f"rank{rank}-reads.json").read_text()) for rank in (0, 1)]
     # 1,000 items in cache shards of 128: rank 0 encodes items 0-127, 256-383, ..., rank 1 the others, each
     # moving forward through the three tar shards (400 items each), never back.
+    assert [r["shards_indexed"] for r in reads] == [5, 0]  # rank 0 indexed every tar shard; rank 1 read its index
     assert [r["reads_backwards"] for r in reads] == [0, 0]
     assert [r["shards_opened"] for r in reads] == [3, 3]
     reference, report = pixels_embeddings(dataset(str(shards)), "train", EmbeddingStore(tmp_path / "single"),
