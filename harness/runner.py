@@ -156,15 +156,17 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
 
 
 def scan_datasets(datasets: list[Dataset], ranks: Ranks) -> list[dict[str, Any]]:
-    """Every dataset's `info()`. Under torchrun rank 0 scans first and the other ranks after it, so that what a
-    scan fetches or builds once (a download, WebDataset shard indexes, a parquet conversion) is done by one
-    process while the others wait, and then found in place, instead of every rank doing it at once into the same
-    folders. A scan that fails on rank 0 fails every rank, naming rank 0's error."""
+    """Every dataset's `info()`. Under torchrun rank 0 scans first, then the first rank of every other machine,
+    then the rest, so that what a scan fetches or builds once (a download, WebDataset shard indexes, a parquet
+    conversion) is done by one process while the others wait and then find it in place, in a shared folder or in
+    one local to each machine, instead of every rank doing it at once into the same folder. A scan that fails
+    fails every rank, naming the rank whose error it was."""
     if ranks.distributed:
-        # No practical limit: a first download may take hours, and torchrun stops the waiting ranks if rank 0 dies.
-        together(ranks, "scanning the datasets on rank 0 first",
-                 lambda: [dataset.info() for dataset in datasets] if ranks.leader else None,
-                 timeout_s=distributed.RECORDS_TIMEOUT_S)
+        for who, scans_now in (("rank 0", ranks.leader), ("each machine's first rank", ranks.local_rank == 0)):
+            # No practical limit: a first download may take hours; torchrun stops the waiting ranks if one dies.
+            together(ranks, f"scanning the datasets on {who} first",
+                     lambda now=scans_now: [dataset.info() for dataset in datasets] if now else None,
+                     timeout_s=distributed.RECORDS_TIMEOUT_S)
     return [dataset.info() for dataset in datasets]
 
 
