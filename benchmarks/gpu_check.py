@@ -217,16 +217,17 @@ def class_centres(classes: int, dim: int, rng: np.random.Generator) -> np.ndarra
     return rng.normal(0, 0.15 * (768 / dim) ** 0.5, (classes, dim)).astype(np.float32)
 
 
-def gaussian_classes(n: int, dim: int, classes: int, rng: np.random.Generator, centres: np.ndarray,
-                     out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Class centres plus unit noise, written in blocks (into `out`, a memory map, when given)."""
+def gaussian_rows(labels: np.ndarray, dim: int, rng: np.random.Generator, centres: np.ndarray):
+    """Class centres plus unit noise for `labels`, in blocks of rows."""
+    for start in range(0, len(labels), 65536):
+        block = labels[start:start + 65536]
+        yield centres[block] + rng.standard_normal((len(block), dim), dtype=np.float32)
+
+
+def gaussian_classes(n: int, dim: int, classes: int, rng: np.random.Generator,
+                     centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.integers(0, classes, n)
-    features = np.empty((n, dim), dtype=np.float32) if out is None else out
-    for start in range(0, n, 65536):
-        stop = min(n, start + 65536)
-        features[start:stop] = centres[labels[start:stop]] + rng.standard_normal((stop - start, dim),
-                                                                                 dtype=np.float32)
-    return features, labels
+    return np.concatenate(list(gaussian_rows(labels, dim, rng, centres))), labels
 
 
 def bench_knn(sizes: Sizes, device: str, work: Path) -> list[Row]:
@@ -234,14 +235,15 @@ def bench_knn(sizes: Sizes, device: str, work: Path) -> list[Row]:
 
     from harness.types import Embeddings, ExecutionSettings
     from harness.plugins.knn import KNN
+    from harness.store import _write_rows
 
     rng = np.random.default_rng(0)
     centres = class_centres(100, sizes.dim, rng)
-    memmap = np.lib.format.open_memmap(work / "knn-train.npy", mode="w+", dtype=np.float32,
-                                       shape=(sizes.knn_train, sizes.dim))
-    _, labels = gaussian_classes(sizes.knn_train, sizes.dim, 100, rng, centres, out=memmap)
-    memmap.flush()
-    del memmap
+    # Written with the store's own writer (blocks reserved, plain writes), not into a writable memory map, on
+    # which a full disk is a SIGBUS that kills the run instead of an error naming the file.
+    labels = rng.integers(0, 100, sizes.knn_train)
+    _write_rows(work / "knn-train.npy", (sizes.knn_train, sizes.dim),
+                gaussian_rows(labels, sizes.dim, rng, centres), np.dtype(np.float32))
     features = np.load(work / "knn-train.npy", mmap_mode="r")
     queries, query_labels = gaussian_classes(sizes.knn_queries, sizes.dim, 100, rng, centres)
     train = Embeddings(features, labels, np.arange(sizes.knn_train).astype(str), {})
