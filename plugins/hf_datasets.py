@@ -5,13 +5,16 @@ Three sources, told apart by what the argument names:
 - a folder written by `DatasetDict.save_to_disk` (it holds `dataset_dict.json`): its splits are the dataset's;
   a folder written by `Dataset.save_to_disk` (`state.json`, no `dataset_dict.json`) is one split, used as `test`
   (label-free and test-only evaluators run on it; save a DatasetDict with train and test for kNN and the probe);
-- a folder holding parquet files: split names from the file names as the hub lays them out (`train-*.parquet`,
-  `data/test-00000-of-00001.parquet`, ...), read by `datasets`' parquet builder (which converts them once into
-  its cache, `HF_DATASETS_CACHE`). Parquet written from a Dataset keeps its `Image` and `ClassLabel` features;
+- a folder holding parquet files, read as `datasets` reads a local copy of a hub repository (which converts them
+  once into its cache, `HF_DATASETS_CACHE`): the dataset card's `configs` (README.md) say which files are which
+  configuration's splits, else the split names come from the file names as the hub lays them out
+  (`train-*.parquet`, `data/test-00000-of-00001.parquet`, ...). Parquet written from a Dataset keeps its `Image`
+  and `ClassLabel` features;
 - anything else that is not a path (`owner/name`) is a hub id, loaded with `datasets.load_dataset(id, config,
   revision=...)`, so the HF cache, `HF_HUB_OFFLINE` and a pinned `revision` behave as they do for `datasets`.
 
-Options (a suite's `[[datasets]] options = {...}`): `config` and `revision` (hub only), `train_split` and
+Options (a suite's `[[datasets]] options = {...}`): `config` (hub ids and parquet folders), `revision` (hub
+only), `train_split` and
 `test_split` (default `train` and `test`; without a `test` split and without `test_split`, `validation` is the
 test split and `info()` says so under `split_source` and `note`), `image_column` and `label_column` (default: the
 one `datasets.Image` column and the one `datasets.ClassLabel` column; class names are the ClassLabel's names; a
@@ -184,10 +187,9 @@ class HFDataset(Dataset):
 
     def _load_local(self, datasets: Any) -> Loaded:
         root = self.root
-        for option in ("config", "revision"):
-            if self.options[option] is not None:
-                raise HarnessError(f"dataset {self.name!r}: option {option!r} applies to hub ids only; "
-                                   f"{str(root)!r} is a local folder")
+        if self.options["revision"] is not None:
+            raise HarnessError(f"dataset {self.name!r}: option 'revision' applies to hub ids only; {str(root)!r} is "
+                               f"a local folder")
         if not root.exists():
             raise HarnessError(f"dataset {self.name!r}: the path {str(root)!r} does not exist (a hub id is written "
                                f"owner/name)")
@@ -207,21 +209,43 @@ class HFDataset(Dataset):
             else:  # one saved Dataset: one split, evaluated as test
                 splits = {"test": saved}
                 extra = {"note": "a single saved Dataset (not a DatasetDict): its rows are the test split"}
+            if self.options["config"] is not None:
+                raise HarnessError(f"dataset {self.name!r}: option 'config' names one configuration of a hub "
+                                   f"repository (or of a local copy of one); {str(root)!r} was written by "
+                                   f"save_to_disk and has none")
             files = {name: (absolute, _saved_files(split)) for name, split in splits.items()}
             return Loaded(splits, files, f"datasets save_to_disk folder {absolute}",
                           LOCAL_REVISION, extra)
         if not any(root.rglob("*.parquet")):
             raise HarnessError(f"dataset {self.name!r}: {str(root)!r} is neither a folder written by save_to_disk "
                                f"(dataset_dict.json or state.json) nor a folder of parquet files")
+        # The folder as `datasets` reads a local copy of a hub repository: the dataset card's `configs` (README.md)
+        # say which files are which configuration's splits; without a card, the split names come from the file
+        # names. (The parquet builder given the folder as data_dir would merge every configuration's files.)
+        config = self.options["config"]
         try:
-            builder = datasets.load_dataset_builder("parquet", data_dir=str(absolute))
+            builder = datasets.load_dataset_builder(str(absolute), config)
             builder.download_and_prepare()
             splits = dict(builder.as_dataset())
+        except ValueError as error:
+            raise (self._config_failure(error) or self._local_failure(root, error)) from error
         except Exception as error:  # noqa: BLE001
-            raise HarnessError(f"dataset {self.name!r}: the parquet files in {str(root)!r} could not be read by "
-                               f"datasets' parquet builder ({_one_line(error)})") from error
+            raise self._local_failure(root, error) from error
         files = {name: (absolute, [Path(f) for f in builder.config.data_files[name]]) for name in splits}
-        return Loaded(splits, files, f"parquet files in {absolute}", LOCAL_REVISION)
+        where = f"parquet files in {absolute}" + (f" (config {config})" if config else "")
+        return Loaded(splits, files, where, LOCAL_REVISION, {"config": config} if config else {})
+
+    def _config_failure(self, error: ValueError) -> HarnessError | None:
+        """datasets' "Config name is missing ... pick one among the available configs", or an unknown config,
+        said as the option to set; None for any other ValueError."""
+        if "config" not in str(error).lower():
+            return None
+        return HarnessError(f"dataset {self.name!r}: {_one_line(error)}; set the option config (on the command "
+                            f"line: --dataset-option config=NAME; in a suite: options = {{ config = \"NAME\" }})")
+
+    def _local_failure(self, root: Path, error: BaseException) -> HarnessError:
+        return HarnessError(f"dataset {self.name!r}: the parquet files in {str(root)!r} could not be read by "
+                            f"datasets ({_one_line(error)})")
 
     def _load_hub(self, datasets: Any) -> Loaded:
         hub_id, config, revision = self.argument, self.options["config"], self.options["revision"]
@@ -232,10 +256,7 @@ class HFDataset(Dataset):
         try:
             loaded = datasets.load_dataset(hub_id, config, revision=commit or revision)
         except ValueError as error:
-            if "config" in str(error).lower():  # "Config name is missing ... pick one among the available configs"
-                raise HarnessError(f"dataset {self.name!r}: {_one_line(error)}; set the option config (in a suite: "
-                                   f"options = {{ config = \"...\" }})") from error
-            raise self._hub_failure(error, offline) from error
+            raise (self._config_failure(error) or self._hub_failure(error, offline)) from error
         except Exception as error:  # noqa: BLE001 - offline, not found, network: one message each
             raise self._hub_failure(error, offline) from error
         if not isinstance(loaded, datasets.DatasetDict):

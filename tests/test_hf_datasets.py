@@ -233,6 +233,40 @@ def test_parquet_written_without_datasets_features_is_read_from_the_image_storag
         hfds(str(folder), label_column="label", image_column="label").info()
 
 
+def test_a_local_copy_of_a_hub_repository_with_two_configs_reads_the_one_named(tmp_path, hf_cache):
+    """As `huggingface-cli download --local-dir` leaves a repository: a dataset card whose `configs` say which
+    parquet files are which configuration's splits. Each configuration is read alone, never the files merged."""
+    repo = tmp_path / "repo"
+    tables = {"coarse": {"train": cifar_split("train").select(range(0, 1000, 100)),
+                         "test": cifar_split("test").select(range(0, 500, 100))},
+              "fine": {"train": cifar_split("train").select(range(1, 1000, 50)),
+                       "test": cifar_split("test").select(range(1, 500, 50))}}
+    card = ["---", "configs:"]
+    for config, splits in tables.items():
+        card += [f"- config_name: {config}", "  data_files:"]
+        for split, table in splits.items():
+            (repo / config).mkdir(parents=True, exist_ok=True)
+            table.to_parquet(str(repo / config / f"{split}-00000-of-00001.parquet"))
+            card += [f"  - split: {split}", f"    path: {config}/{split}-*"]
+    (repo / "README.md").write_text("\n".join(card + ["---", "A dataset card.", ""]))
+    with pytest.raises(HarnessError, match=r"Config name is missing.*'coarse', 'fine'.*set the option config"):
+        hfds(str(repo)).info()
+    with pytest.raises(HarnessError, match="'medium' not found.*set the option config"):
+        hfds(str(repo), config="medium").info()
+    for config, splits in tables.items():
+        dataset = hfds(str(repo), config=config)
+        info = dataset.info()
+        assert info["split_sizes"] == {"train": len(splits["train"]), "test": len(splits["test"])}
+        assert info["source"].endswith(f"(config {config})") and info["config"] == config
+        test = dataset.split("test")
+        assert [test[i][1] for i in range(len(test))] == splits["test"]["label"]
+    fine, coarse = (hfds(str(repo), config=c).split("train").fingerprint() for c in ("fine", "coarse"))
+    assert fine != coarse
+    saved = save(tmp_path, tables["fine"])
+    with pytest.raises(HarnessError, match="option 'config' .*written by save_to_disk"):
+        hfds(str(saved), config="fine").info()
+
+
 def test_two_image_columns_are_an_error_listing_the_columns(tmp_path):
     table = cifar_split("test").select(range(2))
     table = table.add_column("thumbnail", [{"bytes": b, "path": None} for b in
