@@ -116,6 +116,26 @@ def together(ranks: Ranks, what: str, step: Callable[[], Any] = lambda: None,
     return result
 
 
+def leader_first(ranks: Ranks, what: str, step: Callable[[], Any], timeout_s: float | None = None) -> Any:
+    """`step()` on every rank, in three turns: rank 0, then the first rank of each other machine, then the rest,
+    each turn waiting for the one before. For a step that fetches or builds files once and finds them after (a
+    download, an index, a conversion): one process makes them while the others wait, in a folder every machine
+    shares or in one local to each. Each rank runs `step` once and gets its own result; an error on any rank is
+    raised on every rank, at the end of the turn it happened in (see `together`)."""
+    if not ranks.distributed:
+        return step()
+    done: list[Any] = []
+
+    def turn(now: bool) -> None:
+        if now and not done:
+            done.append(step())
+
+    turns = (("rank 0", ranks.leader), ("each machine's first rank", ranks.local_rank == 0), ("every rank", True))
+    for who, now in turns:
+        together(ranks, f"{what} ({who})", lambda now=now: turn(now), timeout_s=timeout_s)
+    return done[0]
+
+
 def launched_by_torchrun() -> bool:
     return all(name in os.environ for name in ("RANK", "WORLD_SIZE")) and int(os.environ["WORLD_SIZE"]) > 1
 

@@ -108,6 +108,11 @@ class PairJob:
         return f"{self.planned.label} on {self.dataset.name}"
 
 
+#: How long ranks wait for each other while one fetches or builds a dataset's files (`leader_first`): no practical
+#: limit, as a first download may take hours; torchrun stops the waiting ranks if one dies.
+LEADER_FIRST_TIMEOUT_S = distributed.RECORDS_TIMEOUT_S
+
+
 def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None = None) -> RunReport:
     """Evaluate every encoder on every dataset with every evaluator; write one record per cell.
 
@@ -136,6 +141,8 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
         for evaluator in usable:
             evaluator.check_dataset(info)  # an option that cannot apply to this dataset: refused before any work
         plans.append((dataset, info, usable, skipped))
+    open_splits([(dataset, needed_splits(usable, evaluation_splits(dataset.name, info)))
+                 for dataset, info, usable, _ in plans], ranks)
     for dataset, info, usable, skipped in plans:
         for message in skipped:
             log.warning(message)
@@ -156,18 +163,20 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
 
 
 def scan_datasets(datasets: list[Dataset], ranks: Ranks) -> list[dict[str, Any]]:
-    """Every dataset's `info()`. Under torchrun rank 0 scans first, then the first rank of every other machine,
-    then the rest, so that what a scan fetches or builds once (a download, WebDataset shard indexes, a parquet
-    conversion) is done by one process while the others wait and then find it in place, in a shared folder or in
-    one local to each machine, instead of every rank doing it at once into the same folder. A scan that fails
-    fails every rank, naming the rank whose error it was."""
+    """Every dataset's `info()`; under torchrun rank 0 first (`distributed.leader_first`), so that what a scan
+    fetches or builds (an `hfds:` download or parquet conversion, the index of `wds:` shards) is made once."""
+    return distributed.leader_first(ranks, "scanning the datasets", lambda: [dataset.info() for dataset in datasets],
+                                    timeout_s=LEADER_FIRST_TIMEOUT_S)
+
+
+def open_splits(wanted: list[tuple[Dataset, list[str]]], ranks: Ranks) -> None:
+    """Under torchrun, open the splits the cells need, rank 0 first (`distributed.leader_first`), so that a set
+    that downloads its files when a split is first opened (the torchvision sets) downloads them once, before the
+    ranks extract side by side. A single process opens each split where it extracts it."""
     if ranks.distributed:
-        for who, scans_now in (("rank 0", ranks.leader), ("each machine's first rank", ranks.local_rank == 0)):
-            # No practical limit: a first download may take hours; torchrun stops the waiting ranks if one dies.
-            together(ranks, f"scanning the datasets on {who} first",
-                     lambda now=scans_now: [dataset.info() for dataset in datasets] if now else None,
-                     timeout_s=distributed.RECORDS_TIMEOUT_S)
-    return [dataset.info() for dataset in datasets]
+        distributed.leader_first(ranks, "opening the datasets' splits",
+                                 lambda: [dataset.split(name) for dataset, names in wanted for name in names],
+                                 timeout_s=LEADER_FIRST_TIMEOUT_S)
 
 
 def _current_ranks() -> Ranks:

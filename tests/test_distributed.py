@@ -97,6 +97,14 @@ def test_two_ranks_merge_to_the_single_process_embeddings(tmp_path):
     assert rank0.endswith("\n4 batches")  # rank 0 had written shards 0 and 2 (two batches each)
     assert (out / "nan-shards-left.txt").read_text() == ""
 
+    # leader_first: rank 0's step ran before rank 1's, each rank got its own result; a failure on rank 1 alone
+    # (in the last turn) is raised on rank 0 too, naming rank 1.
+    assert (out / "leader-first-turns.txt").read_text() == "0 starts\n0 ends\n1 starts\n1 ends\n"
+    assert [(out / f"rank{r}-leader-first.txt").read_text() for r in (0, 1)] == ["0", "1"]
+    assert (out / "rank1-leader-first-error.txt").read_text() == "ValueError: simulated scan failure on rank 1"
+    assert (out / "rank0-leader-first-error.txt").read_text() == (
+        "HarnessError: scanning (every rank) failed on rank 1: ValueError: simulated scan failure on rank 1")
+
     # Rank 1 died after its first shard: rank 0 names it, torchrun stops the run, the finished shards stay.
     assert launch.returncode != 0, output
     assert "Ranks 1 failed to pass monitoredBarrier" in rank_output(logs, 0, "stderr")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 if __name__ == "__main__":
@@ -98,7 +99,37 @@ def main() -> None:
         left = sorted(p.name for p in store.partial_dir(key).glob("shard-*"))
         (out / "nan-shards-left.txt").write_text(" ".join(left))
     ranks.barrier("checking what the NaN extraction left")
+    leader_first_turns(out, ranks)
     extract(DiesOnRank1(), synthetic(), "train", store, options())
+
+
+def leader_first_turns(out: Path, ranks: distributed.Ranks) -> None:
+    """`distributed.leader_first`: rank 0's step ends before rank 1's starts (each appends its rank to one file
+    only after sleeping, so running at once would show as interleaved or reversed lines); then a step failing on
+    rank 1 alone is raised on both ranks."""
+    turns = out / "leader-first-turns.txt"
+
+    def step() -> int:
+        with turns.open("a") as file:
+            file.write(f"{ranks.rank} starts\n")
+        time.sleep(0.5)
+        with turns.open("a") as file:
+            file.write(f"{ranks.rank} ends\n")
+        return ranks.rank
+
+    result = distributed.leader_first(ranks, "taking turns", step)
+    (out / f"rank{ranks.rank}-leader-first.txt").write_text(str(result))
+
+    def fails_on_rank_1() -> None:
+        if ranks.rank == 1:
+            raise ValueError("simulated scan failure on rank 1")
+
+    try:
+        distributed.leader_first(ranks, "scanning", fails_on_rank_1)
+        outcome = "no error"
+    except Exception as error:  # noqa: BLE001 - the test reads what each rank raised
+        outcome = f"{type(error).__name__}: {error}"
+    (out / f"rank{ranks.rank}-leader-first-error.txt").write_text(outcome)
 
 
 if __name__ == "__main__":
