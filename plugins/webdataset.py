@@ -58,6 +58,7 @@ SPLIT_WORDS = {"train": "train", "test": "test", "val": "val", "validation": "va
 CLASS_NAME_FILES = ("classes.json", "class_names.json", "classes.txt", "class_names.txt", "classnames.txt")
 _GLOB_CHARACTERS = re.compile(r"[*?\[]")
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)$")
+_NUMBER = re.compile(r"-?[0-9]+")
 #: Shard files a reading process keeps open at once: reading moves through shards in order, so a few suffice.
 OPEN_SHARDS = 4
 #: Threads that index shards not yet indexed (reading headers is waiting on the disk, not computing).
@@ -230,15 +231,15 @@ class WebDataset(Dataset):
         if path is not None:
             self.class_names_source = str(path)
             return read_class_names(path)
-        texts = {label for shards in indices.values() for shard in shards for label in set(shard.labels)
-                 if label is not None}
+        # An empty label member is no class: its sample stays an unreadable item, as any label that fits nothing.
+        texts = {label for shards in indices.values() for shard in shards for label in set(shard.labels) if label}
         numbers = {int(text) for text in texts if _is_number(text)}
-        if numbers and len(numbers) < len(texts):
-            word = next(text for text in sorted(texts) if not _is_number(text))
-            raise HarnessError(f"dataset wds:{self.argument}: the {self.label_key!r} members hold class numbers "
-                               f"({min(numbers)}) and other text ({word[:40]!r}); give the class names "
-                               f"(option class_names, or a classes.txt beside the shards) so that both can be read")
         if numbers:
+            others = sorted(text for text in texts if not _is_number(text))
+            if others:  # a few damaged members, or names mixed in: their samples are bad items, each named
+                log.warning("wds:%s: %d distinct %r text(s) are not class numbers (%s); their samples are "
+                            "unreadable items unless class names are given", self.argument, len(others),
+                            self.label_key, ", ".join(repr(t[:40]) for t in others[:3]))
             self.class_names_source = "the label numbers (no class-names file beside the shards)"
             return [str(n) for n in range(max(numbers) + 1)]
         self.class_names_source = "the distinct label texts, sorted (no class-names file beside the shards)"
@@ -274,7 +275,8 @@ class WebDataset(Dataset):
 
 
 def _is_number(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+    """A class number as a label member holds it: ASCII digits, perhaps after a minus sign."""
+    return _NUMBER.fullmatch(text) is not None
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -307,7 +309,9 @@ class WebDatasetSplit(DatasetSplit):
         self.name = name
         self.shards = shards
         self.class_names = class_names
-        self.class_numbers = {name: number for number, name in enumerate(class_names)}
+        self.class_numbers: dict[str, int] = {}
+        for number, name in enumerate(class_names):  # a name listed twice (ImageNet's "crane") is its first number
+            self.class_numbers.setdefault(name, number)
         self.labelled = labelled
         self.root = root
         self.label_key = label_key

@@ -405,8 +405,20 @@ def test_labels_written_as_class_names_without_a_names_file_are_the_sorted_names
     assert data.info()["class_names"] == ["n01", "n02"]
     assert "distinct label texts" in data.info()["class_names_source"]
     assert [data.split("test")[i][1] for i in range(3)] == [1, 0, 1]
-    with tarfile.open(tmp_path / "train.tar", "a") as tar:
-        add_member(tar, "train9.jpg", image)
-        add_member(tar, "train9.cls", b"7")
-    with pytest.raises(HarnessError, match=r"class numbers \(7\) and other text \('n01'\); give the class names"):
-        dataset(str(tmp_path)).info()
+    empty = tmp_path / "with-empty"  # an empty label member: its sample is a bad item, not a class ''
+    empty.mkdir()
+    for split in ("train", "test"):
+        with tarfile.open(empty / f"{split}.tar", "w") as tar:
+            for n, name in enumerate(("7", "01", "")):
+                add_member(tar, f"{split}{n}.jpg", image)
+                add_member(tar, f"{split}{n}.cls", name.encode())
+            add_member(tar, f"{split}9.jpg", image)
+            add_member(tar, f"{split}9.cls", b"n01")  # a name among numbers: a bad item too, named
+    data = dataset(str(empty))
+    assert data.info()["class_names"] == [str(n) for n in range(8)]  # "01" is class 1, as "1" would be
+    test = data.split("test")
+    assert [test[i][1] for i in range(2)] == [7, 1]
+    with pytest.raises(BadItemError, match="test2.jpg.*label '' is neither a class number nor a class name"):
+        test[2]
+    with pytest.raises(BadItemError, match="test9.jpg.*label 'n01' is neither"):
+        test[3]
