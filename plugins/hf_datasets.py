@@ -227,6 +227,14 @@ class HFDataset(Dataset):
             splits = dict(builder.as_dataset())
         except ValueError as error:
             raise (self._config_failure(error) or self._local_failure(root, error)) from error
+        except FileNotFoundError as error:  # datasets resolves every configuration's files named by the card
+            if not (root / "README.md").is_file():
+                raise self._local_failure(root, error) from error
+            raise HarnessError(f"dataset {self.name!r}: the dataset card {str(root / 'README.md')!r} names data "
+                               f"files, for its configurations, that are not in the folder ({_one_line(error)}). "
+                               f"A partial download (--include) leaves them out: download every configuration's "
+                               f"files, or move README.md out of the folder to read the parquet files there by "
+                               f"their names") from error
         except Exception as error:  # noqa: BLE001
             raise self._local_failure(root, error) from error
         files = {name: (absolute, [Path(f) for f in builder.config.data_files[name]]) for name in splits}
@@ -238,8 +246,10 @@ class HFDataset(Dataset):
         said as the option to set; None for any other ValueError."""
         if "config" not in str(error).lower():
             return None
-        return HarnessError(f"dataset {self.name!r}: {_one_line(error)}; set the option config (on the command "
-                            f"line: --dataset-option config=NAME; in a suite: options = {{ config = \"NAME\" }})")
+        given = self.options["config"]
+        fix = (f"change or drop the option config={given!r}" if given is not None else "set the option config")
+        return HarnessError(f"dataset {self.name!r}: {_one_line(error)}; {fix} (on the command line: "
+                            f"--dataset-option config=NAME; in a suite: options = {{ config = \"NAME\" }})")
 
     def _local_failure(self, root: Path, error: BaseException) -> HarnessError:
         return HarnessError(f"dataset {self.name!r}: the parquet files in {str(root)!r} could not be read by "
@@ -322,8 +332,8 @@ class HFDataset(Dataset):
         plain_labels = not isinstance(first.features[label], datasets.ClassLabel)
         fallback = loaded.splits.get(FALLBACK_TEST_SPLIT)
         if (self.options["test_split"] is None and chosen["test"] == "test" and fallback is not None
-                and chosen.get("train") != FALLBACK_TEST_SPLIT and label in fallback.features
-                and not has_labels(loaded.splits["test"], label) and has_labels(fallback, label)):
+                and chosen.get("train") != FALLBACK_TEST_SPLIT and has_labels(fallback, label)
+                and not has_labels(loaded.splits["test"], label)):
             chosen["test"] = FALLBACK_TEST_SPLIT  # a held-out test split published without its labels
             notes.append(f"split 'test' has no labels (column {label!r}): {FALLBACK_TEST_SPLIT} is used as test")
         class_names = (plain_label_names(loaded.splits, chosen, label) if plain_labels
@@ -439,9 +449,9 @@ class HFSplit(DatasetSplit):
 
 
 def has_labels(split: Any, column: str) -> bool:
-    """Whether any row of `split` has a label: a value other than None (and than -1, datasets' missing ClassLabel),
-    read from the arrow column alone."""
-    return any(value is not None and value != -1 for value in split.unique(column))
+    """Whether any row of `split` has a label in `column`: a value other than None (and than -1, datasets' missing
+    ClassLabel), read from the arrow column alone. A split without the column has none."""
+    return column in split.features and any(value is not None and value != -1 for value in split.unique(column))
 
 
 def plain_label_names(splits: dict[str, Any], chosen: dict[str, str], column: str) -> list[Any]:

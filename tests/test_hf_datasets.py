@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -176,6 +177,9 @@ def test_a_test_split_without_labels_gives_way_to_validation_unless_named(tmp_pa
     assert hfds(str(folder)).split("test")[0][1] == test[0]["label"]
     named = hfds(str(folder), test_split="test")  # asked for by name: kept, its items unlabelled
     assert named.info()["split_source"]["test"] == "test" and named.split("test")[0][1] == -1
+    no_column = save(tmp_path / "no-column", {"train": cifar_split("train").select(range(0, 1000, 50)),
+                                              "test": test.remove_columns(["label"]), "validation": test})
+    assert hfds(str(no_column)).info()["split_source"]["test"] == "validation"  # no label column at all
 
 
 def test_explicit_train_and_test_splits(tmp_path):
@@ -251,7 +255,7 @@ def test_a_local_copy_of_a_hub_repository_with_two_configs_reads_the_one_named(t
     (repo / "README.md").write_text("\n".join(card + ["---", "A dataset card.", ""]))
     with pytest.raises(HarnessError, match=r"Config name is missing.*'coarse', 'fine'.*set the option config"):
         hfds(str(repo)).info()
-    with pytest.raises(HarnessError, match="'medium' not found.*set the option config"):
+    with pytest.raises(HarnessError, match="'medium' not found.*change or drop the option config='medium'"):
         hfds(str(repo), config="medium").info()
     for config, splits in tables.items():
         dataset = hfds(str(repo), config=config)
@@ -265,6 +269,16 @@ def test_a_local_copy_of_a_hub_repository_with_two_configs_reads_the_one_named(t
     saved = save(tmp_path, tables["fine"])
     with pytest.raises(HarnessError, match="option 'config' .*written by save_to_disk"):
         hfds(str(saved), config="fine").info()
+    # A partial download (only fine/): the card names coarse/'s files too, which datasets resolves; the error says
+    # so and what to do. Without the card the files are read by their names, and a config is then refused.
+    shutil.rmtree(repo / "coarse")
+    with pytest.raises(HarnessError, match="names data files, for its configurations, that are not in the folder.*"
+                                           "partial download.*move README.md out"):
+        hfds(str(repo), config="fine").info()
+    (repo / "README.md").unlink()
+    assert hfds(str(repo)).info()["split_sizes"] == {"train": 20, "test": 10}
+    with pytest.raises(HarnessError, match="change or drop the option config='fine'"):
+        hfds(str(repo), config="fine").info()
 
 
 def test_two_image_columns_are_an_error_listing_the_columns(tmp_path):
