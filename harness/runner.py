@@ -212,7 +212,9 @@ def _run_context(config: RunConfig, plugins: Plugins, ranks: Ranks) -> RunContex
 
 def _write_deferred(context: RunContext, deferred: list[Callable[[], None]]) -> None:
     """Under torchrun, after every extraction: rank 0 evaluates and writes the records; the other ranks wait for
-    it at one last collective, so that every rank fails (and exits non-zero) if rank 0 could not write them.
+    it at one last collective, so that every rank fails (and exits non-zero) if rank 0 could not write them, and
+    then hear which cells failed (an evaluator raising on rank 0), so that every rank's report and exit status
+    say so.
 
     The wait has no practical limit (`distributed.RECORDS_TIMEOUT_S`): evaluators may run for hours, and torchrun
     stops the waiting ranks anyway if rank 0 dies."""
@@ -225,6 +227,7 @@ def _write_deferred(context: RunContext, deferred: list[Callable[[], None]]) -> 
 
     together(ranks, f"evaluating and writing the records into {str(context.config.results_dir)!r}", write_on_leader,
              timeout_s=distributed.RECORDS_TIMEOUT_S)
+    context.report.failures[:] = ranks.broadcast(context.report.failures)
 
 
 def _extract_pair(context: RunContext, job: PairJob) -> Callable[[], None] | None:

@@ -105,6 +105,11 @@ def test_two_ranks_merge_to_the_single_process_embeddings(tmp_path):
     assert (out / "rank0-leader-first-error.txt").read_text() == (
         "HarnessError: scanning (every rank) failed on rank 1: ValueError: simulated scan failure on rank 1")
 
+    # An evaluator raising (on rank 0, where evaluators run): both ranks' reports list the failed cell.
+    for rank in (0, 1):
+        assert (out / f"rank{rank}-evaluator-failures.txt").read_text() == (
+            "pixels exploding: RuntimeError: simulated evaluator failure (evaluators run on rank 0)")
+
     # Rank 1 died after its first shard: rank 0 names it, torchrun stops the run, the finished shards stay.
     assert launch.returncode != 0, output
     assert "Ranks 1 failed to pass monitoredBarrier" in rank_output(logs, 0, "stderr")

@@ -269,8 +269,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     with library_progress(config.progress), process_group() as ranks:  # under torchrun; one process otherwise
         report = run(config, plugins, ranks=ranks)
     if not report.ranks.leader:  # under torchrun: rank 0 reports for every rank
+        failed = (f"; {len(report.failures)} cell(s) failed (rank 0's log has the errors)" if report.failures
+                  else "")
         print(f"rank {report.ranks.rank} of {report.ranks.world_size}: extraction shared and done; rank 0 "
-              f"evaluates, writes the records and prints the results", file=sys.stderr)
+              f"evaluates, writes the records and prints the results{failed}", file=sys.stderr)
         return 1 if report.failures else 0
     if report.already_done:
         print(f"{len(report.already_done)} cell(s) skipped: already done (same protocol, options, seed and cache "

@@ -30,7 +30,10 @@ from harness import distributed  # noqa: E402
 from harness.extract import ExtractionOptions, extract, split_cache_key  # noqa: E402
 from harness.store import EmbeddingStore  # noqa: E402
 from harness.plugins.synthetic import Synthetic  # noqa: E402
-from harness_test_support.helpers import CountingPixels  # noqa: E402
+from harness.plugin_manager import Plugins  # noqa: E402
+from harness.runner import RunConfig, run  # noqa: E402
+from harness.types import Evaluator  # noqa: E402
+from harness_test_support.helpers import CountingPixels, EvaluatorPlugin  # noqa: E402
 
 #: 96 items per split in shards of 16: six shards, three per rank; batches of 8, two per shard.
 ITEMS, SHARD_SIZE, BATCH_SIZE = 96, 16, 8
@@ -63,6 +66,14 @@ class NaNOnRank1(CountingPixels):
         if os.environ["RANK"] == "1" and self.calls == 3:
             out[0] = float("nan")
         return out
+
+
+class ExplodingEvaluator(Evaluator):
+    name = "exploding"
+    protocol = "exploding/v1"
+
+    def evaluate(self, train, test, *, seed, device):
+        raise RuntimeError("simulated evaluator failure (evaluators run on rank 0)")
 
 
 class DiesOnRank1(CountingPixels):
@@ -100,7 +111,20 @@ def main() -> None:
         (out / "nan-shards-left.txt").write_text(" ".join(left))
     ranks.barrier("checking what the NaN extraction left")
     leader_first_turns(out, ranks)
+    evaluator_failure(out, ranks)
     extract(DiesOnRank1(), synthetic(), "train", store, options())
+
+
+def evaluator_failure(out: Path, ranks: distributed.Ranks) -> None:
+    """`runner.run` with an evaluator that raises (on rank 0, where evaluators run): every rank's report lists the
+    failed cell, so every rank's `harness run` exits non-zero."""
+    plugins = Plugins(entry_points=False, extra=[("exploding", EvaluatorPlugin("exploding", ExplodingEvaluator))])
+    config = RunConfig(encoders=["pixels"], datasets=["synthetic"], evaluators=["exploding", "knn"],
+                       results_dir=out / "exploding-results", cache_dir=out / "exploding-cache", device="cpu",
+                       batch_size=BATCH_SIZE, shard_size=SHARD_SIZE, progress=False)
+    report = run(config, plugins, ranks)
+    failures = [f"{f.encoder} {f.evaluator}: {f.error}" for f in report.failures]
+    (out / f"rank{ranks.rank}-evaluator-failures.txt").write_text("\n".join(failures))
 
 
 def leader_first_turns(out: Path, ranks: distributed.Ranks) -> None:
