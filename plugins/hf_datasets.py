@@ -15,12 +15,13 @@ Three sources, told apart by what the argument names:
 
 Options (a suite's `[[datasets]] options = {...}`): `config` (hub ids and parquet folders), `revision` (hub only),
 `train_split` and `test_split` (default `train` and `test`; without a `test` split and without `test_split`,
-`validation` is the test split and `info()` says so under `split_source` and `note`), `image_column` and
+`validation`, else `valid` or `val`, is the test split and `info()` says so under `split_source` and `note`),
+`image_column` and
 `label_column` (default: the one `datasets.Image` column and the one `datasets.ClassLabel` column; class names are
 the ClassLabel's names; a `label_column` given by name may hold integers or strings instead, whose distinct values,
 sorted, are the classes; with no Image column, a struct of `bytes` and `path` (an Image column written to parquet by
 another tool) is the image column, and `image_column` may also name a column of encoded image bytes). A `test` split
-without a single label (the hub's ImageNet-1k: every label -1) is passed over for `validation` when the option
+without a single label (the hub's ImageNet-1k: every label -1) is passed over for that split when the option
 test_split is not given, and `note` says so. A `test_split` equal to the train split it would be paired with (a set
 published as one `train` split) leaves the dataset without train: test-only evaluators (clustering) run on it.
 
@@ -51,8 +52,9 @@ from harness.plugins.imagefolder import open_rgb
 from harness.types import Dataset, DatasetSplit
 
 INSTALL_HINT = 'pip install "encoder-harness[hf]"'
-#: The split used as test when the dataset has no `test` split and the `test_split` option is not given.
-FALLBACK_TEST_SPLIT = "validation"
+#: The splits used as test (the first one present) when the dataset has no `test` split, or one without labels,
+#: and the `test_split` option is not given: the hub's usual name, and the short ones some sets use (tiny-imagenet).
+FALLBACK_TEST_SPLITS = ("validation", "valid", "val")
 #: Seconds the hub may take to say which commit a revision is, so that a network that drops packets fails.
 HUB_TIMEOUT_S = 30.0
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -303,6 +305,7 @@ class HFDataset(Dataset):
     def _choose(self, datasets: Any, loaded: Loaded) -> dict[str, Any]:
         """Which source split is train and which is test, the image and label columns, and the info."""
         available = list(loaded.splits)
+        fallback = next((name for name in FALLBACK_TEST_SPLITS if name in loaded.splits), None)
         chosen: dict[str, str] = {}
         notes = [loaded.extra["note"]] if "note" in loaded.extra else []
         for harness_split, option in (("train", "train_split"), ("test", "test_split")):
@@ -314,12 +317,12 @@ class HFDataset(Dataset):
                 chosen[harness_split] = wanted
             elif harness_split in loaded.splits:
                 chosen[harness_split] = harness_split
-            elif harness_split == "test" and FALLBACK_TEST_SPLIT in loaded.splits:
-                chosen["test"] = FALLBACK_TEST_SPLIT
-                notes.append(f"no test split: {FALLBACK_TEST_SPLIT} is used as test")
+            elif harness_split == "test" and fallback is not None:
+                chosen["test"] = fallback
+                notes.append(f"no test split: {fallback} is used as test")
         if "test" not in chosen:
-            raise HarnessError(f"dataset {self.name!r} has no test split (nor {FALLBACK_TEST_SPLIT}); it has "
-                               f"{', '.join(available)}: set the option test_split to one of them")
+            raise HarnessError(f"dataset {self.name!r} has no test split (nor {', '.join(FALLBACK_TEST_SPLITS)}); "
+                               f"it has {', '.join(available)}: set the option test_split to one of them")
         if chosen.get("train") == chosen["test"]:  # e.g. test_split="train" for a set published as one split
             if self.options["train_split"] is not None:
                 raise HarnessError(f"dataset {self.name!r}: train_split and test_split both name split "
@@ -330,12 +333,11 @@ class HFDataset(Dataset):
         image = self._column(datasets, first.features, "image_column", datasets.Image, "image")
         label = self._column(datasets, first.features, "label_column", datasets.ClassLabel, "class label")
         plain_labels = not isinstance(first.features[label], datasets.ClassLabel)
-        fallback = loaded.splits.get(FALLBACK_TEST_SPLIT)
         if (self.options["test_split"] is None and chosen["test"] == "test" and fallback is not None
-                and chosen.get("train") != FALLBACK_TEST_SPLIT and has_labels(fallback, label)
+                and chosen.get("train") != fallback and has_labels(loaded.splits[fallback], label)
                 and not has_labels(loaded.splits["test"], label)):
-            chosen["test"] = FALLBACK_TEST_SPLIT  # a held-out test split published without its labels
-            notes.append(f"split 'test' has no labels (column {label!r}): {FALLBACK_TEST_SPLIT} is used as test")
+            chosen["test"] = fallback  # a held-out test split published without its labels
+            notes.append(f"split 'test' has no labels (column {label!r}): {fallback} is used as test")
         class_names = (plain_label_names(loaded.splits, chosen, label) if plain_labels
                        else list(first.features[label].names))
         if plain_labels:

@@ -162,6 +162,14 @@ def test_validation_is_the_test_split_when_there_is_no_test_split_and_the_record
     assert len(split) == 20 and split.item_id(3) == "validation/3"
     with pytest.raises(HarnessError, match="has no split 'validation'; it has train, test"):
         dataset.split("validation")
+    short = save(tmp_path / "short", {"train": cifar_split("train").select(range(0, 1000, 50)),
+                                      "valid": cifar_split("test").select(range(0, 500, 25))})  # as tiny-imagenet
+    assert hfds(str(short)).info()["split_source"] == {"train": "train", "test": "valid"}
+    neither = save(tmp_path / "neither", {"train": cifar_split("train").select(range(0, 1000, 50)),
+                                          "holdout": cifar_split("test").select(range(0, 500, 25))})
+    with pytest.raises(HarnessError, match=r"no test split \(nor validation, valid, val\); it has train, holdout: "
+                                           r"set the option test_split"):
+        hfds(str(neither)).info()
 
 
 def test_a_test_split_without_labels_gives_way_to_validation_unless_named(tmp_path):
