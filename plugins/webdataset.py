@@ -5,7 +5,7 @@
     wds:/data/in1k  train="imagenet-train-{0000..1281}.tar"  test="imagenet-val-{00..49}.tar"   (options)
 
 Which split a shard belongs to is read from its file or folder name: the word `train`, `test` or `val`
-(`validation`) between non-alphanumerics (`imagenet-train-000012.tar`, `test/000.tar`). The `train` and `test`
+(`valid`, `validation`) between non-alphanumerics (`imagenet-train-000012.tar`, `test/000.tar`). The `train` and `test`
 options give one pattern per split instead (relative patterns resolve against the folder given). With no test
 shards, the `val` shards are the test split, and the dataset's info says so.
 
@@ -52,7 +52,7 @@ from harness.types import Dataset, DatasetSplit
 
 log = logging.getLogger(__name__)
 
-SPLIT_WORDS = {"train": "train", "test": "test", "val": "val", "validation": "val"}
+SPLIT_WORDS = {"train": "train", "test": "test", "val": "val", "valid": "val", "validation": "val"}
 #: Looked for beside the shards and, for shards in a split-named folder (`root/test/0.tar`), in the folder above:
 #: `classnames.txt` is where CLIP_benchmark's webdataset converter (and its `wds_*` sets on the hub) put them.
 CLASS_NAME_FILES = ("classes.json", "class_names.json", "classes.txt", "class_names.txt", "classnames.txt")

@@ -67,6 +67,7 @@ def test_split_names_come_from_file_or_folder_names():
     assert split_of(Path("/d/imagenet-train-000012.tar")) == "train"
     assert split_of(Path("/d/test/000.tar")) == "test"
     assert split_of(Path("/d/in1k_validation_3.tar")) == "val"
+    assert split_of(Path("/d/valid/0.tar")) == "val"
     assert split_of(Path("/d/shard-000.tar")) is None
     assert split_of(Path("/d/contest-000.tar")) is None  # a word, not a substring
 
