@@ -67,6 +67,17 @@ class ShardIndex:
         return f"{self.keys[position]}.{image}" if image else self.keys[position]
 
 
+@dataclass(frozen=True)
+class SampleKeys:
+    """Which members of a sample hold what: the image (`image`, default the first of IMAGE_KEYS it has), the label
+    (`label`, default `cls`), and, when the label member is JSON (`json`, as timm's `target_key` reads it), the
+    field of it that holds the label (`label_field`, dotted for nested objects: `meta.label`)."""
+
+    image: str | None = None
+    label: str = "cls"
+    label_field: str | None = None
+
+
 def _member_hash(members: Sequence[tarfile.TarInfo], labels: Sequence[str | None],
                  problems: dict[int, str]) -> str:
     """A hash of the member list (names, sizes), the labels and the damage found: changes when a member is added,
@@ -91,24 +102,26 @@ def split_key(name: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
-def _index_file(index_dir: Path, path: Path, stat: os.stat_result, image_key: str | None, label_key: str) -> Path:
-    what = f"{INDEX_VERSION}\t{os.path.realpath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\t{image_key}\t{label_key}"
+def _index_file(index_dir: Path, path: Path, stat: os.stat_result, keys: SampleKeys) -> Path:
+    what = f"{INDEX_VERSION}\t{os.path.realpath(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\t{keys.image}\t{keys.label}"
+    if keys.label_field is not None:  # (without one, the name stays what it was: saved indexes stay valid)
+        what += f"\t{keys.label_field}"
     return index_dir / f"{hashlib.sha256(what.encode()).hexdigest()[:40]}.json"
 
 
-def load_or_index(path: Path, index_dir: Path, image_key: str | None, label_key: str) -> tuple[ShardIndex, bool]:
+def load_or_index(path: Path, index_dir: Path, keys: SampleKeys) -> tuple[ShardIndex, bool]:
     """The index of one shard, and whether it came from the saved index (True) or from reading the headers."""
     try:
         stat = path.stat()
     except OSError as error:
         raise HarnessError(f"WebDataset shard {str(path)!r} cannot be read: {error}") from error
-    saved = _index_file(index_dir, path, stat, image_key, label_key)
+    saved = _index_file(index_dir, path, stat, keys)
     try:
         payload = json.loads(saved.read_text())
         return _from_json(path, payload), True
     except (OSError, ValueError, KeyError, TypeError):
         pass  # not indexed yet, or an unreadable index file: read the headers again
-    index = index_shard(path, image_key, label_key)
+    index = index_shard(path, keys)
     try:
         index_dir.mkdir(parents=True, exist_ok=True)
         temporary = saved.with_suffix(f".{os.getpid()}.tmp")
@@ -142,7 +155,7 @@ def _intern(text: str | None) -> str | None:
     return None if text is None else sys.intern(text)
 
 
-def index_shard(path: Path, image_key: str | None, label_key: str) -> ShardIndex:
+def index_shard(path: Path, keys: SampleKeys) -> ShardIndex:
     """Read the headers of one shard (and its label members) into its index."""
     size = path.stat().st_size
     members: list[tarfile.TarInfo] = []
@@ -161,7 +174,7 @@ def index_shard(path: Path, image_key: str | None, label_key: str) -> ShardIndex
                     continue
                 members.append(member)
                 parts = split_key(member.name)
-                if parts and parts[1].lower() == label_key.lower() and member.offset_data + member.size <= size:
+                if parts and parts[1].lower() == keys.label.lower() and member.offset_data + member.size <= size:
                     label_texts[member.name] = tar.extractfile(member).read().decode("utf-8", "replace").strip()
         except (tarfile.TarError, EOFError) as error:
             damage = f"the tar ends inside a member or header ({error})"
@@ -173,20 +186,20 @@ def index_shard(path: Path, image_key: str | None, label_key: str) -> ShardIndex
     cut = [m for m in members if m.offset_data + m.size > size]
     if cut:
         damage = f"member {cut[0].name!r} needs bytes up to {cut[0].offset_data + cut[0].size}, the file has {size}"
-    keys, images, offsets, sizes, labels, problems = _samples(members, label_texts, image_key, label_key, size)
+    names, images, offsets, sizes, labels, problems = _samples(members, label_texts, keys, size)
     if damage is not None:
         reason = f"shard {path} is truncated: {damage}"
-        if not keys:  # nothing whole in it: one unreadable item stands for the shard, so that it is counted
-            keys, images, offsets, sizes, labels = [f"{path.name}/__truncated__"], [None], [0], [0], [None]
-        problems[len(keys) - 1] = reason  # the last sample may have lost members; every other one is whole
+        if not names:  # nothing whole in it: one unreadable item stands for the shard, so that it is counted
+            names, images, offsets, sizes, labels = [f"{path.name}/__truncated__"], [None], [0], [0], [None]
+        problems[len(names) - 1] = reason  # the last sample may have lost members; every other one is whole
         log.warning("%s; its last sample is marked unreadable", reason)
-    return ShardIndex(path, size, keys, images, np.asarray(offsets, dtype=np.int64),
+    return ShardIndex(path, size, names, images, np.asarray(offsets, dtype=np.int64),
                       np.asarray(sizes, dtype=np.int64), labels, problems, _member_hash(members, labels, problems),
                       damage)
 
 
-def _samples(members: Sequence[tarfile.TarInfo], label_texts: dict[str, str], image_key: str | None,
-             label_key: str, size: int) -> tuple[list, list, list, list, list, dict[int, str]]:
+def _samples(members: Sequence[tarfile.TarInfo], label_texts: dict[str, str], sample_keys: SampleKeys,
+             size: int) -> tuple[list, list, list, list, list, dict[int, str]]:
     """Group consecutive members by key into samples and choose each one's image member: the columns keys,
     images (extensions), offsets, sizes, labels and problems of `ShardIndex`."""
     groups: list[tuple[str, dict[str, tarfile.TarInfo]]] = []
@@ -199,21 +212,45 @@ def _samples(members: Sequence[tarfile.TarInfo], label_texts: dict[str, str], im
             groups.append((key, {}))
         groups[-1][1][extension] = member
     keys, images, offsets, sizes, labels, problems = [], [], [], [], [], {}
-    wanted = (image_key.lower(),) if image_key else IMAGE_KEYS
+    wanted = (sample_keys.image.lower(),) if sample_keys.image else IMAGE_KEYS
     for key, by_extension in groups:
+        position = len(keys)
         lowered = {e.lower(): e for e in by_extension}
         found = next((lowered[e] for e in wanted if e in lowered), None)
         image = by_extension[found] if found else None
-        label_member = by_extension.get(lowered.get(label_key.lower(), ""))
+        label_member = by_extension.get(lowered.get(sample_keys.label.lower(), ""))
         if image is None:
-            problems[len(keys)] = (f"sample {key!r} has no {' or '.join(wanted)} member (it has "
+            problems[position] = (f"sample {key!r} has no {' or '.join(wanted)} member (it has "
                                    f"{', '.join(sorted(by_extension)) or 'none'}); set image_key to the member "
                                    f"holding the image")
         elif image.offset_data + image.size > size:
-            problems[len(keys)] = f"member {image.name!r} is cut short"
+            problems[position] = f"member {image.name!r} is cut short"
         keys.append(key)
         images.append(_intern(found))
         offsets.append(image.offset_data if image else 0)
         sizes.append(image.size if image else 0)
-        labels.append(_intern(label_texts.get(label_member.name)) if label_member is not None else None)
+        label = label_texts.get(label_member.name) if label_member is not None else None
+        if label is not None and sample_keys.label_field is not None:
+            label, problem = json_field(label, sample_keys.label_field)
+            if problem is not None:
+                problems.setdefault(position, f"member {label_member.name!r} {problem}")
+        labels.append(_intern(label))
     return keys, images, offsets, sizes, labels, problems
+
+
+def json_field(text: str, field: str) -> tuple[str | None, str | None]:
+    """(the label text, None) that `field` (dotted for nested objects) of the JSON `text` holds, as the label
+    members' text is (a class number, or a class name); else (None, what is wrong)."""
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        return None, "is not JSON"
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None, f"has no field {field!r}"
+        value = value[part]
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None, f"holds {json.dumps(value)[:40]} in field {field!r}, not a class number or name"
+    return str(value), None

@@ -10,7 +10,8 @@ options give one pattern per split instead (relative patterns resolve against th
 shards, the `val` shards are the test split, and the dataset's info says so.
 
 Items: each sample's image member (`image_key`, default the first of jpg, jpeg, png, webp it has), decoded to RGB;
-its label is the class number (or the class name) in its `label_key` member (`cls`). Class names come from
+its label is the class number (or the class name) in its `label_key` member (`cls`), or, with `label_field`, in
+that field of its JSON sidecar (`json`; dotted for nested objects, as timm's `target_key`). Class names come from
 `class_names` (a JSON list, a JSON {index: name} object, or a text file with one name per line), else from
 `classes.json`, `class_names.json`, `classes.txt`, `class_names.txt` or `classnames.txt` beside the shards (or above
 a split-named folder of shards, as CLIP_benchmark lays out `root/classnames.txt`, `root/test/0.tar`), else they are
@@ -47,7 +48,7 @@ import numpy as np
 from harness import hookimpl
 from harness.errors import BadItemError, HarnessError
 from harness.plugins.imagefolder import open_rgb
-from harness.plugins.wds_index import ShardIndex, load_or_index, resolve_index_dir
+from harness.plugins.wds_index import SampleKeys, ShardIndex, load_or_index, resolve_index_dir
 from harness.types import Dataset, DatasetSplit
 
 log = logging.getLogger(__name__)
@@ -145,12 +146,13 @@ def split_named(text: str) -> str | None:
 
 class WebDataset(Dataset):
     def __init__(self, argument: str, *, train: str | None = None, test: str | None = None,
-                 image_key: str | None = None, label_key: str = "cls", class_names: str | None = None,
-                 index_dir: str | None = None) -> None:
+                 image_key: str | None = None, label_key: str | None = None, label_field: str | None = None,
+                 class_names: str | None = None, index_dir: str | None = None) -> None:
         self.argument = argument
         self.patterns = {"train": train, "test": test}
-        self.image_key = image_key
-        self.label_key = label_key
+        # The label's member: `cls`, or the JSON sidecar `json` when a field of it holds the label (timm's target_key)
+        self.keys = SampleKeys(image_key, label_key or ("json" if label_field else "cls"), label_field or None)
+        self.label_key = self.keys.label
         self.class_names_file = class_names
         self.index_dir = resolve_index_dir(index_dir)
         self._layout: dict[str, Any] | None = None
@@ -200,8 +202,7 @@ class WebDataset(Dataset):
     def _index(self, paths: list[Path]) -> list[ShardIndex]:
         results: list[tuple[ShardIndex, bool]]
         with ThreadPoolExecutor(min(INDEX_THREADS, len(paths))) as pool:
-            results = list(pool.map(lambda p: load_or_index(p, self.index_dir, self.image_key, self.label_key),
-                                    paths))
+            results = list(pool.map(lambda p: load_or_index(p, self.index_dir, self.keys), paths))
         read = sum(not saved for _, saved in results)
         self.shards_indexed += read
         if read:
@@ -429,11 +430,11 @@ class WebDatasetSplit(DatasetSplit):
 
 
 def wds(argument: str, *, train: str | None = None, test: str | None = None, image_key: str | None = None,
-        label_key: str = "cls", class_names: str | None = None) -> WebDataset:
+        label_key: str | None = None, label_field: str | None = None, class_names: str | None = None) -> WebDataset:
     # Where the index is kept ($HARNESS_WDS_INDEX_DIR) is not an option: options name what is measured (they
     # become part of the dataset's column name), and the index folder changes nothing measured.
     return WebDataset(argument, train=train, test=test, image_key=image_key, label_key=label_key,
-                      class_names=class_names)
+                      label_field=label_field, class_names=class_names)
 
 
 @hookimpl

@@ -423,3 +423,32 @@ def test_labels_written_as_class_names_without_a_names_file_are_the_sorted_names
         test[2]
     with pytest.raises(BadItemError, match="test9.jpg.*label 'n01' is neither"):
         test[3]
+
+
+def test_labels_from_a_field_of_the_json_sidecar(tmp_path):
+    """As timm's `target_key`: the label is a field of each sample's `json` member (dotted for nested objects);
+    a sample whose JSON lacks the field, or is not JSON, is a bad item naming that member."""
+    image = (CIFAR10_MINI / "test/cat/0000.jpg").read_bytes()
+    rows = [{"label": 2, "meta": {"name": "dog"}}, {"label": 0.0, "meta": {"name": "cat"}},
+            {"label": 1, "meta": {"name": "dog"}}]
+    for split in ("train", "test"):
+        with tarfile.open(tmp_path / f"{split}.tar", "w") as tar:
+            for n, row in enumerate(rows):
+                add_member(tar, f"{split}{n}.jpg", image)
+                add_member(tar, f"{split}{n}.json", json.dumps({"caption": "a photo", **row}).encode())
+            add_member(tar, f"{split}8.jpg", image)
+            add_member(tar, f"{split}8.json", b'{"caption": "no label here"}')
+            add_member(tar, f"{split}9.jpg", image)
+            add_member(tar, f"{split}9.json", b"{not json")
+    numbers = dataset(str(tmp_path), label_field="label")
+    assert numbers.info()["class_names"] == ["0", "1", "2"]
+    test = numbers.split("test")
+    assert [test[i][1] for i in range(3)] == [2, 0, 1]  # 0.0 is the class number 0
+    with pytest.raises(BadItemError, match=r"test8.jpg.*member 'test8.json' has no field 'label'"):
+        test[3]
+    with pytest.raises(BadItemError, match=r"test9.jpg.*member 'test9.json' is not JSON"):
+        test[4]
+    names = dataset(str(tmp_path), label_field="meta.name")  # a second index of the same shards, by its field
+    assert names.info()["class_names"] == ["cat", "dog"]
+    assert [names.split("test")[i][1] for i in range(3)] == [1, 0, 1]
+    assert dataset(str(tmp_path)).info()["class_names"] == []  # no `cls` member: unlabelled, as before
