@@ -16,7 +16,7 @@ that field of its JSON sidecar (`json`; dotted for nested objects, as timm's `ta
 `classes.json`, `class_names.json`, `classes.txt`, `class_names.txt` or `classnames.txt` beside the shards (or above
 a split-named folder of shards, as CLIP_benchmark lays out `root/classnames.txt`, `root/test/0.tar`), else they are
 the label numbers (0 to the largest), or, where the label members hold names rather than numbers, those names
-sorted. Shards without any label member form an unlabelled dataset.
+sorted. A label of -1 marks an unlabelled sample; shards without any label member form an unlabelled dataset.
 
 Every shard is indexed once from its tar headers (`harness.plugins.wds_index`); item ids are the samples' keys
 (`__key__`), or `<shard file>/<key>` for every item of a split where keys repeat across shards. A split's
@@ -233,7 +233,9 @@ class WebDataset(Dataset):
             self.class_names_source = str(path)
             return read_class_names(path)
         # An empty label member is no class: its sample stays an unreadable item, as any label that fits nothing.
-        texts = {label for shards in indices.values() for shard in shards for label in set(shard.labels) if label}
+        # -1 is no class either: it marks an unlabelled sample (as timm's reader and the harness's labels do).
+        texts = {label for shards in indices.values() for shard in shards for label in set(shard.labels)
+                 if label and not _unlabelled(label)}
         numbers = {int(text) for text in texts if _is_number(text)}
         if numbers:
             others = sorted(text for text in texts if not _is_number(text))
@@ -278,6 +280,11 @@ class WebDataset(Dataset):
 def _is_number(text: str) -> bool:
     """A class number as a label member holds it: ASCII digits, perhaps after a minus sign."""
     return _NUMBER.fullmatch(text) is not None
+
+
+def _unlabelled(text: str) -> bool:
+    """The label text that marks a sample without a label: -1."""
+    return _is_number(text) and int(text) == -1
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -386,6 +393,8 @@ class WebDatasetSplit(DatasetSplit):
             return -1
         if text is None:
             raise BadItemError(where, f"the sample has no {self.label_key!r} member (its label)")
+        if _unlabelled(text):
+            return -1
         if _is_number(text):
             label = int(text)
         elif text in self.class_numbers:  # some writers store the class name itself

@@ -410,7 +410,7 @@ def test_labels_written_as_class_names_without_a_names_file_are_the_sorted_names
     empty.mkdir()
     for split in ("train", "test"):
         with tarfile.open(empty / f"{split}.tar", "w") as tar:
-            for n, name in enumerate(("7", "01", "")):
+            for n, name in enumerate(("7", "01", "", "-1")):
                 add_member(tar, f"{split}{n}.jpg", image)
                 add_member(tar, f"{split}{n}.cls", name.encode())
             add_member(tar, f"{split}9.jpg", image)
@@ -421,8 +421,9 @@ def test_labels_written_as_class_names_without_a_names_file_are_the_sorted_names
     assert [test[i][1] for i in range(2)] == [7, 1]
     with pytest.raises(BadItemError, match="test2.jpg.*label '' is neither a class number nor a class name"):
         test[2]
+    assert test[3][1] == -1  # -1: an unlabelled sample, as timm's reader reads it
     with pytest.raises(BadItemError, match="test9.jpg.*label 'n01' is neither"):
-        test[3]
+        test[4]
 
 
 def test_labels_from_a_field_of_the_json_sidecar(tmp_path):
