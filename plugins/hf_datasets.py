@@ -305,8 +305,11 @@ class HFDataset(Dataset):
     def _choose(self, datasets: Any, loaded: Loaded) -> dict[str, Any]:
         """Which source split is train and which is test, the image and label columns, and the info."""
         available = list(loaded.splits)
-        fallback = next((name for name in FALLBACK_TEST_SPLITS if name in loaded.splits), None)
         chosen: dict[str, str] = {}
+
+        def fallback_split() -> str | None:  # the first of FALLBACK_TEST_SPLITS there, other than the train split
+            return next((n for n in FALLBACK_TEST_SPLITS if n in loaded.splits and n != chosen.get("train")), None)
+
         notes = [loaded.extra["note"]] if "note" in loaded.extra else []
         for harness_split, option in (("train", "train_split"), ("test", "test_split")):
             wanted = self.options[option]
@@ -317,9 +320,9 @@ class HFDataset(Dataset):
                 chosen[harness_split] = wanted
             elif harness_split in loaded.splits:
                 chosen[harness_split] = harness_split
-            elif harness_split == "test" and fallback is not None:
-                chosen["test"] = fallback
-                notes.append(f"no test split: {fallback} is used as test")
+            elif harness_split == "test" and fallback_split() is not None:
+                chosen["test"] = fallback_split()
+                notes.append(f"no test split: {chosen['test']} is used as test")
         if "test" not in chosen:
             raise HarnessError(f"dataset {self.name!r} has no test split (nor {', '.join(FALLBACK_TEST_SPLITS)}); "
                                f"it has {', '.join(available)}: set the option test_split to one of them")
@@ -333,9 +336,9 @@ class HFDataset(Dataset):
         image = self._column(datasets, first.features, "image_column", datasets.Image, "image")
         label = self._column(datasets, first.features, "label_column", datasets.ClassLabel, "class label")
         plain_labels = not isinstance(first.features[label], datasets.ClassLabel)
+        fallback = fallback_split()
         if (self.options["test_split"] is None and chosen["test"] == "test" and fallback is not None
-                and chosen.get("train") != fallback and has_labels(loaded.splits[fallback], label)
-                and not has_labels(loaded.splits["test"], label)):
+                and has_labels(loaded.splits[fallback], label) and not has_labels(loaded.splits["test"], label)):
             chosen["test"] = fallback  # a held-out test split published without its labels
             notes.append(f"split 'test' has no labels (column {label!r}): {fallback} is used as test")
         class_names = (plain_label_names(loaded.splits, chosen, label) if plain_labels

@@ -5,7 +5,8 @@ A WebDataset shard is a plain tar whose members are grouped into samples by key:
 dot of its file name, as webdataset's own reader splits it). Consecutive members with one key form one sample.
 
 Indexing reads each member's 512-byte header and the few bytes of the label member (`cls`: the class index as
-text), and seeks past everything else, so no image is read or decoded. The index of a shard is saved as JSON under
+text; or the sample's `json` sidecar when a field of it holds the label), and seeks past everything else, so no
+image is read or decoded. The index of a shard is saved as JSON under
 the index folder, named by the shard's real path, size and mtime, and reused while the shard is unchanged.
 
 A damaged shard does not stop indexing: a truncated tar (a member cut short, a header cut off, or no end-of-archive
@@ -242,10 +243,11 @@ def json_field(text: str, field: str) -> tuple[str | None, str | None]:
     """(the label text, None) that `field` (dotted for nested objects) of the JSON `text` holds, as the label
     members' text is (a class number, or a class name); else (None, what is wrong)."""
     try:
-        value: Any = json.loads(text)
+        value: Any = json.loads(text.lstrip("\ufeff"))  # a byte-order mark, as some Windows tools write
     except ValueError:
         return None, "is not JSON"
-    for part in field.split("."):
+    parts = [field] if isinstance(value, dict) and field in value else field.split(".")  # a key with a dot first
+    for part in parts:
         if not isinstance(value, dict) or part not in value:
             return None, f"has no field {field!r}"
         value = value[part]
@@ -253,4 +255,4 @@ def json_field(text: str, field: str) -> tuple[str | None, str | None]:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         return None, f"holds {json.dumps(value)[:40]} in field {field!r}, not a class number or name"
-    return str(value), None
+    return str(value).strip(), None

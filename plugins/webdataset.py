@@ -146,13 +146,17 @@ def split_named(text: str) -> str | None:
 
 class WebDataset(Dataset):
     def __init__(self, argument: str, *, train: str | None = None, test: str | None = None,
-                 image_key: str | None = None, label_key: str | None = None, label_field: str | None = None,
+                 image_key: str | None = None, label_key: str = "cls", label_field: str | None = None,
                  class_names: str | None = None, index_dir: str | None = None) -> None:
         self.argument = argument
         self.patterns = {"train": train, "test": test}
-        # The label's member: `cls`, or the JSON sidecar `json` when a field of it holds the label (timm's target_key)
-        self.keys = SampleKeys(image_key, label_key or ("json" if label_field else "cls"), label_field or None)
-        self.label_key = self.keys.label
+        if label_field is not None and (not isinstance(label_field, str) or not label_field.strip()):
+            raise HarnessError(f"dataset wds:{argument}: option label_field={label_field!r} must name a field of the "
+                               f"samples' JSON member, e.g. label_field=label")
+        # With label_field, the label's member is the JSON sidecar `json` unless label_key names another one.
+        member = "json" if label_field is not None and label_key == "cls" else label_key
+        self.keys = SampleKeys(image_key, member, label_field)
+        self.label_key = member
         self.class_names_file = class_names
         self.index_dir = resolve_index_dir(index_dir)
         self._layout: dict[str, Any] | None = None
@@ -216,10 +220,25 @@ class WebDataset(Dataset):
         by_split, note = self._shards_by_split()
         indices = {split: self._index(paths) for split, paths in by_split.items()}
         labelled = any(label is not None for shards in indices.values() for shard in shards for label in shard.labels)
+        if self.keys.label_field is not None and not labelled:
+            raise self._no_label_field(indices)
+        if ("val" in indices and not self.patterns["test"] and not has_labels(indices["test"])
+                and has_labels(indices["val"])):  # a held-out test set published without its labels
+            indices["test"] = indices.pop("val")
+            note = "the test shards have no labels: the val shards are the test split"
         names = self._class_names(by_split, indices) if labelled else []
         root = Path(os.path.commonpath([str(p.parent) for paths in by_split.values() for p in paths]))
         self._layout = {"indices": indices, "class_names": names, "note": note, "labelled": labelled, "root": root}
         return self._layout
+
+    def _no_label_field(self, indices: dict[str, list[ShardIndex]]) -> HarnessError:
+        """No sample has a label in the field that label_field names: a mistyped field, most likely."""
+        first = next((problem for shards in indices.values() for shard in shards
+                      for problem in shard.problems.values() if "field" in problem or "JSON" in problem), None)
+        seen = f" (the first sample's: {first})" if first else f" (no sample has a {self.keys.label!r} member)"
+        return HarnessError(f"dataset wds:{self.argument}: no sample has a label in field "
+                            f"{self.keys.label_field!r} of its {self.keys.label!r} member{seen}; check the option "
+                            f"label_field")
 
     def _class_names(self, by_split: dict[str, list[Path]], indices: dict[str, list[ShardIndex]]) -> list[str]:
         """From the class-names file, else the label numbers 0..max, else (labels that are words) the words sorted."""
@@ -237,6 +256,9 @@ class WebDataset(Dataset):
         texts = {label for shards in indices.values() for shard in shards for label in set(shard.labels)
                  if label and not _unlabelled(label)}
         numbers = {int(text) for text in texts if _is_number(text)}
+        if not texts:  # every label is -1: labelled shards, but no class among them
+            self.class_names_source = "none: every label is -1 (unlabelled)"
+            return []
         if numbers:
             others = sorted(text for text in texts if not _is_number(text))
             if others:  # a few damaged members, or names mixed in: their samples are bad items, each named
@@ -280,6 +302,11 @@ class WebDataset(Dataset):
 def _is_number(text: str) -> bool:
     """A class number as a label member holds it: ASCII digits, perhaps after a minus sign."""
     return _NUMBER.fullmatch(text) is not None
+
+
+def has_labels(shards: list[ShardIndex]) -> bool:
+    """Whether any sample of `shards` has a label other than -1 (unlabelled)."""
+    return any(label and not _unlabelled(label) for shard in shards for label in set(shard.labels))
 
 
 def _unlabelled(text: str) -> bool:
@@ -435,11 +462,14 @@ class WebDatasetSplit(DatasetSplit):
                 shard.path.name
             digest.update(f"{name}\t{shard.size}\t{shard.member_hash}\n".encode())
         digest.update(json.dumps(self.class_names).encode())
+        if any(label and _unlabelled(label) for shard in self.shards for label in set(shard.labels)):
+            # Since -1 reads as an unlabelled item, not an unreadable one: entries made before must not be reused.
+            digest.update(b"\nlabel -1: unlabelled")
         return digest.hexdigest()
 
 
 def wds(argument: str, *, train: str | None = None, test: str | None = None, image_key: str | None = None,
-        label_key: str | None = None, label_field: str | None = None, class_names: str | None = None) -> WebDataset:
+        label_key: str = "cls", label_field: str | None = None, class_names: str | None = None) -> WebDataset:
     # Where the index is kept ($HARNESS_WDS_INDEX_DIR) is not an option: options name what is measured (they
     # become part of the dataset's column name), and the index folder changes nothing measured.
     return WebDataset(argument, train=train, test=test, image_key=image_key, label_key=label_key,

@@ -165,6 +165,10 @@ def test_validation_is_the_test_split_when_there_is_no_test_split_and_the_record
     short = save(tmp_path / "short", {"train": cifar_split("train").select(range(0, 1000, 50)),
                                       "valid": cifar_split("test").select(range(0, 500, 25))})  # as tiny-imagenet
     assert hfds(str(short)).info()["split_source"] == {"train": "train", "test": "valid"}
+    both = save(tmp_path / "both", {"validation": cifar_split("train").select(range(0, 1000, 50)),
+                                    "valid": cifar_split("test").select(range(0, 500, 25))})
+    assert hfds(str(both), train_split="validation").info()["split_source"] == {"train": "validation",
+                                                                                "test": "valid"}  # never train
     neither = save(tmp_path / "neither", {"train": cifar_split("train").select(range(0, 1000, 50)),
                                           "holdout": cifar_split("test").select(range(0, 500, 25))})
     with pytest.raises(HarnessError, match=r"no test split \(nor validation, valid, val\); it has train, holdout: "

@@ -453,3 +453,35 @@ def test_labels_from_a_field_of_the_json_sidecar(tmp_path):
     assert names.info()["class_names"] == ["cat", "dog"]
     assert [names.split("test")[i][1] for i in range(3)] == [1, 0, 1]
     assert dataset(str(tmp_path)).info()["class_names"] == []  # no `cls` member: unlabelled, as before
+
+
+def test_label_field_mistakes_unlabelled_test_shards_and_label_key_default(tmp_path):
+    image = (CIFAR10_MINI / "test/cat/0000.jpg").read_bytes()
+    metas = {"train": ['{"label": 0}', '{"label": 1}'], "val": ['{"label": 1}', '\ufeff{"label": " 0 "}'],
+             "test": ['{"label": -1}', '{"label": -1}']}  # a held-out test set published without its labels
+    for split, rows in metas.items():
+        with tarfile.open(tmp_path / f"{split}.tar", "w") as tar:
+            for n, meta in enumerate(rows):
+                add_member(tar, f"{split}{n}.jpg", image)
+                add_member(tar, f"{split}{n}.json", meta.encode())
+    data = dataset(str(tmp_path), label_field="label")
+    info = data.info()
+    assert info["split_sizes"] == {"train": 2, "test": 2}  # val stands in for the unlabelled test shards
+    assert info["note"] == "the test shards have no labels: the val shards are the test split"
+    test = data.split("test")
+    assert [test[i][1] for i in range(2)] == [1, 0]  # a byte-order mark and spaces around the name are read
+    named = dataset(str(tmp_path), label_field="label", test=str(tmp_path / "test.tar"),
+                    train=str(tmp_path / "train.tar"))
+    assert [named.split("test")[i][1] for i in range(2)] == [-1, -1]  # asked for by name: kept, unlabelled
+    with pytest.raises(HarnessError, match=r"no sample has a label in field 'lable' of its 'json' member \(the "
+                                           r"first sample's: member '.*' has no field 'lable'\); check the option"):
+        dataset(str(tmp_path), label_field="lable").info()
+    with pytest.raises(HarnessError, match="option label_field=3 must name a field"):
+        dataset(str(tmp_path), label_field=3)
+    # label_key=cls is the default: the same dataset, the same column name, with or without it.
+    from harness.plan import DatasetSpec, RunConfig, build_dataset
+
+    config = RunConfig(encoders=["pixels"], datasets=[])
+    names = {build_dataset(DatasetSpec(f"wds:{tmp_path}", options), config, Plugins(entry_points=False)).name
+             for options in ({}, {"label_key": "cls"})}
+    assert names == {f"wds:{tmp_path}"}
