@@ -7,7 +7,8 @@
 Which split a shard belongs to is read from its file or folder name: the word `train`, `test` or `val`
 (`valid`, `validation`) between non-alphanumerics (`imagenet-train-000012.tar`, `test/000.tar`). The `train` and `test`
 options give one pattern per split instead (relative patterns resolve against the folder given). With no test
-shards, the `val` shards are the test split, and the dataset's info says so.
+shards, or test shards whose labels are all -1 (and no `test` option), the `val` shards are the test split, and the
+dataset's info says so.
 
 Items: each sample's image member (`image_key`, default the first of jpg, jpeg, png, webp it has), decoded to RGB;
 its label is the class number (or the class name) in its `label_key` member (`cls`), or, with `label_field`, in
