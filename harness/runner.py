@@ -140,15 +140,13 @@ def run(config: RunConfig, plugins: Plugins | None = None, ranks: Ranks | None =
         check_evaluation_splits(dataset.name, info)  # a split naming a class train lacks: refused before any work
         for evaluator in usable:
             evaluator.check_dataset(info)  # an option that cannot apply to this dataset: refused before any work
-        plans.append((dataset, info, usable, skipped))
-    open_splits([(dataset, needed_splits(usable, evaluation_splits(dataset.name, info)))
-                 for dataset, info, usable, _ in plans], ranks)
-    for dataset, info, usable, skipped in plans:
+        evaluation = evaluation_splits(dataset.name, info)  # the same for every encoder of this dataset
+        plans.append((dataset, info, usable, skipped, evaluation, needed_splits(usable, evaluation)))
+    open_splits([(dataset, needed) for dataset, *_, needed in plans], ranks)
+    for dataset, info, usable, skipped, evaluation, needed in plans:
         for message in skipped:
             log.warning(message)
         context.report.skipped.extend(skipped)
-        evaluation = evaluation_splits(dataset.name, info)  # the same for every encoder of this dataset
-        needed = needed_splits(usable, evaluation)
         for planned in encoders:
             options = replace(context.extraction, batch_size=planned.batch_size or config.batch_size)
             job = PairJob(planned, dataset, info, usable, needed, options, evaluation)

@@ -16,14 +16,14 @@ Three sources, told apart by what the argument names:
 Options (a suite's `[[datasets]] options = {...}`): `config` (hub ids and parquet folders), `revision` (hub only),
 `train_split` and `test_split` (default `train` and `test`; without a `test` split and without `test_split`,
 `validation`, else `valid` or `val`, is the test split and `info()` says so under `split_source` and `note`),
-`image_column` and
-`label_column` (default: the one `datasets.Image` column and the one `datasets.ClassLabel` column; class names are
-the ClassLabel's names; a `label_column` given by name may hold integers or strings instead, whose distinct values,
-sorted, are the classes; with no Image column, a struct of `bytes` and `path` (an Image column written to parquet by
-another tool) is the image column, and `image_column` may also name a column of encoded image bytes). A `test` split
-without a single label (the hub's ImageNet-1k: every label -1) is passed over for that split when the option
-test_split is not given, and `note` says so. A `test_split` equal to the train split it would be paired with (a set
-published as one `train` split) leaves the dataset without train: test-only evaluators (clustering) run on it.
+`image_column` and `label_column` (default: the one `datasets.Image` column and the one `datasets.ClassLabel`
+column; class names are the ClassLabel's names; a `label_column` given by name may hold integers or strings instead,
+whose distinct values, sorted, are the classes; with no Image column, a struct of `bytes` and `path` (an Image
+column written to parquet by another tool) is the image column, and `image_column` may also name a column of encoded
+image bytes). A `test` split without a single label (the hub's ImageNet-1k: every label -1) is passed over for that
+split when the option test_split is not given, and `note` says so. A `test_split` equal to the train split it would
+be paired with (a set published as one `train` split) leaves the dataset without train: test-only evaluators
+(clustering) run on it.
 
 Items are `(PIL image in RGB, label)` read one row at a time from the memory-mapped arrow table (the image column
 is cast to `Image(decode=False)` and decoded here, by imagefolder's `open_rgb`); ids are `<source split>/<row>`,

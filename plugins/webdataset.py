@@ -157,7 +157,6 @@ class WebDataset(Dataset):
         # With label_field, the label's member is the JSON sidecar `json` unless label_key names another one.
         member = "json" if label_field is not None and label_key == "cls" else label_key
         self.keys = SampleKeys(image_key, member, label_field)
-        self.label_key = member
         self.class_names_file = class_names
         self.index_dir = resolve_index_dir(index_dir)
         self._layout: dict[str, Any] | None = None
@@ -265,7 +264,7 @@ class WebDataset(Dataset):
             if others:  # a few damaged members, or names mixed in: their samples are bad items, each named
                 log.warning("wds:%s: %d distinct %r text(s) are not class numbers (%s); their samples are "
                             "unreadable items unless class names are given", self.argument, len(others),
-                            self.label_key, ", ".join(repr(t[:40]) for t in others[:3]))
+                            self.keys.label, ", ".join(repr(t[:40]) for t in others[:3]))
             self.class_names_source = "the label numbers (no class-names file beside the shards)"
             return [str(n) for n in range(max(numbers) + 1)]
         self.class_names_source = "the distinct label texts, sorted (no class-names file beside the shards)"
@@ -296,7 +295,7 @@ class WebDataset(Dataset):
             raise HarnessError(f"dataset {self.name!r} has no split {name!r}; it has {', '.join(layout['indices'])}")
         if name not in self._splits:
             self._splits[name] = WebDatasetSplit(name, layout["indices"][name], layout["class_names"],
-                                                 layout["labelled"], layout["root"], self.label_key)
+                                                 layout["labelled"], layout["root"], self.keys.label)
         return self._splits[name]
 
 
@@ -351,6 +350,8 @@ class WebDatasetSplit(DatasetSplit):
         self.labelled = labelled
         self.root = root
         self.label_key = label_key
+        # Whether -1 (an unlabelled sample) occurs: part of the fingerprint, found once (the labels never change).
+        self.has_unlabelled = any(label and _unlabelled(label) for shard in shards for label in set(shard.labels))
         # Item i is sample i - starts[s] of shard s, where starts[s] <= i < starts[s + 1].
         self.starts = np.cumsum([0] + [len(shard) for shard in shards])
         keys = [key for shard in shards for key in shard.keys]
@@ -463,7 +464,7 @@ class WebDatasetSplit(DatasetSplit):
                 shard.path.name
             digest.update(f"{name}\t{shard.size}\t{shard.member_hash}\n".encode())
         digest.update(json.dumps(self.class_names).encode())
-        if any(label and _unlabelled(label) for shard in self.shards for label in set(shard.labels)):
+        if self.has_unlabelled:
             # Since -1 reads as an unlabelled item, not an unreadable one: entries made before must not be reused.
             digest.update(b"\nlabel -1: unlabelled")
         return digest.hexdigest()
